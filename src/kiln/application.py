@@ -1,0 +1,429 @@
+"""Building the Flask application from configuration.
+
+:func:`create_app` builds a Flask app from a configuration tree (Clay's keys:
+``flask.init``, ``flask.config``, ``middleware``, ``views``). ``from kiln
+import app`` gives the process-wide app, built lazily from
+:data:`kiln.config.CONFIG` the first time it is used (ARCHITECTURE D12).
+
+A ``views`` module registers routes in one of two ways:
+
+- Clay's way: ``from kiln import app`` then ``@app.route(...)`` at import
+  time. While :func:`create_app` imports views, ``kiln.app`` is the app being
+  built; a module already imported by an earlier app has its routes copied
+  onto the new one.
+- the Flask-extension way: a module-level ``init_app(app)`` function, called
+  for every app that lists the module.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import logging
+import os
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import quote, unquote, urlsplit
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect, Rule
+
+from kiln import logging as kiln_logging
+from kiln.config import CONFIG, Configuration
+from kiln.cors import install_cors
+from kiln.eos import install_eos
+from kiln.errors import ERRORS, HTTPError, install_error_handlers
+from kiln.exceptions import StartupError
+
+__all__ = [
+    "KilnState",
+    "add_api_capability",
+    "create_app",
+    "get_app",
+    "kiln_config",
+    "register_heartbeat",
+]
+
+logger = logging.getLogger("kiln.app")
+
+HeartbeatCheck = Callable[[], "bool | None"]
+
+#: The app whose views are being imported, so that ``kiln.app`` resolves to it.
+_building: contextvars.ContextVar[Flask | None] = contextvars.ContextVar(
+    "kiln_app_building", default=None
+)
+_global_app: Flask | None = None
+_global_lock = threading.RLock()
+#: Routes each views module registered on the first app that imported it.
+_module_rules: dict[str, list[tuple[Rule, Callable[..., Any]]]] = {}
+
+_VERSIONED = re.compile(r"^/v\d+(/|$)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters left as they are when a decoded path is quoted back into a Location.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@dataclass
+class KilnState:
+    """What kiln keeps on each app, as ``app.extensions["kiln"]``."""
+
+    config: Configuration
+    heartbeats: dict[str, HeartbeatCheck] = field(default_factory=dict)
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    public_settings: list[str] = field(default_factory=lambda: ["readonly"])
+
+    @property
+    def api_prefix(self) -> str:
+        """The version prefix of every protocol route, like ``/v1``."""
+        return f"/v{api_major(self.config)}"
+
+
+def api_version(config: Configuration) -> str:
+    """``http_api_version``, else the first two parts of ``project.version``."""
+    explicit = config.setting("http_api_version")
+    if explicit:
+        return str(explicit)
+    return ".".join(str(config.setting("project.version")).split(".")[:2])
+
+
+def api_major(config: Configuration) -> str:
+    """The major number of the HTTP API version (the ``N`` of ``/vN``)."""
+    major = api_version(config).split(".")[0]
+    if not major.isdigit():
+        raise StartupError(
+            f"http_api_version {api_version(config)!r} must start with a number, like '1.0'."
+        )
+    return major
+
+
+def kiln_state(app: Flask) -> KilnState:
+    """The :class:`KilnState` of an app built by :func:`create_app`."""
+    return cast(KilnState, app.extensions["kiln"])
+
+
+def kiln_config(app: Flask | None = None) -> Configuration:
+    """The kiln configuration of ``app`` (default: the current app)."""
+    return kiln_state(app or current_app).config
+
+
+def register_heartbeat(app: Flask, name: str, check: HeartbeatCheck) -> None:
+    """Add a check to ``/__heartbeat__``.
+
+    ``check()`` returns ``True`` (healthy), ``False`` (failing: the heartbeat
+    answers 503) or ``None`` (unknown; does not fail the heartbeat). A check
+    that raises or outlasts ``heartbeat.timeout_seconds`` counts as ``False``.
+    """
+    kiln_state(app).heartbeats[name] = check
+
+
+def add_api_capability(
+    app: Flask, identifier: str, description: str = "", url: str = "", **extra: Any
+) -> None:
+    """Announce a capability in the hello view.
+
+    :raises ValueError: ``identifier`` is already registered.
+    """
+    capabilities = kiln_state(app).capabilities
+    if identifier in capabilities:
+        raise ValueError(f"The capability {identifier!r} is already registered.")
+    capabilities[identifier] = {"description": description, "url": url, **extra}
+
+
+# --------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------
+
+
+def create_app(
+    config: Configuration | Mapping[str, Any] | None = None,
+    *,
+    configure_logging: bool = True,
+) -> Flask:
+    """Build a Flask app from ``config``.
+
+    :param config: a :class:`~kiln.config.Configuration`, a plain mapping (used
+        as the whole tree), or ``None`` for the process-wide
+        :data:`~kiln.config.CONFIG`.
+    :param configure_logging: apply the ``logging`` keys to the process
+        (:func:`kiln.logging.configure`), and again after every reload.
+    :raises ConfigError: the configuration is wrong.
+    :raises StartupError: a views module fails to import, a middleware entry
+        is unknown, or ``flask.init`` is unusable.
+    """
+    if config is None:
+        configuration = CONFIG
+    elif isinstance(config, Configuration):
+        configuration = config
+    else:
+        configuration = Configuration.from_mapping(config)
+    configuration.config  # noqa: B018 -- load (and validate) now: a broken config fails here
+
+    app = _new_flask(configuration)
+    state = KilnState(config=configuration)
+    app.extensions["kiln"] = state
+    state.api_prefix  # noqa: B018 -- fail at startup on a bad http_api_version
+
+    if configure_logging:
+        kiln_logging.configure(configuration)
+        configuration.add_listener(kiln_logging.configure)
+
+    install_error_handlers(app)
+    _install_common_hooks(app, configuration)
+    app.before_request(_redirects)
+    install_eos(app)
+    install_cors(app)
+    kiln_logging.install_request_summary(app)
+
+    from kiln.views import install_utility_views
+
+    install_utility_views(app)
+    _load_views(app, configuration.setting("views"))
+    from kiln.resource.batch import install_batch
+    from kiln.resource.views import mount_resources
+
+    install_batch(app)
+    mount_resources(app, configuration.setting("views"))
+    if "kiln.storage" in app.extensions:
+        _install_cache(app, configuration)
+    _wrap_middleware(app, configuration.setting("middleware"))
+    return app
+
+
+def _install_cache(app: Flask, configuration: Configuration) -> None:
+    from kiln.cache import load_cache
+
+    cache = load_cache(configuration)
+    if configuration.setting("storage.initialize_on_startup"):
+        cache.initialize_schema()
+    app.extensions["kiln.cache"] = cache
+    register_heartbeat(app, "cache", cache.heartbeat)
+
+
+def _new_flask(configuration: Configuration) -> Flask:
+    init = dict(configuration.setting("flask.init"))
+    init.setdefault("import_name", "kilnapp")
+    try:
+        app = Flask(**init)
+    except TypeError as exc:
+        raise StartupError(f"flask.init has an argument Flask() does not take: {exc}.") from None
+    app.debug = bool(configuration.setting("debug.enabled"))
+    app.config.update(configuration.setting("flask.config"))
+    return app
+
+
+def _load_views(app: Flask, names: list[Any]) -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        # Clay's behaviour: views modules sit beside the config.
+        sys.path.insert(0, cwd)
+    token = _building.set(app)
+    try:
+        for name in names:
+            _load_view_module(app, name)
+    finally:
+        _building.reset(token)
+
+
+def _load_view_module(app: Flask, name: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise StartupError(f"views entries must be module names, got {name!r}.")
+    if name in _module_rules and name in sys.modules:
+        for rule, view in _module_rules[name]:
+            app.url_map.add(rule.empty())
+            app.view_functions[rule.endpoint] = view
+        module = sys.modules[name]
+    else:
+        before = {id(rule) for rule in app.url_map.iter_rules()}
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise StartupError(
+                f"views module {name!r} failed to import: {_describe(exc)}. "
+                "Check the 'views' list of your config and that the module is importable "
+                "from the working directory."
+            ) from exc
+        added = [rule for rule in app.url_map.iter_rules() if id(rule) not in before]
+        _module_rules[name] = [(rule.empty(), app.view_functions[rule.endpoint]) for rule in added]
+    init_app = getattr(module, "init_app", None)
+    if callable(init_app):
+        init_app(app)
+
+
+def _middleware_entries(spec: Any) -> list[tuple[str, dict[str, Any]]]:
+    if isinstance(spec, Mapping):
+        items = list(spec.items())
+    else:
+        items = []
+        for entry in spec:
+            if isinstance(entry, Mapping):
+                items.extend(entry.items())
+            else:
+                items.append((entry, {}))
+    entries = []
+    for name, kwargs in items:
+        if not isinstance(name, str) or "." not in name:
+            raise StartupError(
+                f"middleware entry {name!r} must be a dotted path like 'package.module.Callable'."
+            )
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, Mapping):
+            raise StartupError(f"middleware entry {name!r} takes a mapping of keyword arguments.")
+        entries.append((name, dict(kwargs)))
+    return entries
+
+
+def _wrap_middleware(app: Flask, spec: Any) -> None:
+    for name, kwargs in _middleware_entries(spec):
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise StartupError(
+                f"middleware {name!r}: module {module_name!r} cannot be imported "
+                f"({_describe(exc)})."
+            ) from exc
+        factory = getattr(module, attribute, None)
+        if not callable(factory):
+            raise StartupError(f"middleware {name!r}: no callable named {attribute!r} in it.")
+        try:
+            app.wsgi_app = factory(app.wsgi_app, **kwargs)  # type: ignore[method-assign]
+        except Exception as exc:
+            raise StartupError(f"middleware {name!r} failed to start: {_describe(exc)}.") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+# --------------------------------------------------------------------------
+# The process-wide app
+# --------------------------------------------------------------------------
+
+
+def get_app() -> Flask:
+    """The process-wide app (``from kiln import app``), built on first use.
+
+    While :func:`create_app` imports views modules, this is the app being
+    built, so Clay-style modules register their routes on it.
+    """
+    building = _building.get()
+    if building is not None:
+        return building
+    global _global_app
+    if _global_app is None:
+        with _global_lock:
+            if _global_app is None:
+                _global_app = create_app(CONFIG)
+    return _global_app
+
+
+def reset_global_app() -> None:
+    """Forget the process-wide app (tests, and tools that rebuild it)."""
+    global _global_app
+    with _global_lock:
+        _global_app = None
+
+
+# --------------------------------------------------------------------------
+# Request hooks
+# --------------------------------------------------------------------------
+
+
+def _redirects() -> Response | None:
+    """Version-prefix and trailing-slash redirects (307, same origin only)."""
+    exc = request.routing_exception
+    if exc is None:
+        return None
+    path = request.path
+    if _CONTROL.search(path) or _CONTROL.search(request.query_string.decode("latin-1")):
+        raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The URL contains control characters.")
+    if isinstance(exc, RequestRedirect):
+        # werkzeug's slash redirects (``/v1`` -> ``/v1/``, merged slashes): keep
+        # only the path, so the Location can never name another host.
+        return _redirect_to(unquote(urlsplit(exc.new_url).path))
+    if not isinstance(exc, NotFound):
+        return None
+    config = kiln_config()
+    prefix = kiln_state(current_app).api_prefix
+    candidates = []
+    if config.setting("trailing_slash_redirect_enabled") and len(path) > 1 and path.endswith("/"):
+        candidates.append(path.rstrip("/") or "/")
+    if config.setting("version_prefix_redirect_enabled") and not _VERSIONED.match(path):
+        candidates.append(prefix + path)
+        if len(path) > 1 and path.endswith("/"):
+            candidates.append(prefix + path.rstrip("/"))
+    for candidate in candidates:
+        if _routable(candidate):
+            return _redirect_to(candidate)
+    if _VERSIONED.match(path) and not (path == prefix or path.startswith(prefix + "/")):
+        raise HTTPError(
+            404,
+            ERRORS.VERSION_NOT_AVAILABLE,
+            f"This service serves API version {prefix[1:]}; the path asks for another one.",
+        )
+    return None
+
+
+def _routable(path: str) -> bool:
+    if path.startswith(("//", "/\\")):
+        return False
+    adapter = current_app.url_map.bind("localhost")
+    try:
+        adapter.match(path, method=request.method)
+    except MethodNotAllowed:
+        return True
+    except (NotFound, RequestRedirect):
+        return False
+    return True
+
+
+def _redirect_to(path: str) -> Response:
+    if not path.startswith("/") or path.startswith(("//", "/\\")):
+        raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The URL cannot be redirected safely.")
+    location = quote(path, safe=_PATH_SAFE)
+    query = request.query_string.decode("latin-1")
+    if query:
+        location += "?" + quote(query, safe=_PATH_SAFE + "?%")
+    response = current_app.response_class(status=307)
+    response.headers["Location"] = location
+    return response
+
+
+def _install_common_hooks(app: Flask, config: Configuration) -> None:
+    """The body limit and the headers every response carries.
+
+    The hooks hold the app's configuration (reload swaps its tree, not the
+    object), so they need no context lookup per request.
+    """
+
+    @app.before_request
+    def _body_limit() -> None:
+        # Per request rather than in app.config, so a reload changes it.
+        request.max_content_length = config.setting("request.max_body_bytes")
+
+    @app.after_request
+    def _common_headers(response: Response) -> Response:
+        backoff = config.setting("backoff")
+        if backoff is not None:
+            response.headers["Backoff"] = str(backoff)
+        # Caches must revalidate, and never serve one caller's response to another.
+        headers = response.headers
+        if "Cache-Control" not in headers:
+            headers["Cache-Control"] = "no-cache"
+        headers["Vary"] = _vary(headers.get("Vary"))
+        return response
+
+
+def _vary(current: str | None) -> str:
+    if not current:
+        return "Authorization, Origin"
+    present = {part.strip().lower() for part in current.split(",")}
+    missing = [name for name in ("Authorization", "Origin") if name.lower() not in present]
+    return ", ".join([current, *missing]) if missing else current

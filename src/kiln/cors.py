@@ -1,0 +1,89 @@
+"""Cross-origin resource sharing for every response.
+
+``cors.origins`` lists the origins allowed to call the API from a browser
+(default ``["*"]``: any). Entries may use shell wildcards
+(``https://*.example.org``). For an allowed ``Origin``, responses carry
+``Access-Control-Allow-Origin`` (the origin itself) and
+``Access-Control-Expose-Headers`` (the protocol's headers, so scripts can
+read ``ETag``, ``Next-Page``, ``Total-Records``, ``Backoff``, ...); a
+preflight ``OPTIONS`` also gets the allowed methods, the requested headers
+and ``Access-Control-Max-Age: cors.max_age_seconds``. Error responses get
+the same headers, so a browser can read the error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from flask import Flask, Response, request
+
+from kiln.config import Setting, register_setting
+
+__all__ = ["EXPOSED_HEADERS", "install_cors"]
+
+EXPOSED_HEADERS = (
+    "Alert",
+    "Backoff",
+    "Cache-Control",
+    "Content-Length",
+    "ETag",
+    "Expires",
+    "Last-Modified",
+    "Next-Page",
+    "Pragma",
+    "Retry-After",
+    "Total-Records",
+    "Vary",
+)
+
+for _setting in (
+    Setting(
+        "cors.origins",
+        (list,),
+        ["*"],
+        "Origins allowed to call the API from browsers; shell wildcards allowed.",
+        True,
+    ),
+    Setting(
+        "cors.max_age_seconds",
+        (int, None),
+        3600,
+        "How long browsers may cache a preflight answer (null: no header).",
+        True,
+    ),
+):
+    register_setting(_setting)
+
+
+def origin_allowed(origin: str, patterns: list[str]) -> bool:
+    """Whether ``origin`` matches one of ``patterns`` (case-sensitive shell wildcards)."""
+    return any(fnmatch.fnmatchcase(origin, str(pattern)) for pattern in patterns)
+
+
+def install_cors(app: Flask) -> None:
+    """Add CORS headers to every response of ``app``."""
+    from kiln.application import kiln_state
+
+    config = kiln_state(app).config
+
+    @app.after_request
+    def _cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return response
+        if not origin_allowed(origin, config.setting("cors.origins")):
+            return response
+        headers = response.headers
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            allowed = headers.get("Allow")
+            if allowed:
+                headers["Access-Control-Allow-Methods"] = allowed
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                headers["Access-Control-Allow-Headers"] = requested
+            max_age = config.setting("cors.max_age_seconds")
+            if max_age is not None:
+                headers["Access-Control-Max-Age"] = str(max_age)
+        return response

@@ -1,0 +1,250 @@
+"""The JSON error envelope, Cliquet's errno table, and Flask error handlers.
+
+Every error a kiln app answers has this body (Cliquet protocol v2)::
+
+    {"code": 404, "errno": 111, "error": "Not Found",
+     "message": "The resource you are looking for could not be found."}
+
+``message``, ``info`` and ``details`` are left out when absent. Views raise
+:class:`HTTPError` (or call :func:`http_error`); anything else that escapes a
+view becomes a 500 with errno 999 and no traceback, and a
+:class:`~kiln.exceptions.BackendError` becomes a 503 with errno 201 and
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+from kiln.exceptions import BackendError, KilnError
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+__all__ = [
+    "ERRORS",
+    "HTTPError",
+    "error_body",
+    "http_error",
+    "install_error_handlers",
+    "json_response",
+]
+
+logger = logging.getLogger("kiln.errors")
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+class ERRORS(enum.IntEnum):
+    """Cliquet's errno table, plus the statuses kiln adds."""
+
+    MISSING_AUTH_TOKEN = 104
+    INVALID_AUTH_TOKEN = 105
+    BADJSON = 106
+    INVALID_PARAMETERS = 107
+    MISSING_PARAMETERS = 108
+    INVALID_POSTED_DATA = 109
+    INVALID_RESOURCE_ID = 110
+    MISSING_RESOURCE = 111
+    MISSING_CONTENT_LENGTH = 112
+    REQUEST_TOO_LARGE = 113
+    MODIFIED_MEANWHILE = 114
+    METHOD_NOT_ALLOWED = 115
+    VERSION_NOT_AVAILABLE = 116
+    CLIENT_REACHED_CAPACITY = 117
+    FORBIDDEN = 121
+    CONSTRAINT_VIOLATED = 122
+    UNDEFINED = 999
+    BACKEND = 201
+    SERVICE_DEPRECATED = 202
+
+
+#: The errno used for a bare HTTP status when the raiser gives none.
+DEFAULT_ERRNO: dict[int, ERRORS] = {
+    400: ERRORS.INVALID_PARAMETERS,
+    401: ERRORS.MISSING_AUTH_TOKEN,
+    403: ERRORS.FORBIDDEN,
+    404: ERRORS.MISSING_RESOURCE,
+    405: ERRORS.METHOD_NOT_ALLOWED,
+    406: ERRORS.INVALID_PARAMETERS,
+    409: ERRORS.CONSTRAINT_VIOLATED,
+    410: ERRORS.SERVICE_DEPRECATED,
+    411: ERRORS.MISSING_CONTENT_LENGTH,
+    412: ERRORS.MODIFIED_MEANWHILE,
+    413: ERRORS.REQUEST_TOO_LARGE,
+    414: ERRORS.INVALID_PARAMETERS,
+    415: ERRORS.INVALID_PARAMETERS,
+    429: ERRORS.CLIENT_REACHED_CAPACITY,
+    431: ERRORS.INVALID_PARAMETERS,
+    503: ERRORS.BACKEND,
+}
+
+#: Messages for statuses whose werkzeug description is HTML-flavoured or vague.
+DEFAULT_MESSAGE: dict[int, str] = {
+    404: "The resource you are looking for could not be found.",
+    405: "Method not allowed on this endpoint.",
+    413: "The request body is too large.",
+    500: "A programmatic error occured, developers have been informed.",
+    503: ("Service temporary unavailable due to overloading or maintenance, please retry later."),
+}
+
+
+def error_body(
+    status: int,
+    errno: int | None = None,
+    message: str | None = None,
+    *,
+    details: Any = None,
+    info: str | None = None,
+) -> dict[str, Any]:
+    """Build the error envelope for ``status``.
+
+    ``errno`` defaults from :data:`DEFAULT_ERRNO` (999 otherwise).
+    """
+    body: dict[str, Any] = {
+        "code": status,
+        "errno": int(errno if errno is not None else DEFAULT_ERRNO.get(status, ERRORS.UNDEFINED)),
+        "error": HTTP_STATUS_CODES.get(status, "Unknown Error"),
+    }
+    if message is not None:
+        body["message"] = message
+    if info is not None:
+        body["info"] = info
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+class HTTPError(KilnError):
+    """An error response with the JSON envelope.
+
+    Raise it from a view (or anything a view calls)::
+
+        raise HTTPError(412, ERRORS.MODIFIED_MEANWHILE, "Resource was modified meanwhile.")
+    """
+
+    def __init__(
+        self,
+        status: int,
+        errno: int | None = None,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        info: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.errno = int(
+            errno if errno is not None else DEFAULT_ERRNO.get(status, ERRORS.UNDEFINED)
+        )
+        self.message = message if message is not None else DEFAULT_MESSAGE.get(status)
+        self.details = details
+        self.info = info
+        self.headers = dict(headers or {})
+        super().__init__(self.message or HTTP_STATUS_CODES.get(status, str(status)))
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The envelope this error answers with."""
+        return error_body(
+            self.status, self.errno, self.message, details=self.details, info=self.info
+        )
+
+
+def http_error(
+    status: int,
+    errno: int | None = None,
+    message: str | None = None,
+    **kwargs: Any,
+) -> HTTPError:
+    """Build (not raise) an :class:`HTTPError`; ``raise http_error(404)`` reads well."""
+    return HTTPError(status, errno, message, **kwargs)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A Flask response whose body is ``body`` encoded by orjson."""
+    from flask import current_app
+
+    response: Response = current_app.response_class(
+        orjson.dumps(body), status=status, mimetype="application/json"
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _respond(error: HTTPError) -> Response:
+    from flask import request
+
+    request.environ["kiln.errno"] = error.errno  # read by the request summary log line
+    return json_response(error.body, error.status, error.headers)
+
+
+def _handle_http_error(error: HTTPError) -> Response:
+    return _respond(error)
+
+
+def _handle_werkzeug(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status < 400:  # werkzeug's RequestRedirect (routing): keep it as it is
+        return exc.get_response()  # type: ignore[return-value]
+    message = DEFAULT_MESSAGE.get(status) or _plain(exc.description)
+    headers: dict[str, str] = {}
+    if status == 405:
+        headers.update({k: v for k, v in exc.get_headers() if k.lower() == "allow"})
+    if status == 503:
+        headers["Retry-After"] = str(_retry_after())
+    return _respond(HTTPError(status, message=message, headers=headers))
+
+
+def _handle_backend(exc: BackendError) -> Response:
+    cause = exc.original or exc.__cause__
+    logger.error("Backend failure: %s", exc, exc_info=cause)
+    return _respond(HTTPError(503, headers={"Retry-After": str(_retry_after())}))
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    logger.exception("Unhandled exception in a view")
+    return _respond(HTTPError(500, ERRORS.UNDEFINED, info=_info_link()))
+
+
+def _plain(description: str | None) -> str | None:
+    # werkzeug's descriptions are HTML fragments; the envelope carries text.
+    if not description:
+        return None
+    text = _TAG.sub("", description.replace("</p>", " ").replace("<br>", " "))
+    return " ".join(text.split()) or None
+
+
+def _setting(key: str) -> Any:
+    from flask import current_app
+
+    from kiln.application import kiln_config
+
+    return kiln_config(current_app).setting(key)
+
+
+def _retry_after() -> int:
+    return int(_setting("retry_after_seconds"))
+
+
+def _info_link() -> str:
+    return str(_setting("error_info_link"))
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Make every error ``app`` answers the JSON envelope."""
+    app.register_error_handler(HTTPError, _handle_http_error)
+    app.register_error_handler(BackendError, _handle_backend)
+    app.register_error_handler(HTTPException, _handle_werkzeug)
+    app.register_error_handler(Exception, _handle_unexpected)

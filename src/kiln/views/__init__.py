@@ -1,0 +1,150 @@
+"""kiln's utility endpoints: hello, heartbeats and version.
+
+=====================  ================================================
+``GET /v<N>/``         hello: project, API version, public settings
+``GET /__heartbeat__``  every registered check; 503 when one fails
+``GET /__lbheartbeat__`` always 200 ``{}`` (the process answers)
+``GET /__version__``    ``version.json`` when present, else 404
+=====================  ================================================
+
+The heartbeat endpoints and ``__version__`` answer both at the root (for
+load balancers) and under the version prefix (as Cliquet did).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from flask import Flask, Response, current_app, request
+
+from kiln.errors import ERRORS, HTTPError, json_response
+
+if TYPE_CHECKING:
+    from kiln.application import HeartbeatCheck
+
+__all__ = ["absolute_url", "install_utility_views"]
+
+logger = logging.getLogger("kiln.heartbeat")
+
+
+def install_utility_views(app: Flask) -> None:
+    """Register the utility endpoints on ``app``."""
+    from kiln.application import kiln_state
+
+    prefix = kiln_state(app).api_prefix
+    app.add_url_rule(f"{prefix}/", "kiln.hello", hello, methods=["GET"])
+    for base in ("", prefix):
+        app.add_url_rule(f"{base}/__heartbeat__", f"kiln.heartbeat{base}", heartbeat)
+        app.add_url_rule(f"{base}/__lbheartbeat__", f"kiln.lbheartbeat{base}", lbheartbeat)
+        app.add_url_rule(f"{base}/__version__", f"kiln.version{base}", version)
+
+
+def absolute_url(path: str) -> str:
+    """``path`` as an absolute URL, honouring ``http_scheme`` and ``http_host``."""
+    from kiln.application import kiln_config
+
+    config = kiln_config()
+    scheme = config.setting("http_scheme") or request.scheme
+    host = config.setting("http_host") or request.host
+    return f"{scheme}://{host}{request.script_root}{path}"
+
+
+def hello() -> Response:
+    """Describe the service: name, versions, public settings and capabilities."""
+    from kiln import __version__
+    from kiln.application import api_version, kiln_state
+    from kiln.eos import eos_info
+
+    state = kiln_state(current_app)
+    config = state.config
+    body: dict[str, Any] = {
+        "project_name": config.setting("project.name"),
+        "project_version": config.setting("project.version"),
+        "http_api_version": api_version(config),
+        "project_docs": config.setting("project.docs"),
+        "protocol_version": "2",
+        "kiln_version": __version__,
+        "url": absolute_url(f"{state.api_prefix}/"),
+        "settings": {key: _public(config, key) for key in state.public_settings},
+        "capabilities": state.capabilities,
+    }
+    eos = eos_info(config)
+    if eos is not None:
+        body["eos"] = eos
+    return json_response(body)
+
+
+def _public(config: Any, key: str) -> Any:
+    from kiln.config import SETTINGS
+
+    if key in SETTINGS:
+        return config.setting(key)
+    return config.get(key)
+
+
+def heartbeat() -> Response:
+    """Run every registered check, each within ``heartbeat.timeout_seconds``.
+
+    Answers ``{name: true|false|null}``; 503 when any check is ``false``.
+    """
+    from kiln.application import kiln_state
+
+    state = kiln_state(current_app)
+    timeout = float(state.config.setting("heartbeat.timeout_seconds"))
+    results = run_checks(state.heartbeats, timeout)
+    status = 503 if any(value is False for value in results.values()) else 200
+    return json_response(results, status)
+
+
+def run_checks(checks: dict[str, HeartbeatCheck], timeout: float) -> dict[str, bool | None]:
+    """Run ``checks`` concurrently; a check that raises or times out gives ``False``."""
+    if not checks:
+        return {}
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(checks), thread_name_prefix="kiln-heartbeat"
+    )
+    try:
+        futures = {name: pool.submit(check) for name, check in checks.items()}
+        done, _ = concurrent.futures.wait(futures.values(), timeout=timeout)
+        results: dict[str, bool | None] = {}
+        for name, future in futures.items():
+            if future not in done:
+                logger.error("Heartbeat check %r did not answer within %ss", name, timeout)
+                results[name] = False
+            elif future.exception() is not None:
+                logger.error("Heartbeat check %r failed", name, exc_info=future.exception())
+                results[name] = False
+            else:
+                value = future.result()
+                results[name] = None if value is None else bool(value)
+        return results
+    finally:
+        # Never wait for a hung check: its thread finishes (or not) on its own.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def lbheartbeat() -> Response:
+    """Answer 200 ``{}`` as long as the process serves requests."""
+    return json_response({})
+
+
+def version() -> Response:
+    """Serve ``version.json`` (path: setting ``version_json_path``) or 404."""
+    from kiln.application import kiln_config
+
+    path = kiln_config().get("version_json_path", "version.json")
+    try:
+        with open(os.path.abspath(path), "rb") as fp:
+            body = orjson.loads(fp.read())
+    except FileNotFoundError:
+        raise HTTPError(404, ERRORS.MISSING_RESOURCE, "This service has no version.json.") from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        logger.error("Cannot serve %s: %s", path, exc)
+        raise HTTPError(
+            404, ERRORS.MISSING_RESOURCE, "This service's version.json cannot be read."
+        ) from None
+    return json_response(body)

@@ -1,0 +1,516 @@
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kiln import _scaffold
+from kiln.__about__ import __version__
+from kiln.cli import DEVSERVER_REFUSAL, main
+from kiln.config import CONFIG
+
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------
+# Helpers shared with test_wsgi.py and test_clay.py
+# --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("KILN_") and name != "CLAY_CONFIG"
+    }
+    env.update(extra)
+    return env
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError):
+            http_get(url)
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the server did not answer {url}:\n{log.read_text()}")
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str], *, cwd: Path, env: dict[str, str], log: Path, url: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=output, stderr=output)
+    try:
+        wait_until_serving(url, process, log)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def isolated_global_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # The process-wide CONFIG, unloaded, with KILN_*/CLAY_CONFIG cleared; restored after.
+    for name in list(os.environ):
+        if name.startswith("KILN_") or name == "CLAY_CONFIG":
+            monkeypatch.delenv(name)
+    saved = {
+        key: value if key in ("config", "_lock") else copy.copy(value)
+        for key, value in CONFIG.__dict__.items()
+    }
+    CONFIG.__dict__.pop("config", None)
+    try:
+        yield CONFIG
+    finally:
+        CONFIG.__dict__.clear()
+        CONFIG.__dict__.update(saved)
+
+
+@pytest.fixture
+def global_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    with isolated_global_config(monkeypatch) as config:
+        yield config
+
+
+@pytest.fixture
+def sighup_restored() -> Iterator[None]:
+    previous = signal.getsignal(signal.SIGHUP)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------
+# In-process commands
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(global_config: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch, sighup_restored: None) -> dict[str, Any]:
+    calls: dict[str, Any] = {}
+
+    def fake_run_simple(host: str, port: int, application: Any, **options: Any) -> None:
+        calls.update(host=host, port=port, application=application, options=options)
+
+    monkeypatch.setattr("werkzeug.serving.run_simple", fake_run_simple)
+    return calls
+
+
+def test_version_option_prints_the_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.output == f"kiln, version {__version__}\n"
+
+
+def test_help_is_available_on_every_command_with_dash_h(cli):
+    for command in ([], ["serve"], ["devserver"], ["check"], ["settings"], ["init"]):
+        result = cli(*command, "-h")
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+
+
+def test_settings_lists_every_key_with_its_default(cli):
+    result = cli("settings")
+    assert result.exit_code == 0
+    assert 'debug.server.host = "127.0.0.1"  # Dev server address.' in result.output
+    assert "debug.server.port = 8888" in result.output
+    assert "views = []" in result.output
+
+
+def test_settings_in_markdown_is_a_table_with_reload_and_choices(cli):
+    result = cli("settings", "--format", "markdown")
+    lines = result.output.splitlines()
+    assert lines[0] == "# Configuration reference"
+    assert "| Key | Type | Default | Reload | Description |" in lines
+    row = next(line for line in lines if line.startswith("| `debug.enabled`"))
+    assert row == (
+        "| `debug.enabled` | a boolean | `false` | restart "
+        "| Development mode (required by `devserver`). |"
+    )
+    row = next(line for line in lines if line.startswith("| `logging_format`"))
+    assert "| yes |" in row
+    assert "One of: `text`, `json`." in row
+
+
+def test_check_accepts_a_valid_config(cli, tmp_path):
+    config = write(tmp_path / "service.yaml", "project:\n  name: ok\n")
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 0
+    assert result.stdout == f"OK: the config from {config} is valid and the app builds.\n"
+
+
+def test_check_builds_an_app_with_resources_without_writing_a_database(cli, tmp_path):
+    database = tmp_path / "data.sqlite"
+    config = write(
+        tmp_path / "service.yaml",
+        "views: [tests.resource.sample_resources]\n"
+        f"storage: {{backend: sqlite, url: '{database}'}}\n",
+    )
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 0, result.output
+    assert not database.exists()
+
+
+def test_check_without_any_file_says_so(cli):
+    result = cli("check")
+    assert result.exit_code == 0
+    assert "no file (defaults and environment only)" in result.stdout
+
+
+def test_check_names_the_key_and_the_file_of_a_wrong_type(cli, tmp_path):
+    config = write(tmp_path / "bad.yaml", "debug:\n  enabled: sometimes\n")
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"kiln: error: Config key 'debug.enabled' (set in {config}) must be a boolean, "
+        'got "sometimes" (str).\n'
+    )
+
+
+def test_check_names_a_file_that_does_not_parse(cli, tmp_path):
+    config = write(tmp_path / "broken.json", '{"debug": ')
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"kiln: error: Config file '{config}' is not valid JSON")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_check_reports_a_views_module_that_fails_to_import_in_one_line(cli, tmp_path):
+    write(tmp_path / "exploding_views_a1.py", "raise RuntimeError('boom')\n")
+    config = write(tmp_path / "c.yaml", "views: [exploding_views_a1]\n")
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("kiln: error: views module 'exploding_views_a1' failed")
+    assert "RuntimeError: boom" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_check_reports_an_unknown_middleware_in_one_line(cli, tmp_path):
+    config = write(tmp_path / "c.yaml", "middleware:\n  no_such_package.Middleware: {}\n")
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("kiln: error: middleware 'no_such_package.Middleware'")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_check_with_debug_adds_the_traceback(cli, tmp_path):
+    config = write(tmp_path / "c.yaml", "middleware:\n  no_such_package.Middleware: {}\n")
+    result = cli("--debug", "-c", str(config), "check")
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("kiln: error: middleware")
+
+
+def test_check_warns_about_a_malformed_feature_flag_but_passes(cli, tmp_path):
+    config = write(tmp_path / "c.yaml", "features:\n  shiny: true\n")
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 0
+    assert result.stderr.startswith("kiln: warning: Feature flag 'features.shiny' is malformed")
+
+
+def test_config_options_layer_files_in_order(cli, tmp_path):
+    first = write(tmp_path / "a.yaml", "project: {name: layered}\ndebug: {enabled: sometimes}\n")
+    second = write(tmp_path / "b.json", '{"debug": {"enabled": true}}')
+    result = cli("-c", str(first), "-c", str(second), "check")
+    assert result.exit_code == 0, result.output
+    assert f"{first}, {second}" in result.stdout
+    assert os.environ["KILN_CONFIG"] == f"{first}:{second}"
+    assert CONFIG.get("project.name") == "layered"
+    assert CONFIG.get("debug.enabled") is True
+
+
+def test_config_option_makes_relative_paths_absolute(cli, tmp_path):
+    write(tmp_path / "rel.yaml", "project: {name: relative}\n")
+    result = cli("-c", "rel.yaml", "check")
+    assert result.exit_code == 0
+    assert os.environ["KILN_CONFIG"] == str(tmp_path / "rel.yaml")
+
+
+# --------------------------------------------------------------------------
+# serve and devserver, in process (run_simple recorded, not run)
+# --------------------------------------------------------------------------
+
+
+def test_serve_uses_debug_server_defaults_and_the_debugger_on_loopback(cli, served, tmp_path):
+    config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
+    result = cli("-c", str(config), "serve")
+    assert result.exit_code == 0, result.output
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
+    assert served["options"] == {
+        "use_reloader": True,
+        "use_debugger": True,
+        "use_evalex": True,
+        "threaded": True,
+        "extra_files": [str(config)],
+    }
+    assert f"kiln {__version__} serving on http://127.0.0.1:8888/" in result.stderr
+    assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)
+
+
+def test_serve_keeps_the_debugger_off_without_debug_enabled(cli, served):
+    result = cli("serve", "--no-reload", "--port", "9999", "-H", "localhost")
+    assert result.exit_code == 0
+    assert (served["host"], served["port"]) == ("localhost", 9999)
+    assert served["options"]["use_debugger"] is False
+    assert served["options"]["use_reloader"] is False
+    assert "extra_files" not in served["options"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "example.com"])
+def test_serve_keeps_the_debugger_off_on_a_non_loopback_host(cli, served, tmp_path, host):
+    config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
+    result = cli("-c", str(config), "serve", "--host", host)
+    assert result.exit_code == 0
+    assert served["options"]["use_debugger"] is False
+    assert served["options"]["use_evalex"] is False
+    assert (
+        f"kiln: the interactive debugger stays off on {host}: it would let anyone who "
+        "reaches the port run code. Serve on 127.0.0.1 to use it." in result.stderr
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1", "localhost"])
+def test_serve_allows_the_debugger_on_any_loopback_address(cli, served, tmp_path, host):
+    config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
+    result = cli("-c", str(config), "serve", "--host", host)
+    assert result.exit_code == 0
+    assert served["options"]["use_debugger"] is True
+
+
+def test_serve_applies_debug_werkzeug_overrides(cli, served, tmp_path):
+    config = write(tmp_path / "c.yaml", "debug: {werkzeug: {threaded: false, use_reloader: false}}")
+    result = cli("-c", str(config), "serve")
+    assert result.exit_code == 0
+    assert served["options"]["threaded"] is False
+    assert served["options"]["use_reloader"] is False
+
+
+def test_serve_with_a_broken_config_fails_in_one_sentence(cli, served, tmp_path):
+    config = write(tmp_path / "c.yaml", "debug: [\n")
+    result = cli("-c", str(config), "serve")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"kiln: error: Config file '{config}' is not valid YAML")
+    assert served == {}
+
+
+def test_devserver_refuses_without_debug_enabled(cli, served):
+    result = cli("devserver")
+    assert result.exit_code == 255
+    assert result.stderr == DEVSERVER_REFUSAL + "\n"
+    assert served == {}
+
+
+def test_devserver_serves_clay_options_on_the_default_address(cli, served, tmp_path):
+    config = write(tmp_path / "c.json", '{"debug": {"enabled": true}}')
+    result = cli("-c", str(config), "devserver")
+    assert result.exit_code == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
+    assert served["options"] == {
+        "use_reloader": True,
+        "use_debugger": True,
+        "use_evalex": True,
+        "threaded": False,
+        "processes": 1,
+        "extra_files": [str(config)],
+    }
+
+
+def test_devserver_turns_the_debugger_off_on_all_interfaces(cli, served, tmp_path):
+    config = write(
+        tmp_path / "c.json", '{"debug": {"enabled": true, "server": {"host": "0.0.0.0"}}}'
+    )
+    result = cli("-c", str(config), "devserver")
+    assert result.exit_code == 0
+    assert served["host"] == "0.0.0.0"
+    assert served["options"]["use_debugger"] is False
+    assert "debugger stays off on 0.0.0.0" in result.stderr
+
+
+# --------------------------------------------------------------------------
+# init
+# --------------------------------------------------------------------------
+
+
+def secrets_of(project: Path) -> list[str]:
+    return re.findall(r'"([0-9a-f]{64})"', (project / "config.yaml").read_text())
+
+
+def test_init_writes_a_project_with_fresh_secrets(cli, tmp_path):
+    result = cli("init", "alpha")
+    assert result.exit_code == 0, result.output
+    assert "created alpha/config.yaml" in result.stdout
+    assert "KILN_CONFIG=config.yaml kiln serve" in result.stdout
+    for name in ("config.yaml", "alpha/views.py", "tests/test_service.py", "pyproject.toml"):
+        assert (tmp_path / "alpha" / name).is_file()
+    cli("init", "beta")
+    first, second = secrets_of(tmp_path / "alpha"), secrets_of(tmp_path / "beta")
+    assert len(first) == len(second) == 2
+    assert len(set(first + second)) == 4
+
+
+def test_init_names_the_module_after_the_name_option(cli, tmp_path):
+    result = cli("init", "somewhere", "--name", "Order Desk")
+    assert result.exit_code == 0
+    assert (tmp_path / "somewhere" / "order_desk" / "views.py").is_file()
+    assert "name: Order Desk" in (tmp_path / "somewhere" / "config.yaml").read_text()
+
+
+def test_init_accepts_an_existing_empty_directory(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert cli("init", "empty").exit_code == 0
+
+
+def test_init_refuses_a_directory_that_is_not_empty(cli, tmp_path):
+    write(tmp_path / "taken" / "notes.txt", "mine")
+    result = cli("init", "taken")
+    assert result.exit_code == 1
+    assert "taken is not empty; choose a new directory so nothing is overwritten." in (
+        result.stderr
+    )
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("My Service", "my_service"),
+        ("  web-api  ", "web_api"),
+        ("3d printer", "service_3d_printer"),
+        ("!!!", "service"),
+    ],
+)
+def test_module_name_is_a_valid_python_identifier(name, module):
+    assert _scaffold.module_name(name) == module
+    assert module.isidentifier()
+
+
+def test_the_scaffolded_project_passes_its_tests_check_and_serves(cli, tmp_path):
+    cli("init", "shop")
+    project = tmp_path / "shop"
+    env = clean_env()
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "5 passed" in tests.stdout
+    check = subprocess.run(
+        [BIN / "kiln", "-c", "config.yaml", "check"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.startswith("OK:")
+
+
+# --------------------------------------------------------------------------
+# The real development server
+# --------------------------------------------------------------------------
+
+
+def test_serve_answers_over_loopback_and_reloads_on_sighup(cli, tmp_path):
+    cli("init", "cafe")
+    project = tmp_path / "cafe"
+    config = project / "config.yaml"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [str(BIN / "kiln"), "-c", "config.yaml", "serve", "--port", str(port), "--no-reload"]
+    log = tmp_path / "serve.log"
+    with running(args, cwd=project, env=clean_env(), log=log, url=f"{base}/v1/") as server:
+        status, body = http_get(f"{base}/v1/")
+        assert status == 200
+        assert json.loads(body)["project_name"] == "cafe"
+        status, body = http_get(f"{base}/v1/greetings/Ada")
+        assert (status, json.loads(body)["greeting"]) == (200, "Hello, Ada!")
+
+        config.write_text(config.read_text().replace("name: cafe", "name: bistro"))
+        server.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: json.loads(http_get(f"{base}/v1/")[1])["project_name"] == "bistro")
+        assert server.poll() is None
+    assert server.returncode == 0
+    assert f"kiln {__version__} serving on {base}/" in log.read_text()
+
+
+def test_clay_devserver_refuses_to_run_without_debug_enabled(tmp_path):
+    process = subprocess.run(
+        [BIN / "clay-devserver"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == 255
+    assert process.stderr == DEVSERVER_REFUSAL + "\n"

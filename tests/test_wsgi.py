@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import gunicorn.config
+import pytest
+from flask import Flask
+
+from kiln.application import get_app
+from kiln.wsgi import WORKER_BOOT_ERROR
+from tests.test_cli import (
+    BIN,
+    clean_env,
+    free_port,
+    http_get,
+    isolated_global_config,
+    running,
+    write,
+)
+
+# gunicorn >= 23 opens a control socket in ~/.gunicorn; two servers would share it.
+NO_CONTROL_SOCKET = [
+    "--no-control-socket"
+    for setting in gunicorn.config.KNOWN_SETTINGS
+    if setting.name == "control_socket_disable"
+]
+VIEWS = """\
+from kiln import app, config
+
+
+@app.route("/v1/owner", methods=["GET"])
+def owner():
+    return {"owner": config.get("owner")}
+"""
+
+
+@pytest.fixture
+def global_config(monkeypatch):
+    with isolated_global_config(monkeypatch) as config:
+        yield config
+
+
+@pytest.fixture
+def fresh_wsgi() -> Iterator[None]:
+    saved = {name: sys.modules.pop(name) for name in ("kiln.wsgi",) if name in sys.modules}
+    yield
+    sys.modules.pop("kiln.wsgi", None)
+    sys.modules.update(saved)
+
+
+def test_importing_kiln_wsgi_builds_the_process_wide_app(
+    global_config, fresh_wsgi, monkeypatch, tmp_path
+):
+    config = write(tmp_path / "c.yaml", "project: {name: wsgi}\n")
+    monkeypatch.setenv("KILN_CONFIG", str(config))
+    module = importlib.import_module("kiln.wsgi")
+    assert isinstance(module.application, Flask)
+    assert module.application is get_app()
+    response = module.application.test_client().get("/v1/")
+    assert response.json["project_name"] == "wsgi"
+
+
+def test_importing_kiln_wsgi_with_a_broken_config_exits_with_the_boot_error_code(
+    global_config, fresh_wsgi, monkeypatch, tmp_path, capsys
+):
+    config = write(tmp_path / "c.json", "{oops")
+    monkeypatch.setenv("KILN_CONFIG", str(config))
+    with pytest.raises(SystemExit) as excinfo:
+        importlib.import_module("kiln.wsgi")
+    assert excinfo.value.code == WORKER_BOOT_ERROR == 3
+    assert excinfo.value.__cause__ is None
+    assert excinfo.value.__suppress_context__
+    err = capsys.readouterr().err
+    assert err.startswith(f"kiln: cannot start: Config file '{config}' is not valid JSON")
+    assert len(err.splitlines()) == 1
+
+
+def gunicorn_args(target: str, port: int) -> list[str]:
+    return [
+        str(BIN / "gunicorn"),
+        target,
+        "-b",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        *NO_CONTROL_SOCKET,
+    ]
+
+
+def test_gunicorn_serves_kiln_wsgi_application(tmp_path):
+    write(tmp_path / "owner_views.py", VIEWS)
+    write(tmp_path / "c.yaml", "project: {name: prod}\nowner: ada\nviews: [owner_views]\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(KILN_CONFIG="c.yaml")
+    log = tmp_path / "gunicorn.log"
+    args = gunicorn_args("kiln.wsgi:application", port)
+    with running(args, cwd=tmp_path, env=env, log=log, url=f"{base}/__lbheartbeat__"):
+        status, body = http_get(f"{base}/v1/")
+        assert (status, json.loads(body)["project_name"]) == (200, "prod")
+        status, body = http_get(f"{base}/v1/owner")
+        assert (status, json.loads(body)) == (200, {"owner": "ada"})
+        status, body = http_get(f"{base}/v1/nowhere")
+        assert (status, json.loads(body)["errno"]) == (404, 111)
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "message"),
+    [
+        ("c.json", '{"debug": ', "Config file '{path}' is not valid JSON"),
+        ("c.yaml", "views: [missing_module_q7]\n", "views module 'missing_module_q7' failed"),
+    ],
+)
+def test_gunicorn_stops_at_once_on_a_broken_config(tmp_path, filename, text, message):
+    path = write(tmp_path / filename, text)
+    process = subprocess.run(
+        gunicorn_args("kiln.wsgi:application", free_port()),
+        cwd=tmp_path,
+        env=clean_env(KILN_CONFIG=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode != 0
+    assert f"kiln: cannot start: {message.format(path=path)}" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert "Reason: Worker failed to boot." in process.stderr
+
+
+def test_gunicorn_worker_exits_with_gunicorns_boot_error_code(tmp_path):
+    path = write(tmp_path / "c.json", "[]")
+    process = subprocess.run(
+        gunicorn_args("kiln.wsgi:application", free_port()),
+        cwd=tmp_path,
+        env=clean_env(KILN_CONFIG=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == WORKER_BOOT_ERROR
+    assert f"exited with code {WORKER_BOOT_ERROR}" in process.stderr
+    assert "must hold a mapping at its top level, not a list." in process.stderr
+
+
+def test_the_worker_boot_error_code_matches_gunicorns():
+    from gunicorn.arbiter import Arbiter
+
+    assert Arbiter.WORKER_BOOT_ERROR == WORKER_BOOT_ERROR
+
+
+def test_an_absent_config_file_is_reported_by_path(tmp_path):
+    missing = Path(tmp_path / "nowhere.yaml")
+    process = subprocess.run(
+        gunicorn_args("kiln.wsgi:application", free_port()),
+        cwd=tmp_path,
+        env=clean_env(KILN_CONFIG=str(missing)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == WORKER_BOOT_ERROR
+    assert f"kiln: cannot start: Config file '{missing}' does not exist." in process.stderr
