@@ -1,0 +1,388 @@
+"""One SQLite database file shared by the storage, cache and permission backends.
+
+:meth:`SQLiteDatabase.shared` returns one object per file within a process,
+so the backends configured on one file share its connections and units of
+work. Each thread gets its own connection (WAL journal, ``synchronous =
+NORMAL``, a ``busy_timeout``), in autocommit mode: kiln issues ``BEGIN``
+itself.
+
+Locking. A unit of work (:meth:`SQLiteDatabase.transaction`, re-entrant)
+starts **no** SQLite transaction until its first write, which runs ``BEGIN
+IMMEDIATE`` and so takes the database's write lock (waiting up to the busy
+timeout). Reads before it run in autocommit, each on a fresh snapshot, so a
+unit of work never holds a read snapshot it later tries to upgrade: WAL's
+``SQLITE_BUSY_SNAPSHOT`` (a deferred transaction whose snapshot went stale
+before its first write) cannot happen. Writers are therefore serialized
+database-wide, from their first write to their commit: timestamps assigned
+inside that window increase in commit order.
+
+``:memory:`` gives one private in-memory database per :class:`SQLiteDatabase`
+(shared per process through :meth:`~SQLiteDatabase.shared`): a single
+connection, and every unit of work, reads included, holds a process lock.
+
+Driver errors (``sqlite3.Error``: a locked database past the busy timeout,
+a file that is not a database, a missing directory, a full disk) leave as
+:class:`~kiln.exceptions.BackendError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any, ClassVar
+
+import orjson
+
+from kiln.exceptions import BackendError
+
+__all__ = ["SQLiteDatabase"]
+
+
+def _backend_error(exc: sqlite3.Error, path: str) -> BackendError:
+    return BackendError(f"SQLite database {path!r} failed: {exc}", original=exc)
+
+
+# -- SQL functions registered on every connection ----------------------------
+
+
+def _walk(data: str, keys_json: str) -> Any:
+    from kiln.storage._python_filters import MISSING
+
+    node: Any = orjson.loads(data)
+    for key in orjson.loads(keys_json):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return MISSING
+    return node
+
+
+_TYPE_NAMES = {type(None): "null", str: "text", float: "real", list: "array", dict: "object"}
+
+
+def _sql_json_type(data: str, keys_json: str) -> str | None:
+    """``json_type`` for paths SQLite cannot spell (keys with ``"`` or ``\\``)."""
+    from kiln.storage._python_filters import MISSING
+
+    value = _walk(data, keys_json)
+    if value is MISSING:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return "integer"
+    return _TYPE_NAMES[type(value)]
+
+
+def _sql_json_extract(data: str, keys_json: str) -> Any:
+    """``json_extract`` for paths SQLite cannot spell."""
+    from kiln.storage._python_filters import MISSING
+
+    value = _walk(data, keys_json)
+    if value is MISSING:
+        return None
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return to_sql_number(value) if isinstance(value, int) else value
+
+
+def to_sql_number(value: int | float) -> int | float:
+    """A number SQLite can bind (integers beyond 64 bits become floats)."""
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return float(value)
+    return value
+
+
+def _sql_like(text: str | None, pattern: str) -> bool:
+    from kiln.storage._python_filters import glob_match
+
+    return isinstance(text, str) and glob_match(text, pattern)
+
+
+def _container(text: Any) -> Any:
+    """The array or object whose JSON text ``json_extract`` returned, else None.
+
+    SQLite may call a function before the ``json_type`` guard beside it has
+    ruled the row out, so any SQL value can arrive here.
+    """
+    if isinstance(text, str) and text[:1] in ("[", "{"):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+    return None
+
+
+def _sql_json_equal(left: Any, right: str) -> bool:
+    from kiln.storage._python_filters import json_equal
+
+    value = _container(left)
+    return value is not None and json_equal(value, orjson.loads(right))
+
+
+def _sql_contains(array: Any, values: str, every: int) -> bool:
+    from kiln.storage._python_filters import json_equal
+
+    items = _container(array)
+    if not isinstance(items, list):
+        return False
+    found = (any(json_equal(item, wanted) for item in items) for wanted in orjson.loads(values))
+    return all(found) if every else any(found)
+
+
+_FUNCTIONS: tuple[tuple[str, int, Any], ...] = (
+    ("kiln_json_type", 2, _sql_json_type),
+    ("kiln_json_extract", 2, _sql_json_extract),
+    ("kiln_like", 2, _sql_like),
+    ("kiln_json_equal", 2, _sql_json_equal),
+    ("kiln_contains", 3, _sql_contains),
+)
+
+
+class _UnitOfWork(threading.local):
+    depth = 0
+    begun = False
+    reading = False
+
+
+class _Transaction:
+    """The context manager returned by :meth:`SQLiteDatabase.transaction`."""
+
+    __slots__ = ("_database",)
+
+    def __init__(self, database: SQLiteDatabase) -> None:
+        self._database = database
+
+    def __enter__(self) -> sqlite3.Connection:
+        database = self._database
+        unit = database._unit
+        if unit.depth == 0 and database.in_memory:
+            database._memory_lock.acquire()
+        unit.depth += 1
+        try:
+            return database.connection()
+        except BaseException:
+            self._leave(None)
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._leave(exc_type)
+        if isinstance(exc, sqlite3.Error):
+            raise _backend_error(exc, self._database.path) from exc
+
+    def _leave(self, exc_type: type[BaseException] | None) -> None:
+        database = self._database
+        unit = database._unit
+        unit.depth -= 1
+        if unit.depth:
+            return
+        try:
+            if unit.begun:
+                unit.begun = False
+                database._finish(commit=exc_type is None)
+        finally:
+            if database.in_memory:
+                database._memory_lock.release()
+
+
+class SQLiteDatabase:
+    """A SQLite database file, its per-thread connections and units of work.
+
+    :param path: the file (created if missing; its directory must exist), or
+        ``":memory:"``.
+    :param busy_timeout: seconds a writer waits for the write lock before
+        :class:`~kiln.exceptions.BackendError`.
+    """
+
+    _registry: ClassVar[dict[str, SQLiteDatabase]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.in_memory = path == ":memory:"
+        self.closed = False
+        self._unit = _UnitOfWork()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._memory_lock = threading.RLock()
+        self._memory_conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+
+    @classmethod
+    def shared(cls, path: str, *, busy_timeout: float = 5.0) -> SQLiteDatabase:
+        """The process's database object for ``path`` (created on first use)."""
+        key = path if path == ":memory:" else os.path.abspath(path)
+        with cls._registry_lock:
+            database = cls._registry.get(key)
+            if database is None or database.closed:
+                database = cls(path, busy_timeout=busy_timeout)
+                cls._registry[key] = database
+            return database
+
+    # -- connections ---------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (the only one for ``:memory:``)."""
+        if self._pid != os.getpid():  # pragma: no cover - needs a fork
+            # Forked: the parent's connections must not be used here.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []
+        if self.in_memory:
+            if self._memory_conn is None:
+                self._memory_conn = self._connect()
+            return self._memory_conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.closed:
+            raise BackendError(f"SQLite database {self.path!r} is closed.")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise _backend_error(exc, self.path) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if not self.in_memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _backend_error(exc, self.path) from exc
+        for name, arity, function in _FUNCTIONS:
+            conn.create_function(name, arity, function, deterministic=True)
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection; the object is unusable afterwards."""
+        self.closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+        self._memory_conn = None
+
+    # -- units of work -------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        """A re-entrant unit of work for this thread; yields the connection.
+
+        Nothing is sent to SQLite until :meth:`begin_write`; the outermost
+        block commits on success and rolls back on error. ``sqlite3.Error``
+        raised inside leaves as :class:`~kiln.exceptions.BackendError`.
+        """
+        return _Transaction(self)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Run the block's reads in one read transaction (one WAL snapshot).
+
+        Inside a unit of work that already holds the write lock, or inside
+        another snapshot, this does nothing. Otherwise a deferred ``BEGIN``
+        opens a snapshot that ends with the block; no write may happen inside
+        (it would have to upgrade the snapshot, which WAL can refuse).
+        """
+        unit = self._unit
+        if unit.begun or unit.reading or self.in_memory:
+            # Already consistent: the write lock is held, or (``:memory:``)
+            # every unit of work runs alone on the one connection.
+            yield
+            return
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise _backend_error(exc, self.path) from exc
+        unit.reading = True
+        try:
+            yield
+        finally:
+            unit.reading = False
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def begin_write(self, conn: sqlite3.Connection) -> None:
+        """Take the write lock for the current unit of work (``BEGIN IMMEDIATE``)."""
+        unit = self._unit
+        if unit.depth == 0:
+            raise RuntimeError("begin_write() needs an open transaction().")
+        if unit.reading:
+            raise RuntimeError("No write may happen inside snapshot().")
+        if not unit.begun:
+            conn.execute("BEGIN IMMEDIATE")
+            unit.begun = True
+
+    def _finish(self, *, commit: bool) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("COMMIT" if commit else "ROLLBACK")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise _backend_error(exc, self.path) from exc
+
+    def install_schema(
+        self,
+        component: str,
+        version: int,
+        statements: Sequence[tuple[str, str]],
+        *,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Create ``component``'s tables once and record its schema ``version``.
+
+        ``statements`` are ``(description, SQL)`` pairs. Idempotent: a
+        component whose version is recorded is left alone. Returns the
+        descriptions of the steps done (with ``dry_run``, that would be done).
+        """
+        with self.transaction() as conn:
+            if self.has_table(conn, "schema_versions"):
+                row = conn.execute(
+                    "SELECT version FROM schema_versions WHERE component = ?", (component,)
+                ).fetchone()
+                if row is not None:
+                    # Version 1 is the only one: later versions add migrations here.
+                    return []
+            steps = [description for description, _ in statements]
+            steps.append(f"record {component} schema version {version}")
+            if dry_run:
+                return steps
+            self.begin_write(conn)
+            for _, statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
+                " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                (component, version),
+            )
+            return steps
+
+    def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None

@@ -1,0 +1,521 @@
+"""Storage backends: where resource records live.
+
+One abstract base class, :class:`StorageBase`, whose docstrings are the
+contract; implementations :mod:`kiln.storage.memory` and
+:mod:`kiln.storage.sqlite` (PostgreSQL and Redis come later); and the
+contract test suite :mod:`kiln.storage.testing` that every implementation
+runs unchanged (ARCHITECTURE D5).
+
+Vocabulary
+==========
+
+- A **record** is a JSON object (``dict``) with two reserved fields set by
+  the backend: ``id`` (string) and ``last_modified`` (integer, milliseconds
+  since the epoch). A **tombstone** is what remains of a deleted record:
+  ``{"id": ..., "last_modified": ..., "deleted": True}``.
+- Records live in a **collection** named by ``(resource_name, parent_id)``:
+  ``resource_name`` is the resource (``"mushroom"``), ``parent_id`` the
+  owner or parent object (``""`` for a shared collection,
+  ``"basicauth:abc"`` for a user's private one, ``"/buckets/b1"`` for a
+  nested resource). Collections never see each other's records,
+  tombstones, timestamps or pagination.
+- Every collection has a **timestamp**: the ``last_modified`` of its latest
+  change (record or tombstone). It strictly increases with each change, is
+  unique within the collection, and increases in *commit* order.
+
+Values and comparisons
+======================
+
+Field names in filters and sorts are dotted paths into the record
+(``author.name``); ``id`` and ``last_modified`` address the reserved fields.
+Values are JSON values. For **sorting** (and for the ``min``/``max``/
+``gt``/``lt`` comparisons) values of different JSON types are ordered by
+type, then by value within a type::
+
+    null < false < true < numbers < strings < arrays < objects
+
+and a **missing** field sorts after every value (ascending; first when
+descending). Numbers compare numerically whatever their representation
+(``1 == 1.0``); strings compare by code point. Ordering within arrays and
+objects is backend-defined but consistent (memory and SQLite: by their
+compact JSON text).
+
+Where that total order applies to comparisons: ``LT GT MIN MAX`` inside
+``filters`` (what users write) follow the table below and only match a
+field of the value's type class, so ``gt_price=10`` never matches a string
+or a missing price. Inside ``pagination_rules`` they compare on the total
+sort order above (a missing field is greater than every value), which is
+what keyset pagination over mixed types needs: build the rules with
+:func:`keyset_rules`.
+
+Filter operators (:class:`Operator`), a record matches when:
+
+==============  ===============================================================
+``EQ``          the field exists and equals the value (same type; ``1 == 1.0``)
+``NOT``         the field is missing or differs from the value
+``LT GT``       the field is of the value's type class (number/string) and ``<``/``>``;
+                a value of another type (null, boolean, array, object) matches nothing
+``MIN MAX``     likewise ``>=``/``<=``
+``IN``          the field equals one of the values (a list)
+``EXCLUDE``     the field is missing or equals none of the values
+``HAS``         ``value`` truthy: the field exists (even ``null``); falsy: it is missing
+``LIKE``        the field is a string matching the pattern, case-insensitively
+                (``str.casefold``); ``*`` matches any run of characters; a
+                pattern without ``*`` matches as a substring. Never a regular
+                expression. A non-string pattern matches nothing.
+``CONTAINS``    the field is an array containing every value of the list
+``CONTAINS_ANY`` the field is an array containing at least one value of the list
+==============  ===============================================================
+
+``IN``, ``EXCLUDE``, ``CONTAINS`` and ``CONTAINS_ANY`` take a list; a
+non-list value is read as a one-item list. Equality is JSON equality:
+types must match (``true`` is not ``1``), numbers compare by value.
+
+Filters combine with AND. ``pagination_rules`` is a list of filter lists:
+a record must match at least one of them (OR of ANDs), which expresses
+keyset pagination.
+
+Concurrency
+===========
+
+Backends must make these hold, with real concurrent threads (and
+processes where the backend is shared):
+
+1. **No lost updates**: ``update``/``delete`` with ``if_match=ts`` succeed
+   only if the stored record's ``last_modified`` is still ``ts`` at the
+   moment of the write (compare-and-swap), else raise
+   :class:`PreconditionFailed` carrying the current record.
+2. **Safe creates**: ``create`` with an ``id`` that exists raises
+   :class:`UnicityError`; N concurrent creates of one id: exactly one wins.
+3. **Complete change feed**: timestamps increase in commit order within a
+   collection, so a reader listing ``last_modified > t`` never misses a
+   record committed later with a smaller timestamp.
+4. **No spurious conflicts**: concurrent writers to a collection never get
+   an error because two writes fell in the same millisecond.
+5. **Reads never write**: :meth:`~StorageBase.collection_timestamp` of a
+   never-written collection returns ``0`` without writing.
+
+Transactions
+============
+
+:meth:`~StorageBase.transaction` is a context manager for one unit of
+work (a request, a batch): every operation of the same thread inside it
+joins it; it commits when the block exits normally and rolls back when it
+raises. Nested calls join the outermost one (an exception caught between
+a nested block and the outermost one undoes nothing by itself). Outside a
+transaction each operation is its own unit of work. An operation that
+raises one of the contract's errors (:class:`UnicityError`, ...) has
+written nothing, so the unit of work may go on.
+
+Loading
+=======
+
+:func:`load_storage` builds the backend named by ``storage.backend``
+(``sqlite``, the default, or ``memory``) from ``storage.url``; see
+``docs/storage.md``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import enum
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple
+
+from kiln.exceptions import BackendError, KilnError
+
+__all__ = [
+    "BackendError",
+    "Filter",
+    "Operator",
+    "PreconditionFailed",
+    "RecordNotFoundError",
+    "Sort",
+    "StorageBase",
+    "StorageError",
+    "UnicityError",
+    "keyset_rules",
+    "load_storage",
+]
+
+Record = dict[str, Any]
+
+
+class Operator(enum.StrEnum):
+    """Filter operators; the value of each is its query-string prefix."""
+
+    EQ = "eq"
+    NOT = "not"
+    LT = "lt"
+    GT = "gt"
+    MIN = "min"
+    MAX = "max"
+    IN = "in"
+    EXCLUDE = "exclude"
+    HAS = "has"
+    LIKE = "like"
+    CONTAINS = "contains"
+    CONTAINS_ANY = "contains_any"
+
+
+class Filter(NamedTuple):
+    """``field <operator> value``; ``field`` is a dotted path, ``id`` or ``last_modified``."""
+
+    field: str
+    value: Any
+    operator: Operator = Operator.EQ
+
+
+class Sort(NamedTuple):
+    """Order by ``field``: ``direction`` is ``1`` (ascending) or ``-1`` (descending)."""
+
+    field: str
+    direction: int
+
+
+class StorageError(KilnError):
+    """Base class of the storage contract's errors (not a backend failure)."""
+
+
+class RecordNotFoundError(StorageError):
+    """No live record has this id in this collection."""
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        super().__init__(f"Record {object_id!r} not found.")
+
+
+class UnicityError(StorageError):
+    """A create or update would break the unicity of ``field``.
+
+    ``existing`` is the live record that already holds the value (for
+    ``field == "id"``, the record with that id).
+    """
+
+    def __init__(self, field: str, existing: Record) -> None:
+        self.field = field
+        self.existing = existing
+        super().__init__(f"Conflict of field {field} on record {existing.get('id')}.")
+
+
+class PreconditionFailed(StorageError):
+    """The record changed since the timestamp the caller expected.
+
+    ``existing`` is the current record, or ``None`` when there is none
+    (deleted, or never created).
+    """
+
+    def __init__(self, existing: Record | None) -> None:
+        self.existing = existing
+        super().__init__("Resource was modified meanwhile.")
+
+
+class StorageBase(abc.ABC):
+    """The storage contract. Every method may raise :class:`BackendError`
+    when the underlying engine fails (connection lost, disk full, ...).
+
+    Records handed in are never mutated; records returned are fresh dicts
+    the caller may mutate.
+    """
+
+    #: Capability flags; the contract suite skips tests of a missing capability.
+    supports_transactions: bool = True
+
+    # -- lifecycle -----------------------------------------------------
+
+    @abc.abstractmethod
+    def initialize_schema(self, dry_run: bool = False) -> list[str]:
+        """Create or upgrade what the backend needs; idempotent.
+
+        Returns a description of each step done (or, with ``dry_run``, that
+        would be done).
+        """
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Remove every record, tombstone and timestamp (tests)."""
+
+    @abc.abstractmethod
+    def heartbeat(self) -> bool:
+        """Whether the backend answers (a cheap read); never raises."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections and files. The default does nothing."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """One unit of work; see the module docstring.
+
+        Commits when the block exits normally, rolls back when it raises.
+        """
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside the block see one consistent state (no writes inside).
+
+        A collection's timestamp and its records read in one snapshot agree:
+        the ``ETag`` of a list describes exactly its body. Inside a unit of
+        work that already wrote, reads are consistent anyway and this does
+        nothing. The default does nothing: for backends whose separate reads
+        cannot interleave with a commit.
+        """
+        return contextlib.nullcontext()
+
+    # -- timestamps ----------------------------------------------------
+
+    @abc.abstractmethod
+    def collection_timestamp(self, resource_name: str, parent_id: str) -> int:
+        """The collection's current timestamp; ``0`` if never written. Never writes."""
+
+    # -- single records ------------------------------------------------
+
+    @staticmethod
+    def new_id(record: Record, id_generator: Callable[[], str] | None) -> str:
+        """The id :meth:`create` stores ``record`` under (see its docstring)."""
+        if "id" in record:
+            return str(record["id"])
+        return id_generator() if id_generator is not None else str(uuid.uuid4())
+
+    @abc.abstractmethod
+    def create(
+        self,
+        resource_name: str,
+        parent_id: str,
+        record: Record,
+        *,
+        id_generator: Callable[[], str] | None = None,
+        unique_fields: Sequence[str] = (),
+    ) -> Record:
+        """Store a new record and return it with ``id`` and ``last_modified`` set.
+
+        The id is ``record["id"]`` when present, else ``id_generator()``
+        (a UUID4 string when no generator is given). A ``last_modified`` in
+        ``record`` is kept when it is greater than the collection timestamp
+        (replication), else a new timestamp is assigned. A tombstone with
+        the same id is removed.
+
+        :raises UnicityError: a live record has this id (``field == "id"``),
+            or another live record holds the same non-null value of one of
+            ``unique_fields``.
+        """
+
+    @abc.abstractmethod
+    def get(self, resource_name: str, parent_id: str, object_id: str) -> Record:
+        """The live record ``object_id``.
+
+        :raises RecordNotFoundError: none, or only a tombstone.
+        """
+
+    @abc.abstractmethod
+    def update(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        record: Record,
+        *,
+        if_match: int | None = None,
+        unique_fields: Sequence[str] = (),
+    ) -> Record:
+        """Replace (or create) record ``object_id`` with ``record``; return it.
+
+        Upsert: a missing record (or a tombstone) is created. A new
+        timestamp is assigned, unless ``record["last_modified"]`` is greater
+        than the stored record's, in which case it is kept (replication).
+
+        :raises PreconditionFailed: ``if_match`` is given and the stored live
+            record's ``last_modified`` differs from it (or there is none),
+            checked atomically with the write.
+        :raises UnicityError: another live record holds a value of
+            ``unique_fields``.
+        """
+
+    @abc.abstractmethod
+    def delete(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        if_match: int | None = None,
+        last_modified: int | None = None,
+    ) -> Record:
+        """Delete record ``object_id``, store its tombstone and return it.
+
+        ``last_modified`` forces the tombstone's timestamp when it is greater
+        than the record's (replication); otherwise a new one is assigned.
+
+        :raises RecordNotFoundError: no live record.
+        :raises PreconditionFailed: ``if_match`` differs from the record's
+            ``last_modified`` (checked atomically with the write).
+        """
+
+    # -- many records --------------------------------------------------
+
+    @abc.abstractmethod
+    def list_all(
+        self,
+        resource_name: str,
+        parent_id: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sorting: Sequence[Sort] = (),
+        pagination_rules: Sequence[Sequence[Filter]] = (),
+        limit: int | None = None,
+        include_deleted: bool = False,
+    ) -> list[Record]:
+        """Records matching every filter and at least one pagination rule.
+
+        Ordered by ``sorting`` (the caller ends it with a unique field so the
+        order is total); at most ``limit`` records. With
+        ``include_deleted``, tombstones that match the filters are included
+        (a tombstone has only ``id``, ``last_modified`` and ``deleted``, so
+        filters on other fields see them as missing those fields).
+        """
+
+    @abc.abstractmethod
+    def count_all(
+        self, resource_name: str, parent_id: str, *, filters: Sequence[Filter] = ()
+    ) -> int:
+        """How many live records match every filter (tombstones excluded)."""
+
+    @abc.abstractmethod
+    def delete_all(
+        self,
+        resource_name: str,
+        parent_id: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sorting: Sequence[Sort] = (),
+        limit: int | None = None,
+    ) -> list[Record]:
+        """Delete the live records matching ``filters``; return their tombstones.
+
+        Each deletion gets its own timestamp. ``sorting`` and ``limit``
+        choose which records when ``limit`` is given.
+        """
+
+    @abc.abstractmethod
+    def purge_deleted(
+        self, resource_name: str, parent_id: str, *, before: int | None = None
+    ) -> int:
+        """Drop tombstones with ``last_modified < before`` (all if None); return how many."""
+
+
+def keyset_rules(sorting: Sequence[Sort], last_record: Record) -> list[list[Filter]]:
+    """The ``pagination_rules`` selecting what comes after ``last_record``.
+
+    ``sorting`` must end with a unique field (``id`` or ``last_modified``)
+    so the order is total; ``last_record`` holds the last record of the
+    previous page (at least its sort fields; a field the record lacks is
+    *missing* and must be absent from the dict, not ``None``). The rules are
+    Cliquet's: an OR over k of ``f1..fk-1`` equal to the last values and
+    ``fk`` after it, "after" being ``GT`` ascending and ``LT`` descending
+    on the total sort order. A missing value is matched with ``HAS False``;
+    nothing sorts after a missing value ascending, everything present does
+    descending. ::
+
+        rules = keyset_rules([Sort("title", 1), Sort("id", 1)], page[-1])
+        storage.list_all("book", "", sorting=..., pagination_rules=rules, limit=20)
+    """
+    from kiln.storage._python_filters import MISSING, get_path
+
+    rules: list[list[Filter]] = []
+    prefix: list[Filter] = []
+    for sort in sorting:
+        value = get_path(last_record, sort.field)
+        if sort.direction >= 0:
+            if value is not MISSING:
+                rules.append([*prefix, Filter(sort.field, value, Operator.GT)])
+        elif value is MISSING:
+            rules.append([*prefix, Filter(sort.field, True, Operator.HAS)])
+        else:
+            rules.append([*prefix, Filter(sort.field, value, Operator.LT)])
+        if value is MISSING:
+            prefix.append(Filter(sort.field, False, Operator.HAS))
+        else:
+            prefix.append(Filter(sort.field, value, Operator.EQ))
+    return rules
+
+
+# -- loading -----------------------------------------------------------------
+
+#: Backends this release ships, and those announced for a later one.
+AVAILABLE_BACKENDS = ("memory", "sqlite")
+LATER_BACKENDS = ("postgresql", "redis")
+
+
+def unknown_backend_message(key: str, name: object, available: Sequence[str]) -> str:
+    """The sentence for a ``*.backend`` setting naming no shipped backend."""
+    import difflib
+
+    listed = ", ".join(available)
+    if name in LATER_BACKENDS:
+        return f"{key} {name!r} arrives in a later release. Available: {listed}."
+    message = f"{key} {name!r} is not known."
+    guesses = difflib.get_close_matches(str(name).lower(), [*available, *LATER_BACKENDS], 1, 0.6)
+    if guesses:
+        message += f" Did you mean {guesses[0]!r}?"
+        if guesses[0] in LATER_BACKENDS:
+            message += f" ({guesses[0]!r} arrives in a later release.)"
+    return f"{message} Available: {listed}."
+
+
+def _register_settings() -> None:
+    from kiln.config import Setting, register_setting
+
+    for setting in (
+        Setting(
+            "storage.backend",
+            (str,),
+            "sqlite",
+            "Storage backend: `sqlite` (one local file) or `memory` (tests; lost on exit).",
+        ),
+        Setting(
+            "storage.url",
+            (str,),
+            "kiln.sqlite",
+            "SQLite database file (relative to the working directory), or `:memory:`.",
+        ),
+        Setting(
+            "storage.busy_timeout_seconds",
+            (int, float),
+            5.0,
+            "How long a SQLite writer waits for the write lock before failing (503).",
+        ),
+    ):
+        register_setting(setting)
+
+
+_register_settings()
+
+
+def load_storage(config: Any) -> StorageBase:
+    """Build the storage backend configured in ``config`` (a
+    :class:`kiln.config.Configuration`).
+
+    The schema is not created here: call
+    :meth:`StorageBase.initialize_schema` (``kiln migrate``) once.
+
+    :raises kiln.exceptions.ConfigError: ``storage.backend`` is unknown.
+    :raises BackendError: the database cannot be opened.
+    """
+    from kiln.exceptions import ConfigError
+
+    name = config.setting("storage.backend")
+    if name == "memory":
+        from kiln.storage.memory import MemoryStorage
+
+        return MemoryStorage()
+    if name == "sqlite":
+        from kiln._sqlite import SQLiteDatabase
+        from kiln.storage.sqlite import SQLiteStorage
+
+        database = SQLiteDatabase.shared(
+            config.setting("storage.url"),
+            busy_timeout=float(config.setting("storage.busy_timeout_seconds")),
+        )
+        return SQLiteStorage(database)
+    raise ConfigError(unknown_backend_message("storage.backend", name, AVAILABLE_BACKENDS))
