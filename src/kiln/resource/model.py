@@ -1,0 +1,552 @@
+"""The protocol's semantics over a storage backend, sans-IO.
+
+:class:`Model` turns protocol operations (list, create, get, replace,
+patch, delete) into storage calls, with Cliquet's rules and kiln's
+concurrency guarantees: preconditions (``If-Match`` / ``If-None-Match``)
+checked atomically with the write, ``POST`` of an existing id answering the
+existing record, ``PUT`` creating or replacing, ``PATCH`` in its three
+media types, read-only and unique fields, and the resource's
+``process_record`` hook.
+
+Inputs and outputs are plain values: records (dicts), timestamps (ints),
+:class:`Preconditions`; protocol errors are :class:`kiln.errors.HTTPError`.
+Nothing here touches Flask.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import jsonpatch
+
+from kiln.errors import ERRORS, HTTPError
+from kiln.resource.query import (
+    ID_FIELD,
+    MODIFIED_FIELD,
+    RESERVED_FIELDS,
+    Query,
+    QueryError,
+    encode_token,
+    pagination_context,
+)
+from kiln.resource.schema import Schema
+from kiln.storage import (
+    Filter,
+    PreconditionFailed,
+    RecordNotFoundError,
+    StorageBase,
+    UnicityError,
+    keyset_rules,
+)
+from kiln.storage._python_filters import json_equal
+
+__all__ = [
+    "Change",
+    "Model",
+    "NotModified",
+    "Page",
+    "Preconditions",
+    "apply_patch",
+]
+
+Record = dict[str, Any]
+#: Attempts of an optimistic read-modify-write before giving up with 409.
+_CAS_ATTEMPTS = 20
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class NotModified(Exception):  # a 304 is not an error, hence no Error suffix
+    """``If-None-Match`` matched: answer 304 with this timestamp as ETag."""
+
+    def __init__(self, timestamp: int) -> None:
+        self.timestamp = timestamp
+        super().__init__(timestamp)
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """The request's ``If-Match`` / ``If-None-Match``, parsed.
+
+    ``if_match`` is a timestamp; ``if_none_match`` is a timestamp or ``"*"``.
+    """
+
+    if_match: int | None = None
+    if_none_match: int | str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write, for events: ``action`` is ``create``, ``update`` or ``delete``.
+
+    ``new`` is the stored record (the tombstone of a delete); ``old`` what
+    it replaced (``None`` for a create).
+    """
+
+    action: str
+    new: Record
+    old: Record | None
+
+
+@dataclass
+class Page:
+    """One page of a collection."""
+
+    records: list[Record]
+    timestamp: int
+    next_token: str | None = None
+
+
+@dataclass
+class Model:
+    """A resource's collection ``(resource_name, parent_id)`` in ``storage``."""
+
+    storage: StorageBase
+    resource_name: str
+    parent_id: str
+    schema: Schema
+    id_generator: Callable[[], str]
+    id_pattern: re.Pattern[str]
+    unique_fields: tuple[str, ...] = ()
+    readonly_fields: tuple[str, ...] = ()
+    process_record: Callable[[Record, Record | None], Record] | None = None
+    changes: list[Change] = field(default_factory=list)
+
+    # -- reading --------------------------------------------------------
+
+    def timestamp(self) -> int:
+        return self.storage.collection_timestamp(self.resource_name, self.parent_id)
+
+    def check_collection(self, preconditions: Preconditions) -> int:
+        """Collection-level preconditions; returns the collection timestamp."""
+        current = self.timestamp()
+        if isinstance(preconditions.if_none_match, int) and current <= preconditions.if_none_match:
+            raise NotModified(current)
+        if preconditions.if_match is not None and preconditions.if_match != current:
+            raise _modified_meanwhile(None)
+        return current
+
+    def page(self, query: Query, preconditions: Preconditions = Preconditions()) -> Page:
+        """A page of records, honouring filters, sort, limit and ``_token``."""
+        timestamp = self.check_collection(preconditions)
+        context = pagination_context(
+            self.resource_name, self.parent_id, query.filters, query.sorting
+        )
+        rules: list[list[Filter]] = []
+        if query.token is not None:
+            if query.token["ctx"] != context:
+                raise QueryError(
+                    "_token",
+                    "was issued for another collection, filter or sort; start again without it.",
+                )
+            rules = keyset_rules(query.sorting, query.token["last"])
+        limit = query.limit
+        records = self.storage.list_all(
+            self.resource_name,
+            self.parent_id,
+            filters=query.filters,
+            sorting=query.sorting,
+            pagination_rules=rules,
+            limit=None if limit is None else limit + 1,
+            include_deleted=query.include_deleted,
+        )
+        next_token = None
+        if limit is not None and len(records) > limit:
+            records = records[:limit]
+            next_token = encode_token(records[-1], query.sorting, context)
+        return Page(records, timestamp, next_token)
+
+    def count(self, query: Query) -> int:
+        """How many live records match the query's filters."""
+        return self.storage.count_all(self.resource_name, self.parent_id, filters=query.filters)
+
+    def get(self, object_id: str, preconditions: Preconditions = Preconditions()) -> Record:
+        """The record, after its preconditions.
+
+        :raises HTTPError: 404 (errno 110) when absent; 412 on ``If-Match``.
+        :raises NotModified: ``If-None-Match`` matches.
+        """
+        self.check_id(object_id)
+        record = self._existing(object_id)
+        if record is None:
+            if preconditions.if_match is not None:
+                raise _modified_meanwhile(None)
+            raise _not_found(object_id)
+        match = preconditions.if_none_match
+        if match == "*" or (isinstance(match, int) and record[MODIFIED_FIELD] <= match):
+            raise NotModified(record[MODIFIED_FIELD])
+        if preconditions.if_match is not None and preconditions.if_match != record[MODIFIED_FIELD]:
+            raise _modified_meanwhile(record)
+        return record
+
+    def check_id(self, object_id: str) -> None:
+        """400 when ``object_id`` is not an id this resource generates."""
+        if not isinstance(object_id, str) or not self.id_pattern.match(object_id):
+            raise HTTPError(
+                400,
+                ERRORS.INVALID_PARAMETERS,
+                "Invalid record id.",
+                details=[{"location": "path", "name": "id", "description": "Invalid record id."}],
+            )
+
+    def _existing(self, object_id: str) -> Record | None:
+        try:
+            return self.storage.get(self.resource_name, self.parent_id, object_id)
+        except RecordNotFoundError:
+            return None
+
+    # -- writing ----------------------------------------------------------
+
+    def validate(self, data: Mapping[str, Any]) -> None:
+        """400 (errno 107) with every schema error."""
+        details = self.schema.validate(data)
+        if details:
+            first = details[0]
+            raise HTTPError(
+                400,
+                ERRORS.INVALID_PARAMETERS,
+                f"{first['name']} in {first['location']}: {first['description']}",
+                details=details,
+            )
+
+    def _prepare(self, new: Record, old: Record | None) -> Record:
+        self.validate(new)
+        if old is not None:
+            for name in self.readonly_fields:
+                if new.get(name) != old.get(name):
+                    raise HTTPError(
+                        400,
+                        ERRORS.INVALID_PARAMETERS,
+                        f"Cannot modify {name}.",
+                        details=[
+                            {
+                                "location": "body",
+                                "name": f"data.{name}",
+                                "description": "This field is read-only.",
+                            }
+                        ],
+                    )
+        if self.process_record is not None:
+            new = self.process_record(new, old)
+        return new
+
+    def create(
+        self, data: Record, preconditions: Preconditions = Preconditions()
+    ) -> tuple[Record, bool]:
+        """``POST`` on the collection: ``(record, created)``.
+
+        An ``id`` that exists, or a unique field already held, answers the
+        existing record with ``created=False`` (no overwrite).
+        """
+        object_id = data.get(ID_FIELD)
+        existing = None
+        if object_id is not None:
+            self.check_id(object_id)
+            existing = self._existing(object_id)
+            if preconditions.if_none_match == "*" and existing is not None:
+                raise _modified_meanwhile(existing)
+            if preconditions.if_match is not None:
+                current = existing[MODIFIED_FIELD] if existing else self.timestamp()
+                if current != preconditions.if_match:
+                    raise _modified_meanwhile(existing)
+        elif preconditions.if_match is not None:
+            self.check_collection(Preconditions(if_match=preconditions.if_match))
+        if existing is not None:
+            return existing, False
+        new = self._prepare(_without_meta(data, keep_modified=True), None)
+        if object_id is not None:
+            new[ID_FIELD] = object_id
+        try:
+            record = self.storage.create(
+                self.resource_name,
+                self.parent_id,
+                new,
+                id_generator=self.id_generator,
+                unique_fields=self.unique_fields,
+            )
+        except UnicityError as exc:
+            if preconditions.if_none_match == "*":
+                raise _modified_meanwhile(exc.existing) from None
+            return exc.existing, False
+        self.changes.append(Change("create", record, None))
+        return record, True
+
+    def replace(
+        self, object_id: str, data: Record, preconditions: Preconditions = Preconditions()
+    ) -> tuple[Record, bool]:
+        """``PUT`` on a record: ``(record, created)``; a tombstone is re-created."""
+        self.check_id(object_id)
+        if ID_FIELD in data and data[ID_FIELD] != object_id:
+            raise _id_mismatch()
+        for _ in range(_CAS_ATTEMPTS):
+            existing = self._existing(object_id)
+            if preconditions.if_none_match == "*" and existing is not None:
+                raise _modified_meanwhile(existing)
+            if preconditions.if_match is not None and (
+                existing is None or existing[MODIFIED_FIELD] != preconditions.if_match
+            ):
+                raise _modified_meanwhile(existing)
+            new = self._prepare(_without_meta(data, keep_modified=True), existing)
+            new[ID_FIELD] = object_id
+            try:
+                record = self._write(object_id, new, existing)
+            except _Retry:
+                continue
+            if existing is None:
+                self.changes.append(Change("create", record, None))
+            else:
+                self.changes.append(Change("update", record, existing))
+            return record, existing is None
+        raise _too_contended()
+
+    def patch(
+        self,
+        object_id: str,
+        body: Any,
+        media_type: str = JSON,
+        preconditions: Preconditions = Preconditions(),
+    ) -> tuple[Record, Record]:
+        """``PATCH`` on a record: ``(record, old)``.
+
+        Nothing is written (and the timestamp stays) when the patch changes
+        nothing.
+        """
+        self.check_id(object_id)
+        for _ in range(_CAS_ATTEMPTS):
+            existing = self._existing(object_id)
+            if existing is None:
+                if preconditions.if_match is not None:
+                    raise _modified_meanwhile(None)
+                raise _not_found(object_id)
+            if preconditions.if_match is not None and (
+                existing[MODIFIED_FIELD] != preconditions.if_match
+            ):
+                raise _modified_meanwhile(existing)
+            merged = apply_patch(existing, body, media_type)
+            if ID_FIELD in merged and merged[ID_FIELD] != object_id:
+                raise _id_mismatch()
+            merged[ID_FIELD] = object_id
+            # JSON equality, not Python's: 1 -> true is a change (True == 1 in Python).
+            if json_equal(_without_meta(merged), _without_meta(existing)):
+                return existing, existing
+            # keep_modified: a later forced last_modified is kept (replication);
+            # the storage ignores one that is not later than the record's.
+            new = self._prepare(_without_meta(merged, keep_modified=True), existing)
+            new[ID_FIELD] = object_id
+            try:
+                record = self._write(object_id, new, existing)
+            except _Retry:
+                continue
+            self.changes.append(Change("update", record, existing))
+            return record, existing
+        raise _too_contended()
+
+    def _write(self, object_id: str, new: Record, existing: Record | None) -> Record:
+        """Create or CAS-update; :class:`_Retry` when another writer won the race."""
+        try:
+            if existing is None:
+                return self.storage.create(
+                    self.resource_name, self.parent_id, new, unique_fields=self.unique_fields
+                )
+            return self.storage.update(
+                self.resource_name,
+                self.parent_id,
+                object_id,
+                new,
+                if_match=existing[MODIFIED_FIELD],
+                unique_fields=self.unique_fields,
+            )
+        except PreconditionFailed:
+            raise _Retry from None
+        except UnicityError as exc:
+            if exc.field == ID_FIELD:
+                raise _Retry from None
+            raise _conflict(exc) from None
+
+    def delete(
+        self,
+        object_id: str,
+        preconditions: Preconditions = Preconditions(),
+        last_modified: int | None = None,
+    ) -> Record:
+        """``DELETE`` on a record: its tombstone."""
+        self.check_id(object_id)
+        existing = self._existing(object_id)
+        if existing is None:
+            if preconditions.if_match is not None:
+                raise _modified_meanwhile(None)
+            raise _not_found(object_id)
+        if (
+            preconditions.if_match is not None
+            and existing[MODIFIED_FIELD] != preconditions.if_match
+        ):
+            raise _modified_meanwhile(existing)
+        try:
+            tombstone = self.storage.delete(
+                self.resource_name,
+                self.parent_id,
+                object_id,
+                if_match=preconditions.if_match,
+                last_modified=last_modified,
+            )
+        except PreconditionFailed as exc:
+            raise _modified_meanwhile(exc.existing) from None
+        except RecordNotFoundError:
+            raise _not_found(object_id) from None
+        self.changes.append(Change("delete", tombstone, existing))
+        return tombstone
+
+    def delete_all(
+        self, query: Query, preconditions: Preconditions = Preconditions()
+    ) -> list[Record]:
+        """``DELETE`` on the collection: tombstones of the matching records."""
+        self.check_collection(Preconditions(if_match=preconditions.if_match))
+        filters = list(query.filters)
+        doomed = {
+            record[ID_FIELD]: record
+            for record in self.storage.list_all(
+                self.resource_name, self.parent_id, filters=filters, sorting=query.sorting
+            )
+        }
+        tombstones = self.storage.delete_all(
+            self.resource_name, self.parent_id, filters=filters, sorting=query.sorting
+        )
+        for tombstone in tombstones:
+            self.changes.append(Change("delete", tombstone, doomed.get(tombstone[ID_FIELD])))
+        return tombstones
+
+
+class _Retry(Exception):
+    """Another writer changed the record between our read and our write."""
+
+
+def _without_meta(record: Mapping[str, Any], *, keep_modified: bool = False) -> Record:
+    kept = {MODIFIED_FIELD} if keep_modified else set()
+    return {k: v for k, v in record.items() if k not in RESERVED_FIELDS or k in kept}
+
+
+def apply_patch(existing: Record, body: Any, media_type: str) -> Record:
+    """``existing`` with ``body`` applied in ``media_type``'s semantics.
+
+    - ``application/json``: each top-level key replaces the stored value
+      (Cliquet's PATCH);
+    - ``application/merge-patch+json``: RFC 7396 (``null`` removes);
+    - ``application/json-patch+json``: RFC 6902 operations whose paths
+      start with ``/data``.
+
+    :raises HTTPError: 400 for a patch that does not apply.
+    """
+    if media_type == JSON_PATCH:
+        return _json_patch(existing, body)
+    if not isinstance(body, dict):
+        raise _bad_body("data must be an object.")
+    if media_type == MERGE_PATCH:
+        return cast(Record, _merge_patch(existing, body))
+    return {**copy.deepcopy(existing), **copy.deepcopy(body)}
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _json_patch(existing: Record, operations: Any) -> Record:
+    if not isinstance(operations, list):
+        raise _bad_body("A JSON Patch is a list of operations.")
+    for index, operation in enumerate(operations):
+        if not isinstance(operation, dict):
+            raise _bad_body(f"Operation {index} is not an object.")
+        for key in ("path", "from"):
+            if key in operation and not (
+                isinstance(operation[key], str)
+                and (operation[key] == "/data" or operation[key].startswith("/data/"))
+            ):
+                raise _bad_body(f"Operation {index}: {key} must start with /data.")
+    document = {"data": copy.deepcopy(existing)}
+    try:
+        patched: dict[str, Any] = jsonpatch.apply_patch(document, operations)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise _bad_body(f"The JSON Patch does not apply: {exc}") from None
+    data = patched.get("data")
+    if not isinstance(data, dict):
+        raise _bad_body("data must stay an object.")
+    return data
+
+
+def response_data(behavior: str, record: Record, body: Mapping[str, Any], old: Record) -> Record:
+    """The record as ``Response-Behavior`` asks: ``full``, ``light`` or ``diff``.
+
+    ``light``: the fields the client sent in ``body``; ``diff``: those of
+    them whose stored value differs from what the client sent (the server
+    changed them, in ``process_record`` for instance). Fields the client did
+    not send are never part of ``light`` or ``diff`` (Cliquet's rule).
+    """
+    if behavior == "light":
+        return {k: record[k] for k in body if k in record}
+    if behavior == "diff":
+        return {k: record[k] for k in body if k in record and not json_equal(body[k], record[k])}
+    return record
+
+
+def _modified_meanwhile(existing: Record | None) -> HTTPError:
+    details = {"existing": existing} if existing is not None else {}
+    return HTTPError(
+        412, ERRORS.MODIFIED_MEANWHILE, "Resource was modified meanwhile.", details=details
+    )
+
+
+def _not_found(object_id: str) -> HTTPError:
+    return HTTPError(
+        404,
+        ERRORS.INVALID_RESOURCE_ID,
+        "The resource you are looking for could not be found.",
+        details={"id": object_id},
+    )
+
+
+def _id_mismatch() -> HTTPError:
+    return HTTPError(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        "Record id does not match existing record.",
+        details=[{"location": "body", "name": "data.id", "description": "Does not match the URL."}],
+    )
+
+
+def _conflict(exc: UnicityError) -> HTTPError:
+    return HTTPError(
+        409,
+        ERRORS.CONSTRAINT_VIOLATED,
+        f"Conflict of field {exc.field} on record {exc.existing.get(ID_FIELD)}",
+        details={"field": exc.field, "existing": exc.existing},
+    )
+
+
+def _too_contended() -> HTTPError:
+    return HTTPError(
+        409,
+        ERRORS.CONSTRAINT_VIOLATED,
+        "The record kept changing while this request was applied; retry it.",
+    )
+
+
+def _bad_body(message: str) -> HTTPError:
+    return HTTPError(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        message,
+        details=[{"location": "body", "name": "data", "description": message}],
+    )

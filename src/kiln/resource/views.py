@@ -1,0 +1,703 @@
+"""HTTP views of registered resources: the only resource module that touches Flask.
+
+Each view reads the request (headers, query string, JSON body), asks the
+sans-IO :class:`~kiln.resource.model.Model`, and writes the response with
+the protocol's headers (``ETag``, ``Last-Modified``, ``Next-Page``,
+``Total-Records``, ``Cache-Control``). A request is one unit of work: one
+storage transaction, committed when the view succeeds and rolled back when
+it raises; events are sent after the commit (D10).
+
+Request bodies are bounded twice: in size (``request.max_body_bytes``, 413)
+and in JSON nesting depth (:data:`MAX_JSON_DEPTH`, 400 errno 107), so that a
+deeply nested body is refused up front rather than failing deep inside a
+serializer or a backend's JSON functions with a 500.
+
+Nested resources and their parents
+----------------------------------
+
+A resource whose ``collection_path`` holds variables
+(``/buckets/{bucket_id}/collections``) is *nested*. Its parent is the
+mounted resource whose ``record_path`` is the longest prefix of that
+collection path, compared segment by segment with every variable treated as
+a wildcard (``/buckets/{id}`` is the parent of
+``/buckets/{bucket_id}/collections``); the parent's path variables take
+their values from the child's, in order (its ``{id}`` is the child's
+``{bucket_id}``). Every request on a nested resource first checks, inside
+its unit of work, that each ancestor record exists (grandparents first), in
+the collection its own ``get_parent_id`` names; a missing (or deleted)
+ancestor answers 404 errno 110 with ``details: {"id", "resource_name"}``
+naming the first missing one. A collection path whose prefix matches no
+mounted record path (a parent that is not a kiln resource) is not checked.
+Parents are resolved once per app, on first use, so the order in which
+resources are declared or mounted does not matter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from flask import Flask, Request, Response, current_app, g, request
+
+from kiln.application import kiln_state, register_heartbeat
+from kiln.config import Configuration, Setting, register_setting
+from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.resource import Registration, RequestContext, registrations
+from kiln.resource.events import ResourceChanged, notify
+from kiln.resource.model import (
+    JSON,
+    JSON_PATCH,
+    MERGE_PATCH,
+    Change,
+    Model,
+    NotModified,
+    Preconditions,
+    response_data,
+)
+from kiln.resource.query import (
+    ID_FIELD,
+    MODIFIED_FIELD,
+    RESERVED_FIELDS,
+    Query,
+    QueryError,
+    parse_query,
+    select_fields,
+)
+from kiln.storage import RecordNotFoundError, StorageBase, load_storage
+from kiln.views import absolute_url
+
+__all__ = ["MAX_JSON_DEPTH", "json_too_deep", "mount_resources", "storage_for", "unit_of_work"]
+
+logger = logging.getLogger("kiln.resource")
+
+for _setting in (
+    Setting("paginate.by", (int, None), None, "Page size when a request gives no `_limit`.", True),
+    Setting(
+        "paginate.max_limit",
+        (int,),
+        10_000,
+        "Largest page (`_limit` is capped to it); `Next-Page` continues past it.",
+        True,
+    ),
+    Setting(
+        "paginate.count_on_get",
+        (bool,),
+        False,
+        "Send `Total-Records` on collection GET too (a COUNT per list; HEAD always has it).",
+        True,
+    ),
+    Setting(
+        "storage.initialize_on_startup",
+        (bool,),
+        True,
+        "Create or upgrade the storage schema when the app starts (embedded use).",
+    ),
+):
+    register_setting(_setting)
+
+#: What a unit of work touched: the resource, its model (with its changes), the event payload.
+_Touched = tuple[Registration, Model, dict[str, Any]]
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PATCH_TYPES = (JSON, MERGE_PATCH, JSON_PATCH)
+BEHAVIORS = ("full", "light", "diff")
+#: Deepest JSON nesting a request body may have (the envelope counts). orjson
+#: refuses to serialize past 255 levels, and responses add a few (``data``,
+#: a batch's ``responses``), so the bound keeps well below that.
+MAX_JSON_DEPTH = 100
+_VARIABLE = re.compile(r"<(?:[^<>:]+:)?(\w+)>")
+
+
+# --------------------------------------------------------------------------
+# Mounting
+# --------------------------------------------------------------------------
+
+
+def storage_for(app: Flask) -> StorageBase:
+    """The app's storage backend, built (and its schema initialized) on first use."""
+    state = kiln_state(app)
+    storage: StorageBase | None = app.extensions.get("kiln.storage")
+    if storage is None:
+        storage = load_storage(state.config)
+        if state.config.setting("storage.initialize_on_startup"):
+            storage.initialize_schema()
+        app.extensions["kiln.storage"] = storage
+        register_heartbeat(app, "storage", storage.heartbeat)
+    return storage
+
+
+def mount_resources(app: Flask, modules: list[str]) -> None:
+    """Mount every resource registered by ``modules`` on ``app``."""
+    for module in modules:
+        for registration in registrations(module):
+            _mount(app, registration)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """What a request on a resource asks to do, as the authorization hook sees it.
+
+    ``endpoint`` is ``collection`` or ``record``; ``object_id`` is the
+    record's id on record endpoints; ``context`` carries the path variables
+    and the caller (``user_id``, ``principals``).
+    """
+
+    resource_name: str
+    endpoint: str
+    method: str
+    object_id: str | None
+    parent_id: str
+    context: RequestContext
+
+
+#: The authorization hook: raise :class:`~kiln.errors.HTTPError` (401/403) to deny.
+Authorizer = Callable[[Authorization], None]
+
+
+def set_authorizer(app: Flask, authorizer: Authorizer | None) -> None:
+    """Ask ``authorizer`` before every resource request of ``app`` (None: allow all).
+
+    It runs inside the request's unit of work, after the parent records
+    were found and before anything is read or written, for direct requests
+    and batch sub-requests alike. Without one, every request is allowed
+    (authentication and permissions plug in here).
+    """
+    if authorizer is None:
+        app.extensions.pop("kiln.authorizer", None)
+    else:
+        app.extensions["kiln.authorizer"] = authorizer
+
+
+@dataclass(frozen=True)
+class _Mount:
+    """What every request of a mounted resource needs, resolved once at mount time."""
+
+    app: Flask
+    registration: Registration
+    config: Configuration
+    storage: StorageBase
+    prefix: str
+    unique_fields: tuple[str, ...]
+    readonly_fields: tuple[str, ...]
+
+
+def _mount(app: Flask, registration: Registration) -> None:
+    state = kiln_state(app)
+    prefix = state.api_prefix
+    mounted: dict[str, Registration] = app.extensions.setdefault("kiln.resources", {})
+    mounted[registration.name] = registration
+    mount = _Mount(
+        app=app,
+        registration=registration,
+        config=state.config,
+        storage=storage_for(app),
+        prefix=prefix,
+        unique_fields=tuple(registration.cls.unique_fields),
+        readonly_fields=tuple(registration.cls.readonly_fields),
+    )
+
+    def collection(**path: str) -> Response:
+        return _dispatch(mount, "collection", path)
+
+    def record(**path: str) -> Response:
+        return _dispatch(mount, "record", path)
+
+    app.add_url_rule(
+        prefix + registration.collection_path,
+        f"{registration.name}-collection",
+        collection,
+        methods=[m for m in registration.collection_methods if m != "HEAD"],
+    )
+    app.add_url_rule(
+        prefix + registration.record_path,
+        f"{registration.name}-record",
+        record,
+        methods=[m for m in registration.record_methods if m != "HEAD"],
+    )
+
+
+# --------------------------------------------------------------------------
+# Parents of nested resources
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parent:
+    """The parent of a nested resource: its registration and where its variables come from.
+
+    ``variables`` pairs each of the parent's record-path variables with the
+    child's path variable holding its value.
+    """
+
+    registration: Registration
+    variables: tuple[tuple[str, str], ...]
+
+
+def _segments(path: str) -> list[str]:
+    """``path``'s segments, each variable as ``<>`` (its name does not matter)."""
+    return [_VARIABLE.sub("<>", segment) for segment in path.strip("/").split("/")]
+
+
+def _find_parent(app: Flask, registration: Registration) -> _Parent | None:
+    mounted: dict[str, Registration] = app.extensions["kiln.resources"]
+    child = _segments(registration.collection_path)
+    best: Registration | None = None
+    for candidate in mounted.values():
+        prefix = _segments(candidate.record_path)
+        if (
+            candidate is not registration
+            and len(prefix) < len(child)
+            and child[: len(prefix)] == prefix
+            and (best is None or len(prefix) > len(_segments(best.record_path)))
+        ):
+            best = candidate
+    if best is None:
+        return None
+    names = _VARIABLE.findall(best.record_path)
+    child_names = _VARIABLE.findall(registration.collection_path)
+    return _Parent(best, tuple(zip(names, child_names, strict=False)))
+
+
+def _parent_of(app: Flask, registration: Registration) -> _Parent | None:
+    cache: dict[str, _Parent | None] = app.extensions.setdefault("kiln.resource_parents", {})
+    if registration.name not in cache:
+        cache[registration.name] = _find_parent(app, registration)
+    return cache[registration.name]
+
+
+def _check_parents(
+    app: Flask, registration: Registration, path: dict[str, str], storage: StorageBase
+) -> None:
+    """404 (errno 110) unless every ancestor record of this request exists."""
+    parent = _parent_of(app, registration)
+    if parent is None:
+        return
+    parent_path = {name: path[child_name] for name, child_name in parent.variables}
+    _check_parents(app, parent.registration, parent_path, storage)
+    context = RequestContext(path=parent_path, user_id=g.get("kiln_uid"))
+    parent_id = parent.registration.cls().get_parent_id(context)
+    name = parent.registration.name
+    try:
+        storage.get(name, parent_id, parent_path["id"])
+    except RecordNotFoundError:
+        raise HTTPError(
+            404,
+            ERRORS.INVALID_RESOURCE_ID,
+            f"The {name} {parent_path['id']!r} this path belongs to does not exist.",
+            details={"id": parent_path["id"], "resource_name": name},
+        ) from None
+
+
+# --------------------------------------------------------------------------
+# Unit of work and events
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def unit_of_work(storage: StorageBase) -> Iterator[list[_Touched]]:
+    """One transaction for a request (or a whole batch); events after the commit.
+
+    Nested units join the outermost one; events are collected until it ends.
+    """
+    outer = "kiln_uow" not in g
+    if outer:
+        g.kiln_uow = []
+    try:
+        with storage.transaction():
+            yield g.kiln_uow
+    except BaseException:
+        if outer:
+            del g.kiln_uow
+        raise
+    if outer:
+        models = g.pop("kiln_uow")
+        events = _merge_events(models)
+        if events:
+            notify(current_app._get_current_object(), events)  # type: ignore[attr-defined]
+
+
+def _merge_events(models: list[_Touched]) -> list[ResourceChanged]:
+    merged: dict[tuple[str, str, str], ResourceChanged] = {}
+    for registration, model, payload in models:
+        for change in model.changes:
+            key = (registration.name, model.parent_id, change.action)
+            event = merged.get(key)
+            if event is None:
+                event = merged[key] = ResourceChanged({**payload, "action": change.action})
+            else:
+                event.payload.pop(f"{registration.name}_id", None)
+                event.payload["uri"] = payload["collection_uri"]
+            event.impacted_records.append(_impacted(change))
+            event.payload["timestamp"] = max(
+                event.payload.get("timestamp", 0), change.new[MODIFIED_FIELD]
+            )
+    for event in merged.values():
+        event.payload.pop("collection_uri", None)
+    return list(merged.values())
+
+
+def _impacted(change: Change) -> dict[str, Any]:
+    impacted: dict[str, Any] = {"new": change.new}
+    if change.old is not None:
+        impacted["old"] = change.old
+    return impacted
+
+
+# --------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------
+
+
+def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
+    registration = mount.registration
+    config = mount.config
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    method = req.method
+    _check_enabled(registration, endpoint, method, config)
+    _check_accept(req)
+    storage = mount.storage
+    resource = registration.cls()
+    user_id = g.get("kiln_uid")
+    context = RequestContext(path=dict(path), user_id=user_id)
+    model = Model(
+        storage=storage,
+        resource_name=registration.name,
+        parent_id=resource.get_parent_id(context),
+        schema=registration.schema,
+        id_generator=registration.id_generator,
+        id_pattern=registration.id_generator.pattern,
+        unique_fields=mount.unique_fields,
+        readonly_fields=mount.readonly_fields,
+        process_record=resource.process_record,
+    )
+    payload = _payload(registration, path, req.path.removeprefix(mount.prefix), user_id)
+    with unit_of_work(storage) as models:
+        models.append((registration, model, payload))
+        try:
+            _check_parents(mount.app, registration, path, storage)
+            authorize = mount.app.extensions.get("kiln.authorizer")
+            if authorize is not None:
+                authorize(
+                    Authorization(
+                        resource_name=registration.name,
+                        endpoint=endpoint,
+                        method=method,
+                        object_id=path.get("id"),
+                        parent_id=model.parent_id,
+                        context=context,
+                    )
+                )
+            if endpoint == "collection":
+                return _collection(registration, model, method, config)
+            return _record(registration, model, method, path["id"], config)
+        except NotModified as exc:
+            response = _NotModifiedResponse(status=304)
+            _timestamp_headers(response, exc.timestamp)
+            return response
+        except QueryError as exc:
+            raise HTTPError(
+                400,
+                ERRORS.INVALID_PARAMETERS,
+                str(exc),
+                details=[
+                    {"location": "querystring", "name": exc.name, "description": exc.description}
+                ],
+            ) from None
+
+
+def _payload(
+    registration: Registration, path: dict[str, str], uri: str, user_id: str | None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "resource_name": registration.name,
+        "user_id": user_id,
+        "uri": uri,
+        "collection_uri": uri.rsplit("/", 1)[0] if "id" in path else uri,
+    }
+    for key, value in path.items():
+        payload[f"{registration.name}_id" if key == "id" else key] = value
+    return payload
+
+
+def _check_enabled(
+    registration: Registration, endpoint: str, method: str, config: Configuration
+) -> None:
+    verb = "get" if method == "HEAD" else method.lower()
+    if config.get(f"{registration.name}.{endpoint}_{verb}_enabled", True) is False:
+        raise HTTPError(405, ERRORS.METHOD_NOT_ALLOWED, "Method not allowed on this endpoint.")
+    if method in WRITE_METHODS and config.setting("readonly"):
+        raise HTTPError(
+            405,
+            ERRORS.METHOD_NOT_ALLOWED,
+            "This service is read-only: only GET and HEAD are allowed.",
+        )
+
+
+def _check_accept(req: Request) -> None:
+    raw = req.headers.get("Accept")
+    if not raw or raw in ("*/*", "application/json"):
+        return  # the common cases, without parsing the header
+    if not req.accept_mimetypes.best_match(["application/json"]):
+        raise HTTPError(
+            406,
+            ERRORS.INVALID_PARAMETERS,
+            "Accept header should be one of ['application/json'].",
+        )
+
+
+def _collection(
+    registration: Registration, model: Model, method: str, config: Configuration
+) -> Response:
+    preconditions = _preconditions()
+    if method == "POST":
+        body = _json_body((JSON,))
+        data = _envelope_data(body, registration)
+        record, created = model.create(data, preconditions)
+        return _record_response(record, 201 if created else 200)
+    query = _query(registration, config)
+    if method == "DELETE":
+        tombstones = model.delete_all(query, preconditions)
+        response = json_response({"data": tombstones})
+        _timestamp_headers(response, model.timestamp())
+        return response
+    head = method == "HEAD"
+    counting = head or config.setting("paginate.count_on_get")
+    # One snapshot: the ETag, the records and the count describe the same state.
+    with model.storage.snapshot():
+        page = model.page(query, preconditions)
+        total = model.count(query) if counting else None
+    records = page.records
+    if query.fields is not None:
+        records = [select_fields(record, query.fields) for record in records]
+    response = json_response({} if head else {"data": records})
+    _timestamp_headers(response, page.timestamp)
+    if total is not None:
+        response.headers["Total-Records"] = str(total)
+    if query.deprecated:
+        response.headers["Alert"] = orjson.dumps(
+            {
+                "code": "soft-eol",
+                "message": "_to is deprecated; use _before instead.",
+                "url": config.setting("project.docs") or None,
+            }
+        ).decode()
+    if page.next_token is not None:
+        response.headers["Next-Page"] = _next_page_url(page.next_token, query)
+    _cache_headers(response, registration, config)
+    return response
+
+
+def _record(
+    registration: Registration, model: Model, method: str, object_id: str, config: Configuration
+) -> Response:
+    preconditions = _preconditions()
+    if method in ("GET", "HEAD"):
+        fields = _query_fields(registration, config)
+        record = model.get(object_id, preconditions)
+        data = select_fields(record, fields) if fields is not None else record
+        response = _record_response(data, 200, timestamp=record[MODIFIED_FIELD])
+        _cache_headers(response, registration, config)
+        return response
+    if method == "PUT":
+        body = _json_body((JSON,))
+        data = _envelope_data(body, registration)
+        record, created = model.replace(object_id, data, preconditions)
+        return _record_response(record, 201 if created else 200)
+    if method == "PATCH":
+        return _patch(registration, model, object_id, preconditions)
+    last_modified = _forced_timestamp()
+    tombstone = model.delete(object_id, preconditions, last_modified)
+    return _record_response(tombstone, 200)
+
+
+def _patch(
+    registration: Registration, model: Model, object_id: str, preconditions: Preconditions
+) -> Response:
+    behavior = request.headers.get("Response-Behavior", "full").strip().lower()
+    if behavior not in BEHAVIORS:
+        raise _invalid("header", "Response-Behavior", f"must be one of {', '.join(BEHAVIORS)}.")
+    media_type = request.mimetype
+    body = _json_body(PATCH_TYPES)
+    if media_type == JSON_PATCH:
+        record, old = model.patch(object_id, body, media_type, preconditions)
+        # Operations carry no record: take what the patch changed as "sent",
+        # so ``light`` answers the changed fields (and ``diff`` nothing).
+        sent = {k: v for k, v in record.items() if k not in RESERVED_FIELDS and old.get(k) != v}
+    else:
+        sent = _envelope_data(body, registration, required=True)
+        record, old = model.patch(object_id, sent, media_type, preconditions)
+    data = response_data(behavior, record, sent, old)
+    return _record_response(data, 200, timestamp=record[MODIFIED_FIELD])
+
+
+# --------------------------------------------------------------------------
+# Request parsing
+# --------------------------------------------------------------------------
+
+
+def _invalid(location: str, name: str, description: str) -> HTTPError:
+    return HTTPError(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        f"{name} in {location}: {description}",
+        details=[{"location": location, "name": name, "description": description}],
+    )
+
+
+def _query(registration: Registration, config: Configuration) -> Query:
+    return parse_query(
+        request.args.items(multi=True),
+        is_known_field=registration.schema.is_known_field,
+        max_limit=int(config.setting("paginate.max_limit")),
+        default_limit=config.setting("paginate.by"),
+    )
+
+
+def _query_fields(registration: Registration, config: Configuration) -> tuple[str, ...] | None:
+    raw = request.args.get("_fields")
+    if raw is None:
+        return None
+    return parse_query([("_fields", raw)], is_known_field=registration.schema.is_known_field).fields
+
+
+def _precondition(name: str, allow_star: bool) -> int | str | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    value = raw.strip()
+    if allow_star and value == "*":
+        return "*"
+    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
+        return int(value[1:-1])
+    raise _invalid("header", name, "Invalid value; it should be an integer between double quotes.")
+
+
+def _preconditions() -> Preconditions:
+    if_match = _precondition("If-Match", allow_star=False)
+    return Preconditions(
+        if_match=if_match if isinstance(if_match, int) else None,
+        if_none_match=_precondition("If-None-Match", allow_star=True),
+    )
+
+
+def _forced_timestamp() -> int | None:
+    raw = request.args.get("last_modified")
+    if raw is None:
+        return None
+    text = raw.strip().strip('"')
+    if not text.isdigit():
+        raise _invalid("querystring", "last_modified", "must be an integer timestamp.")
+    return int(text)
+
+
+def _json_body(media_types: tuple[str, ...]) -> Any:
+    if request.mimetype not in media_types:
+        raise HTTPError(
+            415,
+            ERRORS.INVALID_PARAMETERS,
+            f"Content-Type header should be one of {list(media_types)}.",
+        )
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid("body", "body", f"Invalid JSON request body: {exc}") from None
+    if json_too_deep(body):
+        raise _invalid("body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels.")
+    return body
+
+
+def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _envelope_data(body: Any, registration: Registration, *, required: bool = False) -> Any:
+    if not isinstance(body, dict):
+        raise _invalid("body", "body", 'The body must be a JSON object like {"data": {...}}.')
+    for key in body:
+        if key != "data":
+            raise _invalid("body", key, f"{key} is not allowed.")
+    if "data" not in body:
+        if required:
+            raise _invalid("body", "data", "data is required.")
+        return {}
+    data = body["data"]
+    if not isinstance(data, dict):
+        raise _invalid("body", "data", "data must be a JSON object.")
+    if MODIFIED_FIELD in data and (
+        isinstance(data[MODIFIED_FIELD], bool) or not isinstance(data[MODIFIED_FIELD], int)
+    ):
+        raise _invalid("body", "data.last_modified", "must be an integer timestamp.")
+    if ID_FIELD in data and not isinstance(data[ID_FIELD], str):
+        raise _invalid("body", "data.id", "Invalid record id.")
+    return data
+
+
+# --------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------
+
+
+class _NotModifiedResponse(Response):
+    """A 304 that keeps ``Last-Modified`` (werkzeug drops it with the entity headers).
+
+    The protocol's 304 carries the current ``ETag`` and ``Last-Modified``.
+    """
+
+    def get_wsgi_headers(self, environ: Any) -> Any:
+        headers = super().get_wsgi_headers(environ)
+        headers["Last-Modified"] = self.headers["Last-Modified"]
+        return headers
+
+
+def _record_response(record: dict[str, Any], status: int, timestamp: int | None = None) -> Response:
+    response = json_response({"data": record}, status)
+    _timestamp_headers(response, record[MODIFIED_FIELD] if timestamp is None else timestamp)
+    return response
+
+
+def _timestamp_headers(response: Response, timestamp: int) -> None:
+    response.headers["ETag"] = f'"{timestamp}"'
+    response.headers["Last-Modified"] = email.utils.formatdate(timestamp / 1000, usegmt=True)
+
+
+def _next_page_url(token: str, query: Query) -> str:
+    params = [
+        (name, value)
+        for name, value in request.args.items(multi=True)
+        if name not in ("_token", "_limit")
+    ]
+    params += [("_limit", str(query.limit)), ("_token", token)]
+    return absolute_url(request.path) + "?" + urlencode(params)
+
+
+def _cache_headers(response: Response, registration: Registration, config: Configuration) -> None:
+    """``<resource>.cache_expires_seconds`` for anonymous reads; else ``no-cache``."""
+    expires = config.get(f"{registration.name}.cache_expires_seconds")
+    anonymous = g.get("kiln_uid") is None
+    if anonymous and isinstance(expires, int) and not isinstance(expires, bool) and expires >= 0:
+        response.headers["Cache-Control"] = f"max-age={expires}"
+        response.headers["Expires"] = email.utils.formatdate(time.time() + expires, usegmt=True)
