@@ -1,0 +1,353 @@
+"""Authentication policies: who is making a request.
+
+A policy reads the request headers and answers with a user id, or ``None``
+when the request carries no credentials it understands. Policies are
+chained in the order of ``auth.policies``; the first that identifies the
+request wins, and its name prefixes the user id (``basicauth:1f2e...``,
+``accounts:alice``), so the same person gets different ids under different
+policies and ids never collide across policies.
+
+This package is sans-IO: headers in, identities out. It never touches
+``flask.request``; the views and ``/batch`` call :func:`authenticate` and
+:func:`principals_for` with the headers of each (sub-)request.
+
+Built-in policies:
+
+- ``basicauth`` (:mod:`kiln.auth.basicauth`): Cliquet's. Any
+  ``user:password`` pair is an identity, derived with HMAC-SHA256 keyed by
+  ``auth.userid_hmac_secret``.
+- ``accounts`` (:mod:`kiln.auth.accounts`): real accounts with
+  Argon2-hashed passwords kept in the storage backend.
+
+Writing a policy::
+
+    class BearerTokenPolicy(AuthenticationPolicy):
+        name = "bearer"
+
+        def __init__(self, config):
+            self.tokens = config.get("auth.bearer.tokens", {})
+
+        def authenticated_userid(self, headers):
+            scheme, _, token = get_header(headers, "Authorization").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            ...
+
+and list it by dotted path: ``auth.policies: ["myapp.auth.BearerTokenPolicy"]``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from kiln.config import Setting, register_setting
+from kiln.exceptions import ConfigError, StartupError
+
+if TYPE_CHECKING:
+    from kiln.storage import StorageBase
+
+__all__ = [
+    "AUTHENTICATED",
+    "BUILTIN_POLICIES",
+    "EVERYONE",
+    "AuthenticationPolicy",
+    "Identity",
+    "authenticate",
+    "get_header",
+    "load_policies",
+    "principals_for",
+]
+
+logger = logging.getLogger("kiln.auth")
+
+#: Principal of every request, authenticated or not.
+EVERYONE = "system.Everyone"
+#: Principal of every authenticated request.
+AUTHENTICATED = "system.Authenticated"
+
+#: Names of the policies kiln ships, usable in ``auth.policies``.
+BUILTIN_POLICIES = ("accounts", "basicauth")
+
+#: What a policy name may look like: it prefixes user ids, so no ``:``.
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class AuthenticationPolicy(abc.ABC):
+    """The contract of an authentication policy.
+
+    Implementations are built once at startup and called from many threads:
+    keep them free of per-request state.
+
+    ``name`` prefixes the user ids the policy returns (``basicauth`` gives
+    ``basicauth:<id>``). It must be unique in the chain and contain no
+    ``:``.
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def authenticated_userid(self, headers: Mapping[str, str]) -> str | None:
+        """The unprefixed user id the request's ``headers`` prove, or ``None``.
+
+        ``None`` means "no credentials for this policy": the next policy of
+        the chain is tried, and the request is anonymous when none answers.
+        Malformed credentials the policy cannot even read are ``None`` too.
+
+        Must never raise anything but :class:`kiln.errors.HTTPError`.
+
+        :raises kiln.errors.HTTPError: ``401`` with errno
+            ``ERRORS.INVALID_AUTH_TOKEN`` when credentials for this policy are
+            present but wrong (a wrong password); the chain stops there.
+        """
+
+    def challenge(self) -> str | None:
+        """The ``WWW-Authenticate`` value sent with 401 responses, or ``None``.
+
+        The default sends none.
+        """
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release what the policy holds (connections, caches). The default does nothing."""
+
+    def __repr__(self) -> str:
+        # Never show attributes: they may hold secrets.
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a request: ``user_id`` as the ``policy`` named it, and
+    ``prefixed_id`` (``"<policy>:<user_id>"``), the id permissions use."""
+
+    user_id: str
+    prefixed_id: str
+    policy: str
+
+
+def get_header(headers: Mapping[str, str], name: str) -> str:
+    """The value of header ``name`` (case-insensitive), or ``""`` when absent.
+
+    Works with plain dicts as well as case-insensitive header objects.
+    """
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), "")
+    return value
+
+
+def authenticate(
+    policies: Iterable[AuthenticationPolicy], headers: Mapping[str, str]
+) -> Identity | None:
+    """Try ``policies`` in order; the first that identifies the request wins.
+
+    Returns ``None`` for an anonymous request.
+
+    :raises kiln.errors.HTTPError: a policy found wrong credentials (401).
+    """
+    for policy in policies:
+        user_id = policy.authenticated_userid(headers)
+        if user_id is not None:
+            return Identity(user_id, f"{policy.name}:{user_id}", policy.name)
+    return None
+
+
+def principals_for(
+    identity: Identity | None,
+    user_principals: Callable[[str], Iterable[str]] | None = None,
+) -> tuple[str, ...]:
+    """The principals of a request, sorted and deduplicated.
+
+    Everyone has ``system.Everyone``; an authenticated request adds
+    ``system.Authenticated``, its prefixed user id, and the groups
+    ``user_principals(prefixed_id)`` returns (the permission backend's
+    ``get_user_principals``).
+
+    >>> principals_for(Identity("abc", "basicauth:abc", "basicauth"))
+    ('basicauth:abc', 'system.Authenticated', 'system.Everyone')
+    """
+    principals = {EVERYONE}
+    if identity is not None:
+        principals |= {AUTHENTICATED, identity.prefixed_id}
+        if user_principals is not None:
+            principals |= set(user_principals(identity.prefixed_id))
+    return tuple(sorted(principals))
+
+
+# --------------------------------------------------------------------------
+# Loading the chain
+# --------------------------------------------------------------------------
+
+
+def load_policies(config: Any, storage: StorageBase | None = None) -> list[AuthenticationPolicy]:
+    """Build the policies listed in ``auth.policies`` of ``config`` (a
+    :class:`kiln.config.Configuration`), in order.
+
+    Entries are built-in names (``basicauth``, ``accounts``) or dotted paths
+    to an :class:`AuthenticationPolicy` subclass built with ``(config)``.
+    ``accounts`` keeps its accounts in ``storage``.
+
+    :raises kiln.exceptions.ConfigError: an entry is unknown or cannot be
+        imported, a policy refuses its settings (``basicauth`` without a
+        long enough secret), two policies share a name, or ``basicauth``
+        and ``accounts`` are both listed.
+    :raises kiln.exceptions.StartupError: ``accounts`` is listed and no
+        ``storage`` is given.
+    """
+    entries = config.setting("auth.policies")
+    problem = _check_policy_list(entries)
+    if problem:
+        raise ConfigError(f"Config key 'auth.policies' {problem}.")
+    if "basicauth" in entries and "accounts" in entries:
+        raise ConfigError(
+            "auth.policies lists both 'basicauth' and 'accounts', which read the same "
+            "Basic Authorization header: 'basicauth' accepts any password, so it would "
+            "shadow accounts, or accounts would reject every non-account pair. Keep one."
+        )
+    policies: list[AuthenticationPolicy] = []
+    for entry in entries:
+        policy = _build_policy(entry, config, storage)
+        if not isinstance(policy.name, str) or not _POLICY_NAME.match(policy.name):
+            raise ConfigError(
+                f"auth.policies entry {entry!r} has name {policy.name!r}; a policy name "
+                "prefixes user ids, so it must be letters, digits, '_', '.' or '-' (no ':')."
+            )
+        if any(other.name == policy.name for other in policies):
+            raise ConfigError(
+                f"auth.policies lists two policies named {policy.name!r}; "
+                "user ids would collide. Keep one."
+            )
+        policies.append(policy)
+    return policies
+
+
+def _build_policy(entry: str, config: Any, storage: StorageBase | None) -> AuthenticationPolicy:
+    if entry == "basicauth":
+        from kiln.auth.basicauth import BasicAuthPolicy
+
+        return BasicAuthPolicy(config)
+    if entry == "accounts":
+        from kiln.auth.accounts import AccountsPolicy
+
+        if storage is None:
+            raise StartupError(
+                "The 'accounts' policy keeps accounts in the storage backend; "
+                "pass storage= to load_policies()."
+            )
+        return AccountsPolicy(config, storage)
+    if "." not in entry:
+        message = f"auth.policies entry {entry!r} is not a known policy."
+        guesses = difflib.get_close_matches(entry.lower(), BUILTIN_POLICIES, 1, 0.6)
+        if guesses:
+            message += f" Did you mean {guesses[0]!r}?"
+        raise ConfigError(
+            f"{message} Use one of {', '.join(BUILTIN_POLICIES)}, "
+            "or the dotted path of an AuthenticationPolicy subclass."
+        )
+    return _import_policy(entry, config)
+
+
+def _import_policy(entry: str, config: Any) -> AuthenticationPolicy:
+    module_name, _, attribute = entry.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"auth.policies entry {entry!r}: module {module_name!r} cannot be imported "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
+    factory = getattr(module, attribute, None)
+    if not (isinstance(factory, type) and issubclass(factory, AuthenticationPolicy)):
+        raise ConfigError(
+            f"auth.policies entry {entry!r} must name a subclass of kiln.auth.AuthenticationPolicy."
+        )
+    # Policies named by path are built with ``(config)``; the ABC leaves
+    # ``__init__`` to them.
+    return cast("Callable[[Any], AuthenticationPolicy]", factory)(config)
+
+
+def _check_policy_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return 'must be a list of policy names or dotted paths, like ["accounts"]'
+    return None
+
+
+def _check_argon2(value: Any) -> str | None:
+    allowed = {"time_cost", "memory_cost", "parallelism"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        return f"takes only {', '.join(sorted(allowed))}, got {', '.join(unknown)}"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value.values()):
+        return "values must be positive integers"
+    return None
+
+
+def _check_positive(value: Any) -> str | None:
+    return None if value >= 1 else f"must be at least 1, got {value}"
+
+
+def _check_principals(value: Any) -> str | None:
+    if not all(isinstance(v, str) and v for v in value):
+        return 'must be a list of principals, like ["system.Everyone"]'
+    return None
+
+
+def _register_settings(settings: Sequence[Setting]) -> None:
+    for setting in settings:
+        register_setting(setting)
+
+
+_register_settings(
+    (
+        Setting(
+            "auth.policies",
+            (list,),
+            [],
+            "Authentication policies tried in order: `basicauth`, `accounts`, or dotted "
+            "paths to `kiln.auth.AuthenticationPolicy` subclasses. Empty: anonymous only.",
+            check_value=_check_policy_list,
+        ),
+        Setting(
+            "auth.userid_hmac_secret",
+            (str,),
+            "",
+            "Key of the HMAC that turns `basicauth` credentials into user ids (at least "
+            "32 characters; `kiln init` writes one). Changing it changes every user id.",
+        ),
+        Setting(
+            "accounts.create_principals",
+            (list,),
+            [],
+            'Principals allowed to create accounts; `["system.Everyone"]` opens sign-up.',
+            True,
+            check_value=_check_principals,
+        ),
+        Setting(
+            "accounts.min_password_length",
+            (int,),
+            8,
+            "Shortest password an account may get.",
+            True,
+            check_value=_check_positive,
+        ),
+        Setting(
+            "accounts.argon2",
+            (dict,),
+            {},
+            "Argon2 parameters (`time_cost`, `memory_cost` in KiB, `parallelism`); "
+            "default: argon2-cffi's RFC 9106 profile. Hashes made with other "
+            "parameters are rehashed at the next login.",
+            check_value=_check_argon2,
+        ),
+    )
+)
