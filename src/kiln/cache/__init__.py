@@ -100,22 +100,8 @@ def load_cache(config: Any) -> CacheBase:
 
     :raises kiln.exceptions.ConfigError: ``cache.backend`` is unknown.
     """
-    from kiln.exceptions import ConfigError
-    from kiln.storage import AVAILABLE_BACKENDS, unknown_backend_message
+    from kiln.storage import load_backend
 
     name = config.setting("cache.backend") or config.setting("storage.backend")
-    prefix = config.setting("cache.prefix")
-    if name == "memory":
-        from kiln.cache.memory import MemoryCache
-
-        return MemoryCache(prefix=prefix)
-    if name == "sqlite":
-        from kiln._sqlite import SQLiteDatabase
-        from kiln.cache.sqlite import SQLiteCache
-
-        url = config.setting("cache.url") or config.setting("storage.url")
-        database = SQLiteDatabase.shared(
-            url, busy_timeout=float(config.setting("storage.busy_timeout_seconds"))
-        )
-        return SQLiteCache(database, prefix=prefix)
-    raise ConfigError(unknown_backend_message("cache.backend", name, AVAILABLE_BACKENDS))
+    backend: CacheBase = load_backend("cache", name, config)
+    return backend

@@ -10,7 +10,7 @@ import orjson
 
 from kiln.cache import CacheBase
 
-__all__ = ["MemoryCache"]
+__all__ = ["MemoryCache", "load"]
 
 #: Expired entries are swept every this many ``set`` calls.
 CLEANUP_EVERY = 100
@@ -87,3 +87,8 @@ class MemoryCache(CacheBase):
         if entry is None or entry[1] is None:
             return -1.0
         return entry[1] - now
+
+
+def load(config: Any) -> MemoryCache:
+    """The backend of ``cache.backend = "memory"``: ``cache.prefix``."""
+    return MemoryCache(prefix=config.setting("cache.prefix"))

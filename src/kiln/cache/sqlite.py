@@ -17,7 +17,7 @@ import orjson
 from kiln._sqlite import SQLiteDatabase
 from kiln.cache import CacheBase
 
-__all__ = ["SQLiteCache"]
+__all__ = ["SQLiteCache", "load"]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 
@@ -135,3 +135,14 @@ class SQLiteCache(CacheBase):
         if row is None or row[0] is None:
             return -1.0
         return float(row[0]) - now
+
+
+def load(config: Any) -> SQLiteCache:
+    """The backend of ``cache.backend = "sqlite"``: ``cache.url`` (default: ``storage.url``)
+    and ``cache.prefix``; it shares the storage's file and connections when the
+    URLs are the same."""
+    url = config.setting("cache.url") or config.setting("storage.url")
+    database = SQLiteDatabase.shared(
+        url, busy_timeout=float(config.setting("storage.busy_timeout_seconds"))
+    )
+    return SQLiteCache(database, prefix=config.setting("cache.prefix"))

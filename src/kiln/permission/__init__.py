@@ -340,21 +340,8 @@ def load_permission(config: Any) -> PermissionBase:
 
     :raises kiln.exceptions.ConfigError: ``permission.backend`` is unknown.
     """
-    from kiln.exceptions import ConfigError
-    from kiln.storage import AVAILABLE_BACKENDS, unknown_backend_message
+    from kiln.storage import load_backend
 
     name = config.setting("permission.backend") or config.setting("storage.backend")
-    if name == "memory":
-        from kiln.permission.memory import MemoryPermission
-
-        return MemoryPermission()
-    if name == "sqlite":
-        from kiln._sqlite import SQLiteDatabase
-        from kiln.permission.sqlite import SQLitePermission
-
-        url = config.setting("permission.url") or config.setting("storage.url")
-        database = SQLiteDatabase.shared(
-            url, busy_timeout=float(config.setting("storage.busy_timeout_seconds"))
-        )
-        return SQLitePermission(database)
-    raise ConfigError(unknown_backend_message("permission.backend", name, AVAILABLE_BACKENDS))
+    backend: PermissionBase = load_backend("permission", name, config)
+    return backend

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kiln.permission import (
     BoundPermissions,
@@ -22,7 +22,7 @@ from kiln.permission import (
     principal_set,
 )
 
-__all__ = ["MemoryPermission"]
+__all__ = ["MemoryPermission", "load"]
 
 AceKey = tuple[str, str]
 K = TypeVar("K")
@@ -226,3 +226,8 @@ class MemoryPermission(PermissionBase):
             aces = self._write().aces
             for key in [key for key in aces if key[0] in doomed]:
                 del aces[key]
+
+
+def load(config: Any) -> MemoryPermission:
+    """The backend of ``permission.backend = "memory"`` (reads no other setting)."""
+    return MemoryPermission()

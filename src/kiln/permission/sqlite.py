@@ -39,7 +39,7 @@ from kiln.permission import (
     principal_set,
 )
 
-__all__ = ["SQLitePermission"]
+__all__ = ["SQLitePermission", "load"]
 
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module and ``?`` placeholders; every value is bound.
@@ -348,3 +348,13 @@ def _matching_objects(
         ],
     )
     yield from (row[0] for row in rows if match_object_id(pattern, row[0]))
+
+
+def load(config: Any) -> SQLitePermission:
+    """The backend of ``permission.backend = "sqlite"``: ``permission.url`` (default:
+    ``storage.url``); it shares the storage's units of work on the same file."""
+    url = config.setting("permission.url") or config.setting("storage.url")
+    database = SQLiteDatabase.shared(
+        url, busy_timeout=float(config.setting("storage.busy_timeout_seconds"))
+    )
+    return SQLitePermission(database)

@@ -138,6 +138,7 @@ __all__ = [
     "StorageError",
     "UnicityError",
     "keyset_rules",
+    "load_backend",
     "load_storage",
 ]
 
@@ -502,20 +503,22 @@ def load_storage(config: Any) -> StorageBase:
     :raises kiln.exceptions.ConfigError: ``storage.backend`` is unknown.
     :raises BackendError: the database cannot be opened.
     """
+    backend: StorageBase = load_backend("storage", config.setting("storage.backend"), config)
+    return backend
+
+
+def load_backend(kind: str, name: Any, config: Any) -> Any:
+    """The ``kind`` backend (``storage``, ``cache``, ``permission``) named ``name``.
+
+    Each implementation is the module ``kiln.<kind>.<name>``, whose
+    ``load(config)`` builds it from ``config``.
+
+    :raises kiln.exceptions.ConfigError: ``name`` is not a shipped backend.
+    """
+    import importlib
+
     from kiln.exceptions import ConfigError
 
-    name = config.setting("storage.backend")
-    if name == "memory":
-        from kiln.storage.memory import MemoryStorage
-
-        return MemoryStorage()
-    if name == "sqlite":
-        from kiln._sqlite import SQLiteDatabase
-        from kiln.storage.sqlite import SQLiteStorage
-
-        database = SQLiteDatabase.shared(
-            config.setting("storage.url"),
-            busy_timeout=float(config.setting("storage.busy_timeout_seconds")),
-        )
-        return SQLiteStorage(database)
-    raise ConfigError(unknown_backend_message("storage.backend", name, AVAILABLE_BACKENDS))
+    if name not in AVAILABLE_BACKENDS:
+        raise ConfigError(unknown_backend_message(f"{kind}.backend", name, AVAILABLE_BACKENDS))
+    return importlib.import_module(f"kiln.{kind}.{name}").load(config)

@@ -29,7 +29,7 @@ from kiln.storage import (
 )
 from kiln.storage._python_filters import MISSING, get_path, json_equal, select, sort_records
 
-__all__ = ["MemoryStorage"]
+__all__ = ["MemoryStorage", "load"]
 
 Key = tuple[str, str]
 
@@ -324,3 +324,8 @@ class MemoryStorage(StorageBase):
             for object_id in doomed:
                 del collection.tombstones[object_id]
             return len(doomed)
+
+
+def load(config: Any) -> MemoryStorage:
+    """The backend of ``storage.backend = "memory"`` (reads no other setting)."""
+    return MemoryStorage()

@@ -53,7 +53,7 @@ from kiln.storage._python_filters import (
     type_rank,
 )
 
-__all__ = ["SQLiteStorage"]
+__all__ = ["SQLiteStorage", "load"]
 
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module; every value, and every user-given field name
@@ -605,3 +605,15 @@ class SQLiteStorage(StorageBase):
         with db.transaction() as conn:
             db.begin_write(conn)
             return conn.execute(sql, params).rowcount
+
+
+def load(config: Any) -> SQLiteStorage:
+    """The backend of ``storage.backend = "sqlite"``.
+
+    Reads ``storage.url`` and ``storage.busy_timeout_seconds``.
+    """
+    database = SQLiteDatabase.shared(
+        config.setting("storage.url"),
+        busy_timeout=float(config.setting("storage.busy_timeout_seconds")),
+    )
+    return SQLiteStorage(database)
