@@ -184,10 +184,12 @@ def create_app(
 
     install_utility_views(app)
     _load_views(app, configuration.setting("views"))
+    from kiln.auth.web import install_auth
     from kiln.resource.batch import install_batch
     from kiln.resource.views import mount_resources
 
     install_batch(app)
+    install_auth(app)
     mount_resources(app, configuration.setting("views"))
     if "kiln.storage" in app.extensions:
         _install_cache(app, configuration)

@@ -569,9 +569,10 @@ def install_request_summary(app: Flask) -> None:
     put in ``request.environ["kiln.summary_fields"]``. Batch sub-requests log
     ``subrequest.summary`` lines. ``request.summary: false`` turns both off.
     """
-    from flask import g, request
+    from flask import request
 
     from kiln.application import kiln_state
+    from kiln.auth.web import identity_fields
 
     summary = logging.getLogger(SUMMARY_LOGGER)
     subrequest_summary = logging.getLogger(SUBREQUEST_SUMMARY_LOGGER)
@@ -599,14 +600,15 @@ def install_request_summary(app: Flask) -> None:
             started = time.perf_counter()
             environ["kiln.start_time"] = datetime.datetime.now(datetime.UTC)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        uid, authn_type = identity_fields(environ)
         fields = {
             "agent": environ.get("HTTP_USER_AGENT"),
             "path": req.path,
             "method": req.method,
             "querystring": req.args.to_dict() if environ.get("QUERY_STRING") else {},
             "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
-            "uid": g.get("kiln_uid"),
-            "authn_type": g.get("kiln_authn_type"),
+            "uid": uid,
+            "authn_type": authn_type,
             "errno": environ.get("kiln.errno"),
             "code": response.status_code,
             "time": environ["kiln.start_time"].isoformat(timespec="milliseconds"),

@@ -93,6 +93,10 @@ class AuthenticationPolicy(abc.ABC):
     """
 
     name: str = ""
+    #: The request headers :meth:`authenticated_userid` reads. Requests
+    #: whose values of these headers are equal get the same answer, which
+    #: kiln memoizes within a request and its batch sub-requests.
+    headers: tuple[str, ...] = ("Authorization",)
 
     @abc.abstractmethod
     def authenticated_userid(self, headers: Mapping[str, str]) -> str | None:
@@ -330,6 +334,13 @@ _register_settings(
             [],
             'Principals allowed to create accounts; `["system.Everyone"]` opens sign-up.',
             True,
+            check_value=_check_principals,
+        ),
+        Setting(
+            "accounts.admin_principals",
+            (list,),
+            [],
+            "Principals that may read, reset and delete every account.",
             check_value=_check_principals,
         ),
         Setting(

@@ -44,7 +44,9 @@ __all__ = [
     "Registration",
     "RequestContext",
     "Resource",
+    "ShareableResource",
     "Slug",
+    "UserResource",
     "nested_parent_id",
     "register",
     "registrations",
@@ -121,6 +123,10 @@ class Resource:
         An :class:`IdGenerator` class (default :class:`UUID4`).
     """
 
+    #: Who may do what (:mod:`kiln.resource.access`): ``public`` here,
+    #: ``private`` for :class:`UserResource`, ``shareable`` for
+    #: :class:`ShareableResource`.
+    kind: ClassVar[str] = "public"
     name: ClassVar[str | None] = None
     schema: ClassVar[Any] = None
     unique_fields: ClassVar[Sequence[str]] = ()
@@ -137,6 +143,37 @@ class Resource:
         Nested resources get the URI of their parent record.
         """
         return nested_parent_id(context)
+
+
+class UserResource(Resource):
+    """Records private to each user: every request must be authenticated, and
+    each user reads and writes a collection of their own (its ``parent_id``
+    is the user id), so nobody ever sees another user's records. A ``PUT``
+    on an id another user holds creates the record in the caller's own
+    collection.
+    """
+
+    kind = "private"
+
+    def get_parent_id(self, context: RequestContext) -> str:
+        if context.user_id is None:
+            # The views answer 401 before; never fall back to a shared collection.
+            from kiln.errors import ERRORS, HTTPError
+
+            raise HTTPError(
+                401, ERRORS.MISSING_AUTH_TOKEN, "Please authenticate yourself to use this endpoint."
+            )
+        return context.user_id
+
+
+class ShareableResource(Resource):
+    """Records shared by permissions: each record has ``read`` and ``write``
+    permissions (and ``<child>:create`` for resources nested below it) in its
+    request and response bodies; the creator always gets ``write``; lists
+    show only what the caller may read. See :mod:`kiln.resource.access`.
+    """
+
+    kind = "shareable"
 
 
 def nested_parent_id(context: RequestContext) -> str:

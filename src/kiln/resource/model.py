@@ -116,6 +116,9 @@ class Model:
     unique_fields: tuple[str, ...] = ()
     readonly_fields: tuple[str, ...] = ()
     process_record: Callable[[Record, Record | None], Record] | None = None
+    #: Filters every list, count and collection delete also applies (the
+    #: records the caller may see), outside what ``_token`` is bound to.
+    scope: tuple[Filter, ...] = ()
     changes: list[Change] = field(default_factory=list)
 
     # -- reading --------------------------------------------------------
@@ -150,7 +153,7 @@ class Model:
         records = self.storage.list_all(
             self.resource_name,
             self.parent_id,
-            filters=query.filters,
+            filters=query.filters + self.scope,
             sorting=query.sorting,
             pagination_rules=rules,
             limit=None if limit is None else limit + 1,
@@ -164,7 +167,9 @@ class Model:
 
     def count(self, query: Query) -> int:
         """How many live records match the query's filters."""
-        return self.storage.count_all(self.resource_name, self.parent_id, filters=query.filters)
+        return self.storage.count_all(
+            self.resource_name, self.parent_id, filters=query.filters + self.scope
+        )
 
     def get(self, object_id: str, preconditions: Preconditions = Preconditions()) -> Record:
         """The record, after its preconditions.
@@ -194,6 +199,10 @@ class Model:
                 "Invalid record id.",
                 details=[{"location": "path", "name": "id", "description": "Invalid record id."}],
             )
+
+    def find(self, object_id: str) -> Record | None:
+        """The live record ``object_id``, or ``None``."""
+        return self._existing(object_id)
 
     def _existing(self, object_id: str) -> Record | None:
         try:
@@ -407,7 +416,7 @@ class Model:
     ) -> list[Record]:
         """``DELETE`` on the collection: tombstones of the matching records."""
         self.check_collection(Preconditions(if_match=preconditions.if_match))
-        filters = list(query.filters)
+        filters = [*query.filters, *self.scope]
         doomed = {
             record[ID_FIELD]: record
             for record in self.storage.list_all(

@@ -44,13 +44,24 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import jsonpatch
 import orjson
 from flask import Flask, Request, Response, current_app, g, request
 
 from kiln.application import kiln_state, register_heartbeat
+from kiln.auth.web import current_identity, current_principals, permission_for
 from kiln.config import Configuration, Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.exceptions import ConfigError
+from kiln.permission import PermissionBase
 from kiln.resource import Registration, RequestContext, registrations
+from kiln.resource.access import (
+    PERMISSION_SETTINGS,
+    Access,
+    AccessRules,
+    denied,
+    parse_permissions,
+)
 from kiln.resource.events import ResourceChanged, notify
 from kiln.resource.model import (
     JSON,
@@ -71,7 +82,7 @@ from kiln.resource.query import (
     parse_query,
     select_fields,
 )
-from kiln.storage import RecordNotFoundError, StorageBase, load_storage
+from kiln.storage import Filter, Operator, RecordNotFoundError, StorageBase, load_storage
 from kiln.views import absolute_url
 
 __all__ = ["MAX_JSON_DEPTH", "json_too_deep", "mount_resources", "storage_for", "unit_of_work"]
@@ -194,6 +205,9 @@ def _mount(app: Flask, registration: Registration) -> None:
     prefix = state.api_prefix
     mounted: dict[str, Registration] = app.extensions.setdefault("kiln.resources", {})
     mounted[registration.name] = registration
+    check_permission_settings(state.config, registration.name)
+    if registration.cls.kind == "shareable":
+        permission_for(app)
     mount = _Mount(
         app=app,
         registration=registration,
@@ -274,20 +288,34 @@ def _parent_of(app: Flask, registration: Registration) -> _Parent | None:
 
 
 def _check_parents(
-    app: Flask, registration: Registration, path: dict[str, str], storage: StorageBase
+    app: Flask,
+    registration: Registration,
+    path: dict[str, str],
+    storage: StorageBase,
+    access: Access,
 ) -> None:
-    """404 (errno 110) unless every ancestor record of this request exists."""
+    """404 (errno 110) unless every ancestor record of this request exists.
+
+    A caller who may not read the collection (a missing parent has no
+    permissions of its own) is denied instead: 403, or 401 when anonymous,
+    so the answer does not tell which parents exist.
+    """
     parent = _parent_of(app, registration)
     if parent is None:
         return
     parent_path = {name: path[child_name] for name, child_name in parent.variables}
-    _check_parents(app, parent.registration, parent_path, storage)
-    context = RequestContext(path=parent_path, user_id=g.get("kiln_uid"))
+    _check_parents(app, parent.registration, parent_path, storage, access)
+    identity = current_identity()
+    context = RequestContext(
+        path=parent_path, user_id=identity.prefixed_id if identity is not None else None
+    )
     parent_id = parent.registration.cls().get_parent_id(context)
     name = parent.registration.name
     try:
         storage.get(name, parent_id, parent_path["id"])
     except RecordNotFoundError:
+        if not access.may_collection("read"):
+            raise denied(access.principals) from None
         raise HTTPError(
             404,
             ERRORS.INVALID_RESOURCE_ID,
@@ -310,9 +338,14 @@ def unit_of_work(storage: StorageBase) -> Iterator[list[_Touched]]:
     outer = "kiln_uow" not in g
     if outer:
         g.kiln_uow = []
+    permission: PermissionBase | None = current_app.extensions.get("kiln.permission")
     try:
         with storage.transaction():
-            yield g.kiln_uow
+            if permission is None:
+                yield g.kiln_uow
+            else:
+                with permission.transaction():
+                    yield g.kiln_uow
     except BaseException:
         if outer:
             del g.kiln_uow
@@ -356,6 +389,17 @@ def _impacted(change: Change) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
+@dataclass
+class _Call:
+    """One request on a mounted resource, as the endpoint handlers need it."""
+
+    registration: Registration
+    model: Model
+    access: Access
+    config: Configuration
+    user_id: str | None
+
+
 def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
     registration = mount.registration
     config = mount.config
@@ -365,8 +409,19 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
     _check_accept(req)
     storage = mount.storage
     resource = registration.cls()
-    user_id = g.get("kiln_uid")
-    context = RequestContext(path=dict(path), user_id=user_id)
+    identity = current_identity()
+    user_id = identity.prefixed_id if identity is not None else None
+    principals = current_principals()
+    payload = _payload(registration, path, req.path.removeprefix(mount.prefix), user_id)
+    access = Access(
+        rules=_rules(mount),
+        backend=mount.app.extensions.get("kiln.permission"),
+        principals=principals,
+        collection_uri=payload["collection_uri"],
+    )
+    if registration.cls.kind == "private" and identity is None:
+        raise denied(principals)
+    context = RequestContext(path=dict(path), user_id=user_id, principals=principals)
     model = Model(
         storage=storage,
         resource_name=registration.name,
@@ -378,11 +433,11 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
         readonly_fields=mount.readonly_fields,
         process_record=resource.process_record,
     )
-    payload = _payload(registration, path, req.path.removeprefix(mount.prefix), user_id)
+    call = _Call(registration, model, access, config, user_id)
     with unit_of_work(storage) as models:
         models.append((registration, model, payload))
         try:
-            _check_parents(mount.app, registration, path, storage)
+            _check_parents(mount.app, registration, path, storage, access)
             authorize = mount.app.extensions.get("kiln.authorizer")
             if authorize is not None:
                 authorize(
@@ -396,8 +451,8 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
                     )
                 )
             if endpoint == "collection":
-                return _collection(registration, model, method, config)
-            return _record(registration, model, method, path["id"], config)
+                return _collection(call, method)
+            return _record(call, method, path["id"])
         except NotModified as exc:
             response = _NotModifiedResponse(status=304)
             _timestamp_headers(response, exc.timestamp)
@@ -411,6 +466,59 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
                     {"location": "querystring", "name": exc.name, "description": exc.description}
                 ],
             ) from None
+
+
+def _principal_setting(value: Any) -> frozenset[str] | None:
+    """A ``<resource>.<perm>_principals`` value: a list, or Cliquet's comma-separated string."""
+    if isinstance(value, str):
+        return frozenset(p for p in re.split(r"[\s,]+", value) if p)
+    if isinstance(value, list) and all(isinstance(p, str) for p in value):
+        return frozenset(value)
+    return None
+
+
+def check_permission_settings(config: Configuration, name: str) -> None:
+    """Fail at startup on a ``<name>.<perm>_principals`` setting that is not a list."""
+    for permission in PERMISSION_SETTINGS:
+        key = f"{name}.{permission}_principals"
+        value = config.get(key)
+        if value is not None and _principal_setting(value) is None:
+            raise ConfigError(
+                f'Config key {key!r} must be a list of principals, like ["system.Authenticated"].'
+            )
+
+
+def _rules(mount: _Mount) -> AccessRules:
+    registration = mount.registration
+    granted: dict[str, frozenset[str]] = {}
+    for permission in PERMISSION_SETTINGS:
+        value = mount.config.get(f"{registration.name}.{permission}_principals")
+        if value is not None:
+            # A value a reload made unreadable grants nothing.
+            granted[permission] = _principal_setting(value) or frozenset()
+    return AccessRules(
+        registration.name,
+        registration.cls.kind,
+        granted,
+        _record_permissions(mount.app, registration),
+    )
+
+
+def _record_permissions(app: Flask, registration: Registration) -> frozenset[str]:
+    """``read``, ``write`` and ``<child>:create`` for each resource nested below."""
+    cache: dict[str, frozenset[str]] = app.extensions.setdefault("kiln.record_permissions", {})
+    if registration.name not in cache:
+        mounted: dict[str, Registration] = app.extensions["kiln.resources"]
+        children = [
+            child.name
+            for child in mounted.values()
+            if (parent := _parent_of(app, child)) is not None
+            and parent.registration is registration
+        ]
+        cache[registration.name] = frozenset(
+            {"read", "write", *(f"{child}:create" for child in children)}
+        )
+    return cache[registration.name]
 
 
 def _payload(
@@ -453,21 +561,57 @@ def _check_accept(req: Request) -> None:
         )
 
 
-def _collection(
-    registration: Registration, model: Model, method: str, config: Configuration
-) -> Response:
+def _require(allowed: bool, access: Access, message: str | None = None) -> None:
+    if not allowed:
+        raise denied(access.principals, message)
+
+
+def _scope(call: _Call, permission: str) -> None:
+    """Narrow a collection read or delete to the records the caller may touch."""
+    access = call.access
+    if access.may_collection(permission):
+        return
+    _require(access.shareable, access)
+    ids = access.accessible_ids(permission)
+    # Someone who may create here may list the (maybe empty) part they can read.
+    _require(bool(ids) or (permission == "read" and access.may_collection("create")), access)
+    call.model.scope = (Filter(ID_FIELD, ids, Operator.IN),)
+
+
+def _shown_permissions(call: _Call, object_id: str) -> dict[str, list[str]] | None:
+    return call.access.record_permissions(object_id) if call.access.shareable else None
+
+
+def _collection(call: _Call, method: str) -> Response:
+    registration, model, access, config = call.registration, call.model, call.access, call.config
     preconditions = _preconditions()
     if method == "POST":
+        _require(access.may_collection("create"), access)
         body = _json_body((JSON,))
-        data = _envelope_data(body, registration)
+        data, permissions = _envelope_data(body, call)
         record, created = model.create(data, preconditions)
-        return _record_response(record, 201 if created else 200)
+        object_id = record[ID_FIELD]
+        if not created:
+            _require(
+                access.may_record("read", object_id),
+                access,
+                "A record with this id exists and this user may not read it.",
+            )
+        elif access.shareable:
+            access.write_permissions(object_id, permissions, call.user_id, reset=True)
+        return _record_response(
+            record, 201 if created else 200, permissions=_shown_permissions(call, object_id)
+        )
     query = _query(registration, config)
     if method == "DELETE":
+        _scope(call, "write")
         tombstones = model.delete_all(query, preconditions)
+        if access.shareable:
+            access.delete_permissions(tombstone[ID_FIELD] for tombstone in tombstones)
         response = json_response({"data": tombstones})
         _timestamp_headers(response, model.timestamp())
         return response
+    _scope(call, "read")
     head = method == "HEAD"
     counting = head or config.setting("paginate.count_on_get")
     # One snapshot: the ETag, the records and the count describe the same state.
@@ -495,47 +639,106 @@ def _collection(
     return response
 
 
-def _record(
-    registration: Registration, model: Model, method: str, object_id: str, config: Configuration
-) -> Response:
+def _record(call: _Call, method: str, object_id: str) -> Response:
+    registration, model, access, config = call.registration, call.model, call.access, call.config
     preconditions = _preconditions()
     if method in ("GET", "HEAD"):
+        _require(access.may_record("read", object_id), access)
         fields = _query_fields(registration, config)
         record = model.get(object_id, preconditions)
         data = select_fields(record, fields) if fields is not None else record
-        response = _record_response(data, 200, timestamp=record[MODIFIED_FIELD])
+        response = _record_response(
+            data,
+            200,
+            timestamp=record[MODIFIED_FIELD],
+            permissions=_shown_permissions(call, object_id),
+        )
         _cache_headers(response, registration, config)
         return response
     if method == "PUT":
+        model.check_id(object_id)
+        creating = model.find(object_id) is None
+        _require(
+            access.may_collection("create") if creating else access.may_record("write", object_id),
+            access,
+        )
         body = _json_body((JSON,))
-        data = _envelope_data(body, registration)
+        data, permissions = _envelope_data(body, call)
         record, created = model.replace(object_id, data, preconditions)
-        return _record_response(record, 201 if created else 200)
+        if creating and not created:
+            # Created meanwhile by another request: this one replaced it, so
+            # it needs write on it after all (else its unit of work rolls back).
+            _require(access.may_record("write", object_id), access)
+        if access.shareable:
+            access.write_permissions(object_id, permissions, call.user_id, reset=True)
+        return _record_response(
+            record, 201 if created else 200, permissions=_shown_permissions(call, object_id)
+        )
+    _require(access.may_record("write", object_id), access)
     if method == "PATCH":
-        return _patch(registration, model, object_id, preconditions)
+        return _patch(call, object_id, preconditions)
     last_modified = _forced_timestamp()
     tombstone = model.delete(object_id, preconditions, last_modified)
+    if access.shareable:
+        access.delete_permissions([object_id])
     return _record_response(tombstone, 200)
 
 
-def _patch(
-    registration: Registration, model: Model, object_id: str, preconditions: Preconditions
-) -> Response:
+def _patch(call: _Call, object_id: str, preconditions: Preconditions) -> Response:
+    model, access = call.model, call.access
     behavior = request.headers.get("Response-Behavior", "full").strip().lower()
     if behavior not in BEHAVIORS:
         raise _invalid("header", "Response-Behavior", f"must be one of {', '.join(BEHAVIORS)}.")
     media_type = request.mimetype
     body = _json_body(PATCH_TYPES)
+    permissions: dict[str, set[str]] | None = None
     if media_type == JSON_PATCH:
+        if access.shareable and isinstance(body, list):
+            body, permissions = _permission_operations(call, object_id, body)
         record, old = model.patch(object_id, body, media_type, preconditions)
         # Operations carry no record: take what the patch changed as "sent",
         # so ``light`` answers the changed fields (and ``diff`` nothing).
         sent = {k: v for k, v in record.items() if k not in RESERVED_FIELDS and old.get(k) != v}
     else:
-        sent = _envelope_data(body, registration, required=True)
+        sent, permissions = _envelope_data(body, call, required=True)
         record, old = model.patch(object_id, sent, media_type, preconditions)
+    if access.shareable:
+        access.write_permissions(object_id, permissions, call.user_id, reset=False)
     data = response_data(behavior, record, sent, old)
-    return _record_response(data, 200, timestamp=record[MODIFIED_FIELD])
+    return _record_response(
+        data,
+        200,
+        timestamp=record[MODIFIED_FIELD],
+        permissions=_shown_permissions(call, object_id),
+    )
+
+
+def _permission_operations(
+    call: _Call, object_id: str, operations: list[Any]
+) -> tuple[list[Any], dict[str, set[str]] | None]:
+    """Split a JSON Patch: the ``/data`` operations, for the model, and the
+    permissions the ``/permissions`` ones make (``None`` without any)."""
+    mine = [op for op in operations if _on_permissions(op)]
+    if not mine:
+        return operations, None
+    if any(
+        isinstance(op.get("from"), str) and not _on_permissions({"path": op["from"]}) for op in mine
+    ):
+        raise _invalid("body", "body", "An operation cannot move values into permissions.")
+    current = call.access.record_permissions(object_id)
+    try:
+        patched = jsonpatch.apply_patch({"permissions": current}, mine)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise _invalid("body", "body", f"The JSON Patch does not apply: {exc}") from None
+    permissions = parse_permissions(
+        patched.get("permissions"), call.access.rules.record_permissions
+    )
+    return [op for op in operations if not _on_permissions(op)], permissions
+
+
+def _on_permissions(operation: Any) -> bool:
+    path = operation.get("path") if isinstance(operation, dict) else None
+    return isinstance(path, str) and (path == "/permissions" or path.startswith("/permissions/"))
 
 
 # --------------------------------------------------------------------------
@@ -634,16 +837,24 @@ def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def _envelope_data(body: Any, registration: Registration, *, required: bool = False) -> Any:
+def _envelope_data(
+    body: Any, call: _Call, *, required: bool = False
+) -> tuple[Any, dict[str, set[str]] | None]:
+    """``(data, permissions)`` of a request body; ``permissions`` only on
+    shareable resources (``None`` when absent)."""
     if not isinstance(body, dict):
         raise _invalid("body", "body", 'The body must be a JSON object like {"data": {...}}.')
+    allowed = ("data", "permissions") if call.access.shareable else ("data",)
     for key in body:
-        if key != "data":
+        if key not in allowed:
             raise _invalid("body", key, f"{key} is not allowed.")
+    permissions = None
+    if "permissions" in body:
+        permissions = parse_permissions(body["permissions"], call.access.rules.record_permissions)
     if "data" not in body:
-        if required:
+        if required and permissions is None:
             raise _invalid("body", "data", "data is required.")
-        return {}
+        return {}, permissions
     data = body["data"]
     if not isinstance(data, dict):
         raise _invalid("body", "data", "data must be a JSON object.")
@@ -653,7 +864,7 @@ def _envelope_data(body: Any, registration: Registration, *, required: bool = Fa
         raise _invalid("body", "data.last_modified", "must be an integer timestamp.")
     if ID_FIELD in data and not isinstance(data[ID_FIELD], str):
         raise _invalid("body", "data.id", "Invalid record id.")
-    return data
+    return data, permissions
 
 
 # --------------------------------------------------------------------------
@@ -673,8 +884,16 @@ class _NotModifiedResponse(Response):
         return headers
 
 
-def _record_response(record: dict[str, Any], status: int, timestamp: int | None = None) -> Response:
-    response = json_response({"data": record}, status)
+def _record_response(
+    record: dict[str, Any],
+    status: int,
+    timestamp: int | None = None,
+    permissions: dict[str, list[str]] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"data": record}
+    if permissions is not None:
+        body["permissions"] = permissions
+    response = json_response(body, status)
     _timestamp_headers(response, record[MODIFIED_FIELD] if timestamp is None else timestamp)
     return response
 
@@ -697,7 +916,7 @@ def _next_page_url(token: str, query: Query) -> str:
 def _cache_headers(response: Response, registration: Registration, config: Configuration) -> None:
     """``<resource>.cache_expires_seconds`` for anonymous reads; else ``no-cache``."""
     expires = config.get(f"{registration.name}.cache_expires_seconds")
-    anonymous = g.get("kiln_uid") is None
+    anonymous = current_identity() is None
     if anonymous and isinstance(expires, int) and not isinstance(expires, bool) and expires >= 0:
         response.headers["Cache-Control"] = f"max-age={expires}"
         response.headers["Expires"] = email.utils.formatdate(time.time() + expires, usegmt=True)

@@ -57,6 +57,7 @@ def hello() -> Response:
     """Describe the service: name, versions, public settings and capabilities."""
     from kiln import __version__
     from kiln.application import api_version, kiln_state
+    from kiln.auth.web import current_identity, current_principals
     from kiln.eos import eos_info
 
     state = kiln_state(current_app)
@@ -75,6 +76,9 @@ def hello() -> Response:
     eos = eos_info(config)
     if eos is not None:
         body["eos"] = eos
+    identity = current_identity()
+    if identity is not None:
+        body["user"] = {"id": identity.prefixed_id, "principals": list(current_principals())}
     return json_response(body)
 
 

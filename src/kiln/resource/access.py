@@ -1,0 +1,293 @@
+"""Who may do what on a resource: kiln's permission rules, sans-IO.
+
+Three kinds of resources (:attr:`kiln.resource.Resource.kind`):
+
+``public`` (:class:`~kiln.resource.Resource`)
+    Everyone may do everything, unless a ``<resource>.<perm>_principals``
+    setting names who may (then only they may).
+``private`` (:class:`~kiln.resource.UserResource`)
+    Every request must be authenticated; each user has a collection of
+    their own (``parent_id`` is the user id), so nobody ever sees another
+    user's records.
+``shareable`` (:class:`~kiln.resource.ShareableResource`)
+    Each record carries permissions (``read``, ``write``, and
+    ``<child>:create`` for each resource nested below it) kept in the
+    permission backend under the record's URI (``/mushrooms/<id>``,
+    ``/buckets/b/collections/c``). Who holds a permission:
+
+    ========================  =================================================
+    ``read`` a record         ``read`` or ``write`` on it; ``read`` or
+                              ``write`` on any ancestor record; the
+                              ``<resource>.read_principals`` or
+                              ``write_principals`` settings
+    ``write`` a record        ``write`` on it or on any ancestor record; the
+                              ``<resource>.write_principals`` setting
+    ``create`` in a           ``<resource>:create`` or ``write`` on the parent
+    collection                record, ``write`` on any further ancestor; the
+                              ``<resource>.create_principals`` setting
+    ========================  =================================================
+
+    Collection reads and deletes without a collection-wide permission are
+    narrowed to the records the caller may read (write): the ids come from
+    the permission backend's index (``principals_accessible_objects``) and
+    become an ``id IN (...)`` filter of the storage query.
+
+A denied request is answered ``401`` (errno 104) when anonymous, so that a
+client knows to authenticate, and ``403`` (errno 121) when authenticated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln.auth import AUTHENTICATED
+from kiln.errors import ERRORS, HTTPError
+from kiln.permission import PermissionBase
+
+__all__ = [
+    "KINDS",
+    "PERMISSION_SETTINGS",
+    "Access",
+    "AccessRules",
+    "ancestor_uris",
+    "denied",
+    "parse_permissions",
+]
+
+READ = "read"
+WRITE = "write"
+#: Resource kinds, as :attr:`kiln.resource.Resource.kind` names them.
+KINDS = ("public", "private", "shareable")
+#: The ``<resource>.<name>_principals`` settings and what each grants.
+PERMISSION_SETTINGS = ("read", "write", "create")
+#: Longest list of principals one permission of one record may hold.
+MAX_PRINCIPALS = 1000
+
+
+def ancestor_uris(collection_uri: str) -> list[str]:
+    """The record URIs above a collection, nearest first.
+
+    >>> ancestor_uris("/buckets/b/collections/c/records")
+    ['/buckets/b/collections/c', '/buckets/b']
+    >>> ancestor_uris("/mushrooms")
+    []
+    """
+    parts = collection_uri.strip("/").split("/")
+    uris = []
+    while len(parts) >= 3:
+        parts = parts[:-1]
+        uris.append("/" + "/".join(parts))
+        parts = parts[:-1]
+    return uris
+
+
+def denied(principals: Iterable[str], message: str | None = None) -> HTTPError:
+    """401 for an anonymous caller, 403 for an authenticated one."""
+    if AUTHENTICATED in principals:
+        return HTTPError(403, ERRORS.FORBIDDEN, message or "This user cannot access this resource.")
+    return HTTPError(
+        401, ERRORS.MISSING_AUTH_TOKEN, "Please authenticate yourself to use this endpoint."
+    )
+
+
+def _invalid(name: str, description: str) -> HTTPError:
+    return HTTPError(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        f"{name} in body: {description}",
+        details=[{"location": "body", "name": name, "description": description}],
+    )
+
+
+def parse_permissions(value: Any, allowed: Iterable[str]) -> dict[str, set[str]]:
+    """The ``permissions`` member of a request body, checked.
+
+    :raises HTTPError: 400 (errno 107) naming the first wrong part.
+    """
+    names = sorted(allowed)
+    if not isinstance(value, dict):
+        raise _invalid("permissions", 'must be an object like {"read": ["system.Everyone"]}.')
+    parsed: dict[str, set[str]] = {}
+    for name, principals in value.items():
+        if name not in names:
+            raise _invalid(
+                f"permissions.{name}",
+                f"{name!r} is not a permission of this resource; use {', '.join(names)}.",
+            )
+        if not isinstance(principals, list) or not all(
+            isinstance(p, str) and p for p in principals
+        ):
+            raise _invalid(f"permissions.{name}", "must be a list of principals (strings).")
+        if len(principals) > MAX_PRINCIPALS:
+            raise _invalid(f"permissions.{name}", f"holds at most {MAX_PRINCIPALS} principals.")
+        parsed[name] = set(principals)
+    return parsed
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """The permission rules of one mounted resource, resolved once at mount time.
+
+    ``granted`` maps ``read``/``write``/``create`` to the principals of the
+    ``<resource>.<name>_principals`` setting, for those that are set;
+    ``record_permissions`` are the names a record's ``permissions`` may use.
+    """
+
+    resource_name: str
+    kind: str
+    granted: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    record_permissions: frozenset[str] = frozenset({READ, WRITE})
+
+    @property
+    def create_permission(self) -> str:
+        return f"{self.resource_name}:create"
+
+
+def _pairs_on(uris: Iterable[str], permissions: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(uri, permission) for uri in uris for permission in permissions]
+
+
+@dataclass
+class Access:
+    """What one caller may do in one collection.
+
+    ``collection_uri`` is the collection's URI without the version prefix
+    (``/mushrooms``, ``/buckets/b/collections``); record URIs are
+    ``<collection_uri>/<id>``. Answers are memoized: one request asks the
+    backend at most once per question.
+    """
+
+    rules: AccessRules
+    backend: PermissionBase | None
+    principals: tuple[str, ...]
+    collection_uri: str
+    _memo: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    @property
+    def shareable(self) -> bool:
+        return self.rules.kind == "shareable"
+
+    def record_uri(self, object_id: str) -> str:
+        return f"{self.collection_uri}/{object_id}"
+
+    def _by_setting(self, name: str) -> bool | None:
+        """``True``/``False`` when the setting decides, ``None`` when it is unset."""
+        principals = self.rules.granted.get(name)
+        if principals is None:
+            return None
+        return not principals.isdisjoint(self.principals)
+
+    def _check(self, pairs: list[tuple[str, str]]) -> bool:
+        if not pairs or self.backend is None:
+            return False
+        (object_id, permission), rest = pairs[0], pairs[1:]
+
+        def bound(_object_id: str, _permission: str) -> list[tuple[str, str]]:
+            return rest
+
+        return self.backend.check_permission(object_id, permission, self.principals, bound)
+
+    def _memoized(self, key: tuple[str, str], compute: Callable[[], bool]) -> bool:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    # -- collection-wide permissions -------------------------------------
+
+    def may_collection(self, name: str) -> bool:
+        """Whether the caller holds ``name`` (``read``/``write``/``create``) on
+        every record of the collection (or, for ``create``, on the collection)."""
+        return self._memoized(("", name), lambda: self._may_collection(name))
+
+    def _may_collection(self, name: str) -> bool:
+        decided = self._by_setting(name)
+        by_write = self._by_setting(WRITE)
+        if by_write:
+            decided = True  # collection-wide write implies read and create
+        elif name == "create" and decided is None:
+            decided = by_write  # who may create, when unset: who may write
+        if not self.shareable:
+            # Public: an unset setting allows; private: any authenticated caller.
+            if self.rules.kind == "private":
+                return AUTHENTICATED in self.principals
+            return decided is None or decided
+        if decided:
+            return True
+        ancestors = ancestor_uris(self.collection_uri)
+        if name == READ:
+            pairs = _pairs_on(ancestors, (READ, WRITE))
+        elif name == WRITE:
+            pairs = _pairs_on(ancestors, (WRITE,))
+        else:
+            pairs = _pairs_on(ancestors[:1], (self.rules.create_permission, WRITE))
+            pairs += _pairs_on(ancestors[1:], (WRITE,))
+        return self._check(pairs)
+
+    # -- one record -------------------------------------------------------
+
+    def may_record(self, name: str, object_id: str) -> bool:
+        """Whether the caller holds ``read`` or ``write`` on record ``object_id``."""
+        return self._memoized((object_id, name), lambda: self._may_record(name, object_id))
+
+    def _may_record(self, name: str, object_id: str) -> bool:
+        if self.may_collection(name):
+            return True
+        if not self.shareable:
+            return False
+        uri = self.record_uri(object_id)
+        return self._check(_pairs_on([uri], (WRITE,) if name == WRITE else (READ, WRITE)))
+
+    def accessible_ids(self, name: str) -> list[str]:
+        """Ids of the records on which the caller holds ``name`` by their own ACEs."""
+        if self.backend is None:
+            return []
+        pattern = self.record_uri("*")
+        extra = [(pattern, WRITE)] if name == READ else []
+        found = self.backend.principals_accessible_objects(
+            self.principals, name, pattern, lambda _o, _p: extra
+        )
+        start = len(self.collection_uri) + 1
+        return sorted(uri[start:] for uri in found)
+
+    # -- writing ACEs -----------------------------------------------------
+
+    def record_permissions(self, object_id: str) -> dict[str, list[str]]:
+        """The record's permissions, as a response body shows them."""
+        assert self.backend is not None
+        held = self.backend.object_permissions(self.record_uri(object_id))
+        return {name: sorted(held.get(name, ())) for name in sorted(self.rules.record_permissions)}
+
+    def write_permissions(
+        self,
+        object_id: str,
+        given: Mapping[str, set[str]] | None,
+        creator: str | None,
+        *,
+        reset: bool,
+    ) -> None:
+        """Store the permissions of a created or updated record.
+
+        ``reset`` (create, PUT): permissions not in ``given`` are emptied;
+        otherwise (PATCH) they are left alone. The creator is always added to
+        ``write``.
+        """
+        assert self.backend is not None
+        uri = self.record_uri(object_id)
+        permissions = {name: set(value) for name, value in (given or {}).items()}
+        if reset:
+            for name in self.rules.record_permissions:
+                permissions.setdefault(name, set())
+        if creator is not None:
+            if WRITE in permissions:
+                permissions[WRITE].add(creator)
+            else:
+                self.backend.add_principal_to_ace(uri, WRITE, creator)
+        if permissions:
+            self.backend.replace_object_permissions(uri, permissions)
+
+    def delete_permissions(self, object_ids: Iterable[str]) -> None:
+        """Forget the ACEs of deleted records."""
+        assert self.backend is not None
+        self.backend.delete_object_permissions(*(self.record_uri(i) for i in object_ids))
