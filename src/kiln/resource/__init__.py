@@ -241,6 +241,11 @@ def register(
         resource_name = name or cls.name or cls.__name__.lower()
         collection = collection_path or f"/{resource_name}s"
         record = record_path or f"{collection}/{{id}}"
+        if cls.kind not in ("public", "private", "shareable"):
+            raise StartupError(
+                f"Resource {resource_name!r}: kind {cls.kind!r} is not one of "
+                "'public', 'private' (UserResource), 'shareable' (ShareableResource)."
+            )
         if "{id}" not in record:
             raise StartupError(f"Resource {resource_name!r}: record_path must contain '{{id}}'.")
         if "{id}" in collection:
