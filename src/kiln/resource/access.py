@@ -248,8 +248,14 @@ class Access:
         found = self.backend.principals_accessible_objects(
             self.principals, name, pattern, lambda _o, _p: extra
         )
-        start = len(self.collection_uri) + 1
-        return sorted(uri[start:] for uri in found)
+        # A ``*`` in a path variable (a parent that is not a kiln resource)
+        # would widen the pattern: keep only this collection's records.
+        prefix = self.record_uri("")
+        return sorted(
+            uri[len(prefix) :]
+            for uri in found
+            if uri.startswith(prefix) and "/" not in uri[len(prefix) :]
+        )
 
     # -- writing ACEs -----------------------------------------------------
 
