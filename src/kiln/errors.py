@@ -24,7 +24,7 @@ import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kiln.exceptions import BackendError, KilnError
+from kiln.exceptions import BackendError, KilnError, TransientBackendError
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -208,8 +208,13 @@ def _handle_werkzeug(exc: HTTPException) -> Response:
 
 
 def _handle_backend(exc: BackendError) -> Response:
+    from flask import request
+
     cause = exc.original or exc.__cause__
     logger.error("Backend failure: %s", exc, exc_info=cause)
+    if isinstance(exc, TransientBackendError):
+        # A batch runs again as a whole when one of its sub-requests conflicted.
+        request.environ["kiln.transient_failure"] = exc
     return _respond(HTTPError(503, headers={"Retry-After": str(_retry_after())}))
 
 

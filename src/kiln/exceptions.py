@@ -12,6 +12,8 @@ envelope of :mod:`kiln.errors`; no traceback ever reaches a client.
      │    └── ConfigFileError        a file is missing, unreadable or does not parse
      ├── StartupError                the app cannot be built (views, middleware, backends)
      ├── BackendError                a storage/cache/permission/database backend failed
+     │    └── TransientBackendError  the engine aborted a transaction that conflicted
+     │                               with another (serialization failure, deadlock)
      ├── HTTPError  (kiln.errors)    an error response, carrying status, errno and message
      └── HTTPError  (kiln.http)      an outbound request got no response (connect, TLS, timeout...)
 """
@@ -24,6 +26,7 @@ __all__ = [
     "ConfigFileError",
     "KilnError",
     "StartupError",
+    "TransientBackendError",
 ]
 
 
@@ -64,3 +67,12 @@ class BackendError(KilnError):
     def __init__(self, message: str = "Backend failure", *, original: BaseException | None = None):
         self.original = original
         super().__init__(message)
+
+
+class TransientBackendError(BackendError):
+    """The engine aborted a unit of work because it conflicted with another
+    one (PostgreSQL's serialization failures and deadlocks). Nothing of it
+    was committed, so running the whole unit of work again may succeed:
+    kiln retries a request (or a batch) a few times
+    (``storage.transaction_retries``) before answering 503.
+    """

@@ -34,7 +34,7 @@ from werkzeug.datastructures import Headers
 from kiln.application import kiln_config, kiln_state
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, json_response
-from kiln.resource.views import MAX_JSON_DEPTH, json_too_deep, unit_of_work
+from kiln.resource.views import MAX_JSON_DEPTH, json_too_deep, retrying
 
 __all__ = ["install_batch"]
 
@@ -159,15 +159,17 @@ def batch() -> Response:
         for key, value in request.headers.items()
         if key.lower() not in ("content-length", "content-type", "host")
     }
+
+    def run_all(_models: Any) -> Response:
+        responses = [_run(app, sub, inherited) for sub in subrequests]
+        return json_response({"responses": responses})
+
     try:
         if storage is None:
-            responses = [_run(app, sub, inherited) for sub in subrequests]
-        else:
-            with unit_of_work(storage):
-                responses = [_run(app, sub, inherited) for sub in subrequests]
+            return run_all([])
+        return retrying(storage, run_all)
     except _BatchFailed as failed:
         return failed.response
-    return json_response({"responses": responses})
 
 
 def _run(app: Flask, sub: dict[str, Any], inherited: dict[str, str]) -> dict[str, Any]:
@@ -233,6 +235,9 @@ def _dispatch(
         )
     with app.request_context(environ):
         response = app.full_dispatch_request()
+    transient = environ.get("kiln.transient_failure")
+    if transient is not None:
+        raise transient  # the database aborted it: the whole batch runs again
     return response, response.get_wsgi_headers(environ)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +53,7 @@ from kiln.application import kiln_state, register_heartbeat
 from kiln.auth.web import current_identity, current_principals, permission_for
 from kiln.config import Configuration, Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, json_response
-from kiln.exceptions import ConfigError
+from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.permission import PermissionBase
 from kiln.resource import Registration, RequestContext, registrations
 from kiln.resource.access import (
@@ -85,7 +86,14 @@ from kiln.resource.query import (
 from kiln.storage import Filter, Operator, RecordNotFoundError, StorageBase, load_storage
 from kiln.views import absolute_url
 
-__all__ = ["MAX_JSON_DEPTH", "json_too_deep", "mount_resources", "storage_for", "unit_of_work"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "json_too_deep",
+    "mount_resources",
+    "retrying",
+    "storage_for",
+    "unit_of_work",
+]
 
 logger = logging.getLogger("kiln.resource")
 
@@ -104,6 +112,13 @@ for _setting in (
         False,
         "Send `Total-Records` on collection GET too (a COUNT per list; HEAD always has it).",
         True,
+    ),
+    Setting(
+        "storage.transaction_retries",
+        (int,),
+        3,
+        "How many times a request (or batch) the database aborted as conflicting with "
+        "another (serialization failure, deadlock) runs again before answering 503.",
     ),
     Setting(
         "storage.initialize_on_startup",
@@ -357,6 +372,27 @@ def unit_of_work(storage: StorageBase) -> Iterator[list[_Touched]]:
             notify(current_app._get_current_object(), events)  # type: ignore[attr-defined]
 
 
+def retrying(storage: StorageBase, work: Callable[[list[_Touched]], Response]) -> Response:
+    """``work`` inside a unit of work, run again when the engine aborts it.
+
+    A :class:`~kiln.exceptions.TransientBackendError` (a serialization
+    failure or deadlock, before or at commit) means nothing was committed:
+    the whole unit runs again, up to ``storage.transaction_retries`` more
+    times, after a short random pause. Only the outermost unit retries (a
+    batch retries as a whole, never one of its sub-requests).
+    """
+    retries = int(kiln_state(current_app).config.setting("storage.transaction_retries"))
+    for attempt in range(retries if "kiln_uow" not in g else 0):
+        try:
+            with unit_of_work(storage) as models:
+                return work(models)
+        except TransientBackendError:
+            logger.info("Unit of work aborted by a conflict; running it again (%d).", attempt + 1)
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    with unit_of_work(storage) as models:
+        return work(models)
+
+
 def _merge_events(models: list[_Touched]) -> list[ResourceChanged]:
     merged: dict[tuple[str, str, str], ResourceChanged] = {}
     for registration, model, payload in models:
@@ -408,20 +444,37 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
     _check_enabled(registration, endpoint, method, config)
     _check_accept(req)
     storage = mount.storage
-    resource = registration.cls()
     identity = current_identity()
     user_id = identity.prefixed_id if identity is not None else None
     principals = current_principals()
     payload = _payload(registration, path, req.path.removeprefix(mount.prefix), user_id)
-    access = Access(
-        rules=_rules(mount),
-        backend=mount.app.extensions.get("kiln.permission"),
-        principals=principals,
-        collection_uri=payload["collection_uri"],
-    )
     if registration.cls.kind == "private" and identity is None:
         raise denied(principals)
     context = RequestContext(path=dict(path), user_id=user_id, principals=principals)
+    return retrying(
+        storage,
+        lambda models: _attempt(mount, endpoint, path, context, payload, models),
+    )
+
+
+def _attempt(
+    mount: _Mount,
+    endpoint: str,
+    path: dict[str, str],
+    context: RequestContext,
+    payload: dict[str, Any],
+    models: list[_Touched],
+) -> Response:
+    """One try of a resource request inside its unit of work."""
+    registration, config, storage = mount.registration, mount.config, mount.storage
+    method = request.method
+    resource = registration.cls()
+    access = Access(
+        rules=_rules(mount),
+        backend=mount.app.extensions.get("kiln.permission"),
+        principals=context.principals,
+        collection_uri=payload["collection_uri"],
+    )
     model = Model(
         storage=storage,
         resource_name=registration.name,
@@ -433,39 +486,36 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
         readonly_fields=mount.readonly_fields,
         process_record=resource.process_record,
     )
-    call = _Call(registration, model, access, config, user_id)
-    with unit_of_work(storage) as models:
-        models.append((registration, model, payload))
-        try:
-            _check_parents(mount.app, registration, path, storage, access)
-            authorize = mount.app.extensions.get("kiln.authorizer")
-            if authorize is not None:
-                authorize(
-                    Authorization(
-                        resource_name=registration.name,
-                        endpoint=endpoint,
-                        method=method,
-                        object_id=path.get("id"),
-                        parent_id=model.parent_id,
-                        context=context,
-                    )
+    call = _Call(registration, model, access, config, context.user_id)
+    models.append((registration, model, payload))
+    try:
+        _check_parents(mount.app, registration, path, storage, access)
+        authorize = mount.app.extensions.get("kiln.authorizer")
+        if authorize is not None:
+            authorize(
+                Authorization(
+                    resource_name=registration.name,
+                    endpoint=endpoint,
+                    method=method,
+                    object_id=path.get("id"),
+                    parent_id=model.parent_id,
+                    context=context,
                 )
-            if endpoint == "collection":
-                return _collection(call, method)
-            return _record(call, method, path["id"])
-        except NotModified as exc:
-            response = _NotModifiedResponse(status=304)
-            _timestamp_headers(response, exc.timestamp)
-            return response
-        except QueryError as exc:
-            raise HTTPError(
-                400,
-                ERRORS.INVALID_PARAMETERS,
-                str(exc),
-                details=[
-                    {"location": "querystring", "name": exc.name, "description": exc.description}
-                ],
-            ) from None
+            )
+        if endpoint == "collection":
+            return _collection(call, method)
+        return _record(call, method, path["id"])
+    except NotModified as exc:
+        response = _NotModifiedResponse(status=304)
+        _timestamp_headers(response, exc.timestamp)
+        return response
+    except QueryError as exc:
+        raise HTTPError(
+            400,
+            ERRORS.INVALID_PARAMETERS,
+            str(exc),
+            details=[{"location": "querystring", "name": exc.name, "description": exc.description}],
+        ) from None
 
 
 def _principal_setting(value: Any) -> frozenset[str] | None:
