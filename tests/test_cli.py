@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -23,6 +25,7 @@ from kiln import _scaffold
 from kiln.__about__ import __version__
 from kiln.cli import DEVSERVER_REFUSAL, main
 from kiln.config import CONFIG
+from tests.pgschema import fresh_schema
 
 BIN = Path(sys.executable).parent
 
@@ -514,3 +517,104 @@ def test_clay_devserver_refuses_to_run_without_debug_enabled(tmp_path):
     )
     assert process.returncode == 255
     assert process.stderr == DEVSERVER_REFUSAL + "\n"
+
+
+# --------------------------------------------------------------------------
+# kiln migrate
+# --------------------------------------------------------------------------
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    finally:
+        conn.close()
+
+
+NOTHING_TO_DO = "Nothing to do: the storage, permission and cache schemas are up to date.\n"
+
+
+def test_migrate_creates_every_schema_once_on_sqlite(cli, tmp_path):
+    database = tmp_path / "data.sqlite"
+    config = write(tmp_path / "service.yaml", f"storage: {{backend: sqlite, url: '{database}'}}\n")
+    dry = cli("-c", str(config), "migrate", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "storage: would create table records\n" in dry.stdout
+    assert "permission: would create table access_control_entries\n" in dry.stdout
+    assert "cache: would create table cache\n" in dry.stdout
+    assert dry.stdout.endswith("Dry run: nothing was written.\n")
+    assert not database.exists() or sqlite_tables(database) == set()
+    done = cli("-c", str(config), "migrate")
+    assert done.exit_code == 0, done.output
+    expected = dry.stdout.replace("would ", "").replace("Dry run: nothing was written.\n", "")
+    assert done.stdout == expected
+    assert {"records", "timestamps", "access_control_entries", "cache"} <= sqlite_tables(database)
+    assert cli("-c", str(config), "migrate").stdout == NOTHING_TO_DO
+    assert cli("-c", str(config), "migrate", "--dry-run").stdout == NOTHING_TO_DO
+
+
+def test_migrate_creates_every_schema_once_on_postgresql(cli, tmp_path, postgresql_url):
+    with fresh_schema(postgresql_url) as url:
+        config = write(
+            tmp_path / "service.yaml",
+            json.dumps({"storage": {"backend": "postgresql", "url": url}}),
+        )
+        dry = cli("-c", str(config), "migrate", "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert dry.stdout.splitlines() == [
+            "storage: would create table schema_versions",
+            "storage: would create function kiln_casefold",
+            "storage: would create table records",
+            "storage: would create index records_last_modified",
+            "storage: would create table timestamps",
+            "storage: would record storage schema version 1",
+            "permission: would create table schema_versions",
+            "permission: would create table user_principals",
+            "permission: would create index user_principals_principal",
+            "permission: would create table access_control_entries",
+            "permission: would create index access_control_entries_principal",
+            "permission: would record permission schema version 1",
+            "cache: would create table schema_versions",
+            "cache: would create table cache",
+            "cache: would create index cache_expires_at",
+            "cache: would record cache schema version 1",
+            "Dry run: nothing was written.",
+        ]
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('schema_versions')").fetchone() == (None,)
+        done = cli("-c", str(config), "migrate")
+        assert done.exit_code == 0, done.output
+        assert done.stdout.splitlines() == [
+            line.replace("would ", "") for line in dry.stdout.splitlines()[:-1]
+        ]
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
+        assert sorted(rows) == [("cache", 1), ("permission", 1), ("storage", 1)]
+        assert cli("-c", str(config), "migrate").stdout == NOTHING_TO_DO
+
+
+def test_migrate_leaves_a_readonly_service_alone(cli, tmp_path):
+    database = tmp_path / "data.sqlite"
+    config = write(
+        tmp_path / "service.yaml",
+        f"readonly: true\nstorage: {{backend: sqlite, url: '{database}'}}\n",
+    )
+    result = cli("-c", str(config), "migrate")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "kiln: readonly is true: no schema was created or changed." in result.stderr
+    assert not database.exists()
+
+
+def test_migrate_with_a_wrong_backend_changes_nothing(cli, tmp_path):
+    database = tmp_path / "data.sqlite"
+    config = write(
+        tmp_path / "service.yaml", f"storage: {{url: '{database}'}}\ncache: {{backend: nope}}\n"
+    )
+    result = cli("-c", str(config), "migrate")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("kiln: error: cache.backend 'nope' is not known.")
+    assert not database.exists()

@@ -6,6 +6,7 @@
     kiln devserver             Clay's dev server: refuses to run unless debug.enabled
     kiln init DIR              scaffold a runnable service with generated secrets
     kiln check                 validate a config (and build the app); exit 1 when wrong
+    kiln migrate [--dry-run]   create or upgrade the storage, permission and cache schemas
     kiln settings              list every known config key
     kiln --version
 
@@ -174,6 +175,43 @@ def check() -> None:
     create_app(CONFIG, configure_logging=False)
     sources = ", ".join(CONFIG.sources) or "no file (defaults and environment only)"
     click.echo(f"OK: the config from {sources} is valid and the app builds.")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the steps without running any.")
+@_guarded
+def migrate(dry_run: bool) -> None:
+    """Create or upgrade the schemas of the storage, permission and cache backends."""
+    from kiln.cache import CacheBase, load_cache
+    from kiln.config import CONFIG
+    from kiln.permission import PermissionBase, load_permission
+    from kiln.storage import StorageBase, load_storage
+
+    if CONFIG.setting("readonly"):
+        click.echo(
+            "kiln: readonly is true: no schema was created or changed. Run `kiln migrate` "
+            "with a config where readonly is false (the primary's).",
+            err=True,
+        )
+        return
+    backends: list[tuple[str, StorageBase | PermissionBase | CacheBase]] = []
+    steps = 0
+    try:
+        # Every backend is built before any is touched: a wrong config changes nothing.
+        backends.append(("storage", load_storage(CONFIG)))
+        backends.append(("permission", load_permission(CONFIG)))
+        backends.append(("cache", load_cache(CONFIG)))
+        for kind, backend in backends:
+            for step in backend.initialize_schema(dry_run=dry_run):
+                click.echo(f"{kind}: {'would ' if dry_run else ''}{step}")
+                steps += 1
+    finally:
+        for _, backend in backends:
+            backend.close()
+    if not steps:
+        click.echo("Nothing to do: the storage, permission and cache schemas are up to date.")
+    elif dry_run:
+        click.echo("Dry run: nothing was written.")
 
 
 @main.command()

@@ -312,10 +312,13 @@ SETTINGS: dict[str, Setting] = {}
 #: kiln modules that register settings when imported; loaded before settings
 #: are validated or listed, so every key is checked at startup.
 SETTING_MODULES = [
+    "kiln._postgresql",
+    "kiln._redis",
     "kiln.auth",
     "kiln.cache",
     "kiln.cors",
     "kiln.database",
+    "kiln.docs",
     "kiln.eos",
     "kiln.http",
     "kiln.mail",

@@ -69,6 +69,6 @@ def test_a_cache_write_in_a_failed_unit_of_work_is_rolled_back(tmp_path):
 
 
 def test_load_cache_explains_an_unknown_backend():
-    config = Configuration.from_mapping({"cache": {"backend": "redis"}})
-    with pytest.raises(ConfigError, match=r"cache\.backend 'redis' arrives in a later release"):
+    config = Configuration.from_mapping({"cache": {"backend": "memcached"}})
+    with pytest.raises(ConfigError, match=r"cache\.backend 'memcached' is not known"):
         load_cache(config)

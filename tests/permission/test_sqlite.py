@@ -90,7 +90,6 @@ def test_load_permission_reads_its_own_url(tmp_path):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("redis", r"permission\.backend 'redis' arrives in a later release"),
         ("sqlit", r"permission\.backend 'sqlit' is not known\. Did you mean 'sqlite'\?"),
     ],
 )

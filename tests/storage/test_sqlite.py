@@ -152,11 +152,13 @@ def test_load_storage_reads_backend_and_url(tmp_path):
         (
             "postgres",
             "storage.backend 'postgres' is not known. Did you mean 'postgresql'? "
-            "('postgresql' arrives in a later release.) Available: memory, sqlite.",
+            "Available: memory, sqlite, postgresql, redis.",
         ),
-        ("redis", "storage.backend 'redis' arrives in a later release. Available: memory, sqlite."),
         ("sqlit", "storage.backend 'sqlit' is not known. Did you mean 'sqlite'? Available:"),
-        ("zzz", "storage.backend 'zzz' is not known. Available: memory, sqlite."),
+        (
+            "zzz",
+            "storage.backend 'zzz' is not known. Available: memory, sqlite, postgresql, redis.",
+        ),
     ],
 )
 def test_load_storage_explains_an_unknown_backend(name, message):

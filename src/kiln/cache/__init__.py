@@ -1,9 +1,9 @@
 """Cache backends: small JSON values with time-to-live.
 
 One abstract base class, :class:`CacheBase`, whose docstrings are the
-contract; implementations :mod:`kiln.cache.memory` and
-:mod:`kiln.cache.sqlite` (PostgreSQL and Redis come later); and the
-contract suite :mod:`kiln.cache.testing`.
+contract; implementations :mod:`kiln.cache.memory`, :mod:`kiln.cache.sqlite`
+and :mod:`kiln.cache.redis` (PostgreSQL comes later); and the contract
+suite :mod:`kiln.cache.testing`.
 
 Every key is stored under the backend's ``prefix`` (``cache.prefix``), so
 several services can share one database. Values are anything
@@ -71,14 +71,14 @@ def _register_settings() -> None:
             "cache.backend",
             (str, None),
             None,
-            "Cache backend: `sqlite` (a table in a local file) or `memory` (per process); "
-            "default: the storage backend.",
+            "Cache backend: `sqlite` (a table in a local file), `redis` (a Redis server) "
+            "or `memory` (per process); default: the storage backend.",
         ),
         Setting(
             "cache.url",
             (str, None),
             None,
-            "SQLite database file of the cache; default: the file of `storage.url`.",
+            "SQLite database file, or Redis URL, of the cache; default: `storage.url`.",
         ),
         Setting(
             "cache.prefix", (str,), "", "Prefix of every cache key (services sharing a cache)."

@@ -1,8 +1,9 @@
 """Permission backends: who may do what on which object.
 
 One abstract base class, :class:`PermissionBase`, whose docstrings are the
-contract; implementations :mod:`kiln.permission.memory` and
-:mod:`kiln.permission.sqlite` (PostgreSQL and Redis come later); and the
+contract; implementations :mod:`kiln.permission.memory`,
+:mod:`kiln.permission.sqlite` and :mod:`kiln.permission.redis` (PostgreSQL
+comes later); and the
 contract test suite :mod:`kiln.permission.testing` that every
 implementation runs unchanged (ARCHITECTURE D5). The API is Cliquet's
 (``cliquet.permission``), with the fixes Kinto needed later.
@@ -313,15 +314,15 @@ def _register_settings() -> None:
             "permission.backend",
             (str, None),
             None,
-            "Permission backend: `sqlite` (tables in a local file) or `memory` (per process); "
-            "default: the storage backend.",
+            "Permission backend: `sqlite` (tables in a local file), `redis` (a Redis server) "
+            "or `memory` (per process); default: the storage backend.",
         ),
         Setting(
             "permission.url",
             (str, None),
             None,
-            "SQLite database file of the permissions; default: the file of `storage.url` "
-            "(one transaction per request across storage and permissions).",
+            "SQLite database file, or Redis URL, of the permissions; default: `storage.url` "
+            "(with SQLite, one transaction per request across storage and permissions).",
         ),
     ):
         register_setting(setting)

@@ -1,10 +1,11 @@
 """Storage backends: where resource records live.
 
 One abstract base class, :class:`StorageBase`, whose docstrings are the
-contract; implementations :mod:`kiln.storage.memory` and
-:mod:`kiln.storage.sqlite` (PostgreSQL and Redis come later); and the
-contract test suite :mod:`kiln.storage.testing` that every implementation
-runs unchanged (ARCHITECTURE D5).
+contract; implementations :mod:`kiln.storage.memory`,
+:mod:`kiln.storage.sqlite`, :mod:`kiln.storage.postgresql` and
+:mod:`kiln.storage.redis`; and the contract test suite
+:mod:`kiln.storage.testing` that every implementation runs unchanged
+(ARCHITECTURE D5).
 
 Vocabulary
 ==========
@@ -111,7 +112,8 @@ Loading
 =======
 
 :func:`load_storage` builds the backend named by ``storage.backend``
-(``sqlite``, the default, or ``memory``) from ``storage.url``; see
+(``sqlite``, the default, ``postgresql``, ``memory`` or ``redis``) from
+``storage.url``; see
 ``docs/storage.md``.
 """
 
@@ -444,8 +446,8 @@ def keyset_rules(sorting: Sequence[Sort], last_record: Record) -> list[list[Filt
 # -- loading -----------------------------------------------------------------
 
 #: Backends this release ships, and those announced for a later one.
-AVAILABLE_BACKENDS = ("memory", "sqlite")
-LATER_BACKENDS = ("postgresql", "redis")
+AVAILABLE_BACKENDS = ("memory", "sqlite", "postgresql", "redis")
+LATER_BACKENDS: tuple[str, ...] = ()
 
 
 def unknown_backend_message(key: str, name: object, available: Sequence[str]) -> str:
@@ -472,13 +474,17 @@ def _register_settings() -> None:
             "storage.backend",
             (str,),
             "sqlite",
-            "Storage backend: `sqlite` (one local file) or `memory` (tests; lost on exit).",
+            "Storage backend: `sqlite` (one local file), `postgresql` (a PostgreSQL "
+            "database), `redis` (a Redis server) or `memory` (tests; lost on exit).",
         ),
         Setting(
             "storage.url",
             (str,),
             "kiln.sqlite",
-            "SQLite database file (relative to the working directory), or `:memory:`.",
+            "SQLite database file (relative to the working directory), or `:memory:`; "
+            "with `storage.backend = postgresql`, a PostgreSQL URL "
+            "(`postgresql://user:password@host:5432/dbname`); "
+            "with `storage.backend = redis`, a Redis URL (`redis://host:6379/0`).",
         ),
         Setting(
             "storage.busy_timeout_seconds",

@@ -1,5 +1,5 @@
 """Filtering and sorting of records in Python, shared by the memory backend
-(and later Redis), and the reference the SQL backends must agree with.
+and Redis, and the reference the SQL backends must agree with.
 
 The semantics are those of the :mod:`kiln.storage` module docstring:
 ``filters`` compare within a type class, ``pagination_rules`` compare on

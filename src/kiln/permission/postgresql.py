@@ -1,0 +1,338 @@
+"""Permissions in PostgreSQL tables, by default in the storage's database.
+
+Layout (schema version 1)::
+
+    user_principals(user_id, principal)
+        PRIMARY KEY (user_id, principal)                 user_principals(user_id)
+        INDEX (principal, user_id)                       remove_principal(principal)
+    access_control_entries(object_id, permission, principal)
+        PRIMARY KEY (object_id, permission, principal)   one object's ACEs, check_permission
+        INDEX (principal, permission, object_id)         principals_accessible_objects
+
+Every column is ``BYTEA`` holding the string's UTF-8 bytes: the contract
+lets ids and principals hold any character, U+0000 included, which
+PostgreSQL's ``text`` cannot store; and UTF-8 bytes order as code points,
+so prefix ranges work on the B-trees. Lists of principals and of bound
+``(object_id, permission)`` pairs are bound as arrays (``= ANY(%s)``,
+``unnest``): one statement whatever their length, and the SQL text never
+depends on their content.
+
+A pattern (``/buckets/*/collections/*``) becomes, for the index on
+``(principal, permission, object_id)``: the byte range of its literal prefix
+(``prefix <= object_id < prefix || 0xFF``, 0xFF never occurring in UTF-8),
+a ``LIKE`` where ``*`` is ``%`` and ``\\``, ``%``, ``_`` are escaped, and an
+equal number of ``/`` -- so no ``*`` can cross one. All the pairs of one
+call are answered by one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kiln._postgresql import Params, PostgreSQLDatabase, database_for
+from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
+
+__all__ = ["PostgreSQLPermission", "load"]
+
+# ``noqa: S608``: the SQL joins constants of this module; values are bound.
+
+SCHEMA_VERSION = 1
+
+SCHEMA: tuple[tuple[str, str], ...] = (
+    (
+        "create table user_principals",
+        "CREATE TABLE IF NOT EXISTS user_principals ("
+        " user_id BYTEA NOT NULL, principal BYTEA NOT NULL,"
+        " PRIMARY KEY (user_id, principal))",
+    ),
+    (
+        "create index user_principals_principal",
+        "CREATE INDEX IF NOT EXISTS user_principals_principal"
+        " ON user_principals (principal, user_id)",
+    ),
+    (
+        "create table access_control_entries",
+        "CREATE TABLE IF NOT EXISTS access_control_entries ("
+        " object_id BYTEA NOT NULL, permission BYTEA NOT NULL, principal BYTEA NOT NULL,"
+        " PRIMARY KEY (object_id, permission, principal))",
+    ),
+    (
+        "create index access_control_entries_principal",
+        "CREATE INDEX IF NOT EXISTS access_control_entries_principal"
+        " ON access_control_entries (principal, permission, object_id)",
+    ),
+)
+
+_ACE = "access_control_entries"
+_SLASHES = (
+    "length(encode(a.object_id, 'escape'))"
+    " - length(replace(encode(a.object_id, 'escape'), '/', ''))"
+)
+_BOUND = "unnest(%(objects)s::bytea[], %(permissions)s::bytea[]) AS bound(object_id, permission)"
+_ON_BOUND = "a.object_id = bound.object_id AND a.permission = bound.permission"
+
+
+def encode(text: str) -> bytes:
+    """A string as stored: its UTF-8 bytes (lone surrogates kept)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def decode(stored: bytes) -> str:
+    return bytes(stored).decode("utf-8", "surrogatepass")
+
+
+def like_pattern(pattern: str) -> bytes:
+    """``pattern`` as a ``LIKE`` on bytes: ``*`` is ``%``, every other character literal."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return encode(escaped.replace("*", "%"))
+
+
+def pattern_query(
+    principals: list[bytes], patterns: list[tuple[str, str]]
+) -> tuple[str, dict[str, Any]]:
+    """The statement finding the objects matching ``(pattern, permission)`` pairs
+    on which one of ``principals`` holds the pair's permission."""
+    lows = [encode(pattern.split("*", 1)[0]) for pattern, _ in patterns]
+    return (
+        "SELECT DISTINCT a.object_id FROM unnest(%(permissions)s::bytea[],"  # noqa: S608
+        " %(lows)s::bytea[], %(highs)s::bytea[], %(likes)s::bytea[], %(slashes)s::int[])"
+        " AS q(permission, low, high, pattern, slashes)"
+        f" JOIN {_ACE} AS a ON a.permission = q.permission"
+        " AND a.object_id >= q.low AND a.object_id < q.high"
+        f" AND a.object_id LIKE q.pattern AND {_SLASHES} = q.slashes"
+        " WHERE a.principal = ANY(%(principals)s::bytea[])",
+        {
+            "principals": principals,
+            "permissions": [encode(perm) for _, perm in patterns],
+            "lows": lows,
+            "highs": [low + b"\xff" for low in lows],
+            "likes": [like_pattern(pattern) for pattern, _ in patterns],
+            "slashes": [pattern.count("/") for pattern, _ in patterns],
+        },
+    )
+
+
+class PostgreSQLPermission(PermissionBase):
+    """Permission tables in a PostgreSQL database.
+
+    Settings (read by :func:`kiln.permission.load_permission`):
+    ``permission.url`` (default: ``storage.url``; the same URL shares the
+    storage's pool and units of work), ``storage.pool_size``,
+    ``storage.pool_timeout_seconds``, ``storage.connect_timeout_seconds``,
+    ``storage.statement_timeout_ms``.
+    """
+
+    def __init__(self, database: PostgreSQLDatabase | str) -> None:
+        if isinstance(database, str):
+            database = PostgreSQLDatabase.shared(database)
+        self.database = database
+
+    # -- lifecycle -----------------------------------------------------
+
+    def initialize_schema(self, dry_run: bool = False) -> list[str]:
+        return self.database.install_schema("permission", SCHEMA_VERSION, SCHEMA, dry_run=dry_run)
+
+    def flush(self) -> None:
+        self._write(("DELETE FROM user_principals", None), (f"DELETE FROM {_ACE}", None))  # noqa: S608
+
+    def heartbeat(self) -> bool:
+        try:
+            self._read(f"SELECT 1 FROM {_ACE} LIMIT 1", None)  # noqa: S608
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.database.close()
+
+    def transaction(self) -> Any:
+        return self.database.transaction()
+
+    def _write(self, *statements: tuple[str, Params]) -> None:
+        db = self.database
+        with db.transaction() as conn:
+            db.begin_write(conn)
+            db.pipeline(conn, *statements)
+
+    def _read(self, statement: str, params: Params) -> list[tuple[Any, ...]]:
+        db = self.database
+        with db.transaction() as conn:
+            rows: list[tuple[Any, ...]] = db.execute(conn, statement, params).fetchall()
+        return rows
+
+    def _column(self, statement: str, params: Params) -> set[str]:
+        return {decode(row[0]) for row in self._read(statement, params)}
+
+    # -- user principals -----------------------------------------------
+
+    def add_user_principal(self, user_id: str, principal: str) -> None:
+        self._write(
+            (
+                "INSERT INTO user_principals (user_id, principal) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (encode(user_id), encode(principal)),
+            )
+        )
+
+    def remove_user_principal(self, user_id: str, principal: str) -> None:
+        self._write(
+            (
+                "DELETE FROM user_principals WHERE user_id = %s AND principal = %s",
+                (encode(user_id), encode(principal)),
+            )
+        )
+
+    def remove_principal(self, principal: str) -> None:
+        self._write(("DELETE FROM user_principals WHERE principal = %s", (encode(principal),)))
+
+    def user_principals(self, user_id: str) -> set[str]:
+        return self._column(
+            "SELECT principal FROM user_principals WHERE user_id = %s", (encode(user_id),)
+        )
+
+    # -- access control entries ----------------------------------------
+
+    def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None:
+        self._write(
+            (
+                f"INSERT INTO {_ACE} (object_id, permission, principal) VALUES (%s, %s, %s)"  # noqa: S608
+                " ON CONFLICT DO NOTHING",
+                (encode(object_id), encode(permission), encode(principal)),
+            )
+        )
+
+    def remove_principal_from_ace(self, object_id: str, permission: str, principal: str) -> None:
+        self._write(
+            (
+                f"DELETE FROM {_ACE}"  # noqa: S608
+                " WHERE object_id = %s AND permission = %s AND principal = %s",
+                (encode(object_id), encode(permission), encode(principal)),
+            )
+        )
+
+    def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
+        return self._column(
+            f"SELECT principal FROM {_ACE} WHERE object_id = %s AND permission = %s",  # noqa: S608
+            (encode(object_id), encode(permission)),
+        )
+
+    @staticmethod
+    def _pairs(
+        object_id: str, permission: str, get_bound_permissions: BoundPermissions | None
+    ) -> dict[str, list[bytes]]:
+        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
+        return {
+            "objects": [encode(o) for o, _ in pairs],
+            "permissions": [encode(p) for _, p in pairs],
+        }
+
+    def object_permission_authorized_principals(
+        self,
+        object_id: str,
+        permission: str,
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> set[str]:
+        return self._column(
+            f"SELECT DISTINCT a.principal FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}",  # noqa: S608
+            self._pairs(object_id, permission, get_bound_permissions),
+        )
+
+    def principals_accessible_objects(
+        self,
+        principals: Iterable[str],
+        permission: str,
+        object_id_match: str | None = None,
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> set[str]:
+        wanted = [encode(p) for p in sorted(principal_set(principals))]
+        if object_id_match is None and get_bound_permissions is not None:
+            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
+        if not wanted:
+            return set()
+        if object_id_match is None:
+            return self._column(
+                f"SELECT DISTINCT object_id FROM {_ACE}"  # noqa: S608
+                " WHERE principal = ANY(%(principals)s::bytea[]) AND permission = %(permission)s",
+                {"principals": wanted, "permission": encode(permission)},
+            )
+        patterns = sorted(bound_pairs(object_id_match, permission, get_bound_permissions))
+        return self._column(*pattern_query(wanted, patterns))
+
+    def check_permission(
+        self,
+        object_id: str,
+        permission: str,
+        principals: Iterable[str],
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> bool:
+        wanted = [encode(p) for p in sorted(principal_set(principals))]
+        if not wanted:
+            return False
+        params = self._pairs(object_id, permission, get_bound_permissions)
+        rows = self._read(
+            f"SELECT 1 FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}"  # noqa: S608
+            " WHERE a.principal = ANY(%(principals)s::bytea[]) LIMIT 1",
+            {**params, "principals": wanted},
+        )
+        return bool(rows)
+
+    def object_permissions(
+        self, object_id: str, permissions: Iterable[str] | None = None
+    ) -> dict[str, set[str]]:
+        sql = f"SELECT permission, principal FROM {_ACE} WHERE object_id = %(object)s"  # noqa: S608
+        params: dict[str, Any] = {"object": encode(object_id)}
+        if permissions is not None:
+            selected = principal_set(permissions, "permissions")
+            sql += " AND permission = ANY(%(permissions)s::bytea[])"
+            params["permissions"] = [encode(p) for p in sorted(selected)]
+        rv: dict[str, set[str]] = {}
+        for perm, principal in self._read(sql, params):
+            rv.setdefault(decode(perm), set()).add(decode(principal))
+        return rv
+
+    def replace_object_permissions(
+        self, object_id: str, permissions: Mapping[str, Iterable[str]]
+    ) -> None:
+        replacements = {
+            perm: sorted(principal_set(principals, f"permissions[{perm!r}]"))
+            for perm, principals in permissions.items()
+        }
+        if not replacements:
+            return
+        rows = [(perm, who) for perm, principals in replacements.items() for who in principals]
+        self._write(
+            (
+                f"DELETE FROM {_ACE}"  # noqa: S608
+                " WHERE object_id = %(object)s AND permission = ANY(%(cleared)s::bytea[])",
+                {"object": encode(object_id), "cleared": [encode(p) for p in replacements]},
+            ),
+            (
+                f"INSERT INTO {_ACE} (object_id, permission, principal)"  # noqa: S608
+                " SELECT %(object)s, granted.permission, granted.principal"
+                " FROM unnest(%(permissions)s::bytea[], %(principals)s::bytea[])"
+                " AS granted(permission, principal) ON CONFLICT DO NOTHING",
+                {
+                    "object": encode(object_id),
+                    "permissions": [encode(perm) for perm, _ in rows],
+                    "principals": [encode(who) for _, who in rows],
+                },
+            ),
+        )
+
+    def delete_object_permissions(self, *object_ids: str) -> None:
+        if object_ids:
+            self._write(
+                (
+                    f"DELETE FROM {_ACE} WHERE object_id = ANY(%s::bytea[])",  # noqa: S608
+                    ([encode(o) for o in sorted(set(object_ids))],),
+                )
+            )
+
+
+def load(config: Any) -> PostgreSQLPermission:
+    """The backend of ``permission.backend = "postgresql"``: ``permission.url``
+    (default: ``storage.url``); on the storage's URL it shares its pool and
+    units of work."""
+    url = config.setting("permission.url") or config.setting("storage.url")
+    return PostgreSQLPermission(database_for(config, url))

@@ -1,0 +1,399 @@
+"""Permissions in Redis sets, with reverse indexes so no query scans keys.
+
+Layout (``<x>`` is the string ``x`` percent-encoded by
+:func:`kiln._redis.encode_key_part`: no ``:``, no glob character)::
+
+    kiln:permission:user:<user_id>                SET  principals of the user (groups)
+    kiln:permission:member:<principal>            SET  user ids holding the principal
+    kiln:permission:ace:<object_id>:<permission>  SET  principals holding permission on object
+    kiln:permission:object:<object_id>            SET  permissions with at least one principal
+    kiln:permission:holder:<principal>:<permission> SET  object ids the principal holds it on
+
+Every write is one Lua script that updates a set and its indexes together
+(keys are built in the script by the same encoding), so the indexes never
+disagree with the ACEs. ``principals_accessible_objects`` reads the
+``holder`` sets of the given principals (``SUNION``) and matches patterns
+in Python with :func:`kiln.permission.match_object_id`: Redis glob syntax
+is never used on ids, and ``*`` never crosses ``/``. Its cost is
+proportional to the objects those principals hold the permission on.
+
+No transactions: :meth:`RedisPermission.transaction` groups nothing
+(``supports_transactions = False``); each method is atomic on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from kiln._redis import (
+    LUA_ENCODE_KEY_PART,
+    RedisConnection,
+    acquire,
+    connection_from_config,
+    encode_key_part,
+)
+from kiln.permission import (
+    BoundPermissions,
+    PermissionBase,
+    bound_pairs,
+    match_object_id,
+    principal_set,
+)
+
+__all__ = ["RedisPermission", "load"]
+
+NAMESPACE = "kiln:permission:"
+#: Keys per ``SUNION`` when reading the sets of many principals.
+KEYS_PER_COMMAND = 1000
+
+_LUA_KEYS = (
+    LUA_ENCODE_KEY_PART
+    + """
+local ns = ARGV[1]
+local function user_key(user_id)
+  return ns .. 'user:' .. encode_key_part(user_id)
+end
+local function member_key(principal)
+  return ns .. 'member:' .. encode_key_part(principal)
+end
+local function ace_key(object_id, permission)
+  return ns .. 'ace:' .. encode_key_part(object_id) .. ':' .. encode_key_part(permission)
+end
+local function object_key(object_id)
+  return ns .. 'object:' .. encode_key_part(object_id)
+end
+local function holder_key(principal, permission)
+  return ns .. 'holder:' .. encode_key_part(principal) .. ':' .. encode_key_part(permission)
+end
+"""
+)
+
+# ARGV: ns, user_id, principal.
+_ADD_USER_PRINCIPAL = (
+    _LUA_KEYS
+    + """
+redis.call('SADD', user_key(ARGV[2]), ARGV[3])
+redis.call('SADD', member_key(ARGV[3]), ARGV[2])
+"""
+)
+
+# ARGV: ns, user_id, principal.
+_REMOVE_USER_PRINCIPAL = (
+    _LUA_KEYS
+    + """
+redis.call('SREM', user_key(ARGV[2]), ARGV[3])
+redis.call('SREM', member_key(ARGV[3]), ARGV[2])
+"""
+)
+
+# ARGV: ns, principal.
+_REMOVE_PRINCIPAL = (
+    _LUA_KEYS
+    + """
+for _, user_id in ipairs(redis.call('SMEMBERS', member_key(ARGV[2]))) do
+  redis.call('SREM', user_key(user_id), ARGV[2])
+end
+redis.call('DEL', member_key(ARGV[2]))
+"""
+)
+
+# ARGV: ns, object_id, permission, principal.
+_ADD_ACE = (
+    _LUA_KEYS
+    + """
+redis.call('SADD', ace_key(ARGV[2], ARGV[3]), ARGV[4])
+redis.call('SADD', object_key(ARGV[2]), ARGV[3])
+redis.call('SADD', holder_key(ARGV[4], ARGV[3]), ARGV[2])
+"""
+)
+
+# ARGV: ns, object_id, permission, principal.
+_REMOVE_ACE = (
+    _LUA_KEYS
+    + """
+local ace = ace_key(ARGV[2], ARGV[3])
+redis.call('SREM', ace, ARGV[4])
+redis.call('SREM', holder_key(ARGV[4], ARGV[3]), ARGV[2])
+if redis.call('SCARD', ace) == 0 then
+  redis.call('SREM', object_key(ARGV[2]), ARGV[3])
+end
+"""
+)
+
+_CLEAR_ACE = """
+local function clear_ace(object_id, permission)
+  local ace = ace_key(object_id, permission)
+  for _, principal in ipairs(redis.call('SMEMBERS', ace)) do
+    redis.call('SREM', holder_key(principal, permission), object_id)
+  end
+  redis.call('DEL', ace)
+end
+"""
+
+# ARGV: ns, object_id, then per permission: permission, n, n principals.
+_REPLACE = (
+    _LUA_KEYS
+    + _CLEAR_ACE
+    + """
+local object_id = ARGV[2]
+local i = 3
+while i <= #ARGV do
+  local permission, count = ARGV[i], tonumber(ARGV[i + 1])
+  clear_ace(object_id, permission)
+  local ace = ace_key(object_id, permission)
+  for j = i + 2, i + 1 + count do
+    redis.call('SADD', ace, ARGV[j])
+    redis.call('SADD', holder_key(ARGV[j], permission), object_id)
+  end
+  if count > 0 then
+    redis.call('SADD', object_key(object_id), permission)
+  else
+    redis.call('SREM', object_key(object_id), permission)
+  end
+  i = i + 2 + count
+end
+"""
+)
+
+# ARGV: ns, object ids...
+_DELETE_OBJECTS = (
+    _LUA_KEYS
+    + _CLEAR_ACE
+    + """
+for i = 2, #ARGV do
+  local object = object_key(ARGV[i])
+  for _, permission in ipairs(redis.call('SMEMBERS', object)) do
+    clear_ace(ARGV[i], permission)
+  end
+  redis.call('DEL', object)
+end
+"""
+)
+
+# ARGV: ns, object_id. Returns {permission, {principals}, ...}.
+_OBJECT_PERMISSIONS = (
+    _LUA_KEYS
+    + """
+local rv = {}
+for _, permission in ipairs(redis.call('SMEMBERS', object_key(ARGV[2]))) do
+  table.insert(rv, permission)
+  table.insert(rv, redis.call('SMEMBERS', ace_key(ARGV[2], permission)))
+end
+return rv
+"""
+)
+
+
+def _strings(members: Iterable[bytes]) -> set[str]:
+    return {member.decode() for member in members}
+
+
+def _chunks(items: list[str], size: int = KEYS_PER_COMMAND) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class RedisPermission(PermissionBase):
+    """Permissions in a Redis database.
+
+    Settings (read by :func:`load`): ``permission.url`` (default:
+    ``storage.url``; a Redis URL) and ``redis.connect_timeout_seconds``,
+    ``redis.timeout_seconds``, ``redis.max_connections``.
+
+    :param connection: a :class:`~kiln._redis.RedisConnection`, or a URL
+        (then the process's shared connection to it); released by
+        :meth:`close`.
+    :param namespace: prefix of every key.
+    """
+
+    supports_transactions = False
+
+    def __init__(
+        self,
+        connection: RedisConnection | str = "redis://localhost:6379/0",
+        *,
+        namespace: str = NAMESPACE,
+    ) -> None:
+        if isinstance(connection, str):
+            connection = acquire(connection)
+        self.connection = connection
+        self.namespace = namespace
+        self._closed = False
+        register = connection.register_script
+        self._add_user_principal = register(_ADD_USER_PRINCIPAL)
+        self._remove_user_principal = register(_REMOVE_USER_PRINCIPAL)
+        self._remove_principal = register(_REMOVE_PRINCIPAL)
+        self._add_ace = register(_ADD_ACE)
+        self._remove_ace = register(_REMOVE_ACE)
+        self._replace = register(_REPLACE)
+        self._delete_objects = register(_DELETE_OBJECTS)
+        self._object_permissions = register(_OBJECT_PERMISSIONS)
+
+    # -- keys --------------------------------------------------------------
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self.namespace}user:{encode_key_part(user_id)}"
+
+    def _ace_key(self, object_id: str, permission: str) -> str:
+        return f"{self.namespace}ace:{encode_key_part(object_id)}:{encode_key_part(permission)}"
+
+    def _holder_key(self, principal: str, permission: str) -> str:
+        return f"{self.namespace}holder:{encode_key_part(principal)}:{encode_key_part(permission)}"
+
+    def _run(self, script: Any, *args: str) -> Any:
+        with self.connection.errors():
+            return script(args=[self.namespace, *args])
+
+    def _sunion(self, keys: list[str]) -> set[str]:
+        """Members of the union of ``keys`` (in chunks, one round trip)."""
+        if not keys:
+            return set()
+        with self.connection.errors():
+            pipe = self.connection.client.pipeline(transaction=False)
+            for chunk in _chunks(keys):
+                pipe.sunion(chunk)
+            replies = pipe.execute()
+        return {member.decode() for reply in replies for member in reply}
+
+    # -- lifecycle -----------------------------------------------------
+
+    def initialize_schema(self, dry_run: bool = False) -> list[str]:
+        """Nothing to create; checks that the server answers."""
+        with self.connection.errors():
+            self.connection.client.ping()
+        return []
+
+    def flush(self) -> None:
+        self.connection.delete_matching(self.namespace)
+
+    def heartbeat(self) -> bool:
+        return self.connection.ping()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.connection.release()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Groups nothing: each method is its own unit of work (see the module)."""
+        return contextlib.nullcontext()
+
+    # -- user principals -----------------------------------------------
+
+    def add_user_principal(self, user_id: str, principal: str) -> None:
+        self._run(self._add_user_principal, user_id, principal)
+
+    def remove_user_principal(self, user_id: str, principal: str) -> None:
+        self._run(self._remove_user_principal, user_id, principal)
+
+    def remove_principal(self, principal: str) -> None:
+        self._run(self._remove_principal, principal)
+
+    def user_principals(self, user_id: str) -> set[str]:
+        with self.connection.errors():
+            return _strings(self.connection.client.smembers(self._user_key(user_id)))
+
+    # -- access control entries ----------------------------------------
+
+    def add_principal_to_ace(self, object_id: str, permission: str, principal: str) -> None:
+        self._run(self._add_ace, object_id, permission, principal)
+
+    def remove_principal_from_ace(self, object_id: str, permission: str, principal: str) -> None:
+        self._run(self._remove_ace, object_id, permission, principal)
+
+    def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
+        with self.connection.errors():
+            return _strings(self.connection.client.smembers(self._ace_key(object_id, permission)))
+
+    def object_permission_authorized_principals(
+        self,
+        object_id: str,
+        permission: str,
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> set[str]:
+        pairs = bound_pairs(object_id, permission, get_bound_permissions)
+        return self._sunion([self._ace_key(o, p) for o, p in sorted(pairs)])
+
+    def principals_accessible_objects(
+        self,
+        principals: Iterable[str],
+        permission: str,
+        object_id_match: str | None = None,
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> set[str]:
+        wanted = sorted(principal_set(principals))
+        if object_id_match is None:
+            if get_bound_permissions is not None:
+                raise ValueError("get_bound_permissions needs an object_id_match pattern.")
+            return self._sunion([self._holder_key(p, permission) for p in wanted])
+        patterns: dict[str, list[str]] = {}
+        for pattern, perm in bound_pairs(object_id_match, permission, get_bound_permissions):
+            patterns.setdefault(perm, []).append(pattern)
+        rv: set[str] = set()
+        for perm, perm_patterns in patterns.items():
+            held = self._sunion([self._holder_key(p, perm) for p in wanted])
+            rv.update(o for o in held if any(match_object_id(pat, o) for pat in perm_patterns))
+        return rv
+
+    def check_permission(
+        self,
+        object_id: str,
+        permission: str,
+        principals: Iterable[str],
+        get_bound_permissions: BoundPermissions | None = None,
+    ) -> bool:
+        wanted = principal_set(principals)
+        if not wanted:
+            return False
+        holders = self.object_permission_authorized_principals(
+            object_id, permission, get_bound_permissions
+        )
+        return not holders.isdisjoint(wanted)
+
+    def object_permissions(
+        self, object_id: str, permissions: Iterable[str] | None = None
+    ) -> dict[str, set[str]]:
+        if permissions is None:
+            reply = self._run(self._object_permissions, object_id)
+            return {reply[i].decode(): _strings(reply[i + 1]) for i in range(0, len(reply), 2)}
+        selected = sorted(principal_set(permissions, "permissions"))
+        if not selected:
+            return {}
+        with self.connection.errors():
+            pipe = self.connection.client.pipeline(transaction=True)
+            for perm in selected:
+                pipe.smembers(self._ace_key(object_id, perm))
+            replies = pipe.execute()
+        return {
+            perm: _strings(members)
+            for perm, members in zip(selected, replies, strict=True)
+            if members
+        }
+
+    def replace_object_permissions(
+        self, object_id: str, permissions: Mapping[str, Iterable[str]]
+    ) -> None:
+        args: list[str] = []
+        for perm, principals in permissions.items():
+            members = sorted(principal_set(principals, f"permissions[{perm!r}]"))
+            args.extend([perm, str(len(members)), *members])
+        if args:
+            self._run(self._replace, object_id, *args)
+
+    def delete_object_permissions(self, *object_ids: str) -> None:
+        if object_ids:
+            self._run(self._delete_objects, *dict.fromkeys(object_ids))
+
+
+def load(config: Any) -> RedisPermission:
+    """The backend of ``permission.backend = "redis"``: ``permission.url``
+    (default: ``storage.url``, which must then be a Redis URL) and the
+    ``redis.*`` settings.
+
+    :raises kiln.exceptions.ConfigError: the driver is missing, or the URL
+        is not a Redis URL.
+    """
+    return RedisPermission(connection_from_config(config, "permission"))
