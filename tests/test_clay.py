@@ -14,6 +14,7 @@ from flask import Flask
 import clay
 import clay.config
 import clay.database
+import clay.docs
 import clay.http
 import clay.logger
 import clay.mail
@@ -93,6 +94,7 @@ def test_clay_modules_are_kilns():
         (clay.http, kiln.http),
         (clay.stats, kiln.stats),
         (clay.database, kiln.database),
+        (clay.docs, kiln.docs),
     ]
     for shim, module in pairs:
         assert all(getattr(shim, name) is getattr(module, name) for name in shim.__all__)

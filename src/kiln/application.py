@@ -191,6 +191,9 @@ def create_app(
     install_batch(app)
     install_auth(app)
     mount_resources(app, configuration.setting("views"))
+    from kiln.docs import install as install_docs
+
+    install_docs(app)
     if "kiln.storage" in app.extensions:
         _install_cache(app, configuration)
     _wrap_middleware(app, configuration.setting("middleware"))

@@ -120,6 +120,15 @@ class AuthenticationPolicy(abc.ABC):
         """
         return None
 
+    def openapi_security_scheme(self) -> dict[str, Any] | None:
+        """The OpenAPI Security Scheme Object of this policy's credentials, or ``None``.
+
+        :mod:`kiln.docs` lists it under ``components.securitySchemes`` (named
+        after the policy), like ``{"type": "http", "scheme": "bearer"}``. The
+        default describes nothing; ``basicauth`` and ``accounts`` are HTTP Basic.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release what the policy holds (connections, caches). The default does nothing."""
 

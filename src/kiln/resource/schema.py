@@ -109,7 +109,11 @@ class Schema:
         if json_schema is None:
             return cls(None, None, frozenset(), True)
         try:
-            validator = jsonschema_rs.validator_for(_with_properties(json_schema))
+            # Formats ("date", "email", ...) are checked: a record the schema
+            # refuses is never stored, nor documented as valid (OpenAPI).
+            validator = jsonschema_rs.validator_for(
+                _with_properties(json_schema), validate_formats=True
+            )
         except (jsonschema_rs.ValidationError, ValueError) as exc:
             first = str(exc).splitlines()[0]
             raise StartupError(

@@ -139,6 +139,9 @@ BEHAVIORS = ("full", "light", "diff")
 #: refuses to serialize past 255 levels, and responses add a few (``data``,
 #: a batch's ``responses``), so the bound keeps well below that.
 MAX_JSON_DEPTH = 100
+#: Latest timestamp a client may force (``last_modified``): the end of year
+#: 9999 in milliseconds, the last date an HTTP ``Last-Modified`` can carry.
+MAX_TIMESTAMP = 253_402_300_799_999
 _VARIABLE = re.compile(r"<(?:[^<>:]+:)?(\w+)>")
 
 
@@ -846,9 +849,17 @@ def _forced_timestamp() -> int | None:
     if raw is None:
         return None
     text = raw.strip().strip('"')
-    if not text.isdigit():
-        raise _invalid("querystring", "last_modified", "must be an integer timestamp.")
+    if not (text.isdigit() and _valid_timestamp(int(text))):
+        raise _invalid(
+            "querystring",
+            "last_modified",
+            f"must be an integer timestamp between 0 and {MAX_TIMESTAMP} (milliseconds).",
+        )
     return int(text)
+
+
+def _valid_timestamp(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
 
 
 def _json_body(media_types: tuple[str, ...]) -> Any:
@@ -867,7 +878,29 @@ def _json_body(media_types: tuple[str, ...]) -> Any:
         raise _invalid("body", "body", f"Invalid JSON request body: {exc}") from None
     if json_too_deep(body):
         raise _invalid("body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels.")
+    # Cheap test first: a NUL can only arrive as the escape \u0000.
+    if b"\\u0000" in raw and _holds_nul(body):
+        raise _invalid(
+            "body", "body", "Strings cannot contain the NUL character (U+0000); remove it."
+        )
     return body
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a string (key or value) in ``value`` contains U+0000, which
+    PostgreSQL cannot store in JSON: refused on every backend alike."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -908,10 +941,12 @@ def _envelope_data(
     data = body["data"]
     if not isinstance(data, dict):
         raise _invalid("body", "data", "data must be a JSON object.")
-    if MODIFIED_FIELD in data and (
-        isinstance(data[MODIFIED_FIELD], bool) or not isinstance(data[MODIFIED_FIELD], int)
-    ):
-        raise _invalid("body", "data.last_modified", "must be an integer timestamp.")
+    if MODIFIED_FIELD in data and not _valid_timestamp(data[MODIFIED_FIELD]):
+        raise _invalid(
+            "body",
+            "data.last_modified",
+            f"must be an integer timestamp between 0 and {MAX_TIMESTAMP} (milliseconds).",
+        )
     if ID_FIELD in data and not isinstance(data[ID_FIELD], str):
         raise _invalid("body", "data.id", "Invalid record id.")
     return data, permissions
