@@ -7,6 +7,11 @@ Try it with `make serve`, then::
          -d '{"data": {"name": "Amanita muscaria", "edible": false, "cap_cm": 12}}'
     curl -s 'http://127.0.0.1:8888/v1/mushrooms?edible=false&_sort=-cap_cm&_limit=10'
     curl -s 'http://127.0.0.1:8888/v1/mushrooms?_since=0'      # changes, deletions included
+    curl -s -u alice:secret -X POST http://127.0.0.1:8888/v1/notebooks \\
+         -H 'Content-Type: application/json' -d '{"data": {"text": "found a cep"}}'
+    curl -s -u alice:secret -X POST http://127.0.0.1:8888/v1/baskets \\
+         -H 'Content-Type: application/json' \\
+         -d '{"data": {"title": "Sunday"}, "permissions": {"read": ["system.Everyone"]}}'
 """
 
 from __future__ import annotations
@@ -53,6 +58,32 @@ class Sighting(resource.Resource):
             "seen_on": {"type": "string", "format": "date"},
         },
         "required": ["place"],
+    }
+
+
+@resource.register(collection_path="/notebooks")
+class Notebook(resource.UserResource):
+    """Your private field notes: each user sees only their own (log in with any
+    user:password pair, e.g. ``curl -u alice:secret``)."""
+
+    schema = {
+        "type": "object",
+        "properties": {"text": {"type": "string", "maxLength": 10_000}},
+        "required": ["text"],
+    }
+
+
+@resource.register()
+class Basket(resource.ShareableResource):
+    """A basket of finds to share: ``permissions`` say who may read or write it."""
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 200},
+            "mushrooms": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["title"],
     }
 
 
