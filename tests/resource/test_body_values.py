@@ -60,3 +60,17 @@ def test_formats_of_the_schema_are_checked(build_app):
     client = app.test_client()
     assert client.post("/v1/dateds", json={"data": {"day": "2024-13-01"}}).status_code == 400
     assert client.post("/v1/dateds", json={"data": {"day": "2024-12-01"}}).status_code == 201
+
+
+@pytest.mark.parametrize("etag", ['"²"', '"١٢"', '"' + "9" * 5000 + '"'])
+@pytest.mark.parametrize("header", ["If-None-Match", "If-Match"])
+def test_a_precondition_that_is_not_a_plain_timestamp_is_a_400(client, header, etag):
+    created = client.post("/v1/mushrooms", json={"data": {"name": "a"}}).json["data"]
+    response = client.get(f"/v1/mushrooms/{created['id']}", headers={header: etag})
+    assert response.status_code == 400
+    assert response.json["details"][0]["name"] == header
+
+
+def test_a_forced_last_modified_in_other_digits_is_a_400(client):
+    created = client.post("/v1/mushrooms", json={"data": {"name": "a"}}).json["data"]
+    assert client.delete(f"/v1/mushrooms/{created['id']}?last_modified=²").status_code == 400

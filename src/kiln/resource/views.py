@@ -454,10 +454,32 @@ def _dispatch(mount: _Mount, endpoint: str, path: dict[str, str]) -> Response:
     if registration.cls.kind == "private" and identity is None:
         raise denied(principals)
     context = RequestContext(path=dict(path), user_id=user_id, principals=principals)
-    return retrying(
-        storage,
-        lambda models: _attempt(mount, endpoint, path, context, payload, models),
+
+    def run() -> Response:
+        return retrying(
+            storage,
+            lambda models: _attempt(mount, endpoint, path, context, payload, models),
+        )
+
+    # PostgreSQL sends the reads of safe requests to a read replica.
+    return storage.route_request(
+        run,
+        method=method,
+        if_match="If-Match" in req.headers,
+        resource_name=registration.name,
+        user_id=user_id,
+        seen=_seen_timestamp(req),
     )
+
+
+def _seen_timestamp(req: Request) -> int | None:
+    """The newest timestamp the client says it has seen (``If-None-Match``,
+    ``_since``, ``_before``, ``_to``): a read replica older than it must not answer."""
+    sent = [req.headers.get("If-None-Match")]
+    sent += [req.args.get(name) for name in ("_since", "_before", "_to")]
+    texts = [value.strip().strip('"') for value in sent if value]
+    numbers = [int(text) for text in texts if _is_timestamp_text(text)]
+    return max(numbers, default=None)
 
 
 def _attempt(
@@ -831,8 +853,9 @@ def _precondition(name: str, allow_star: bool) -> int | str | None:
     value = raw.strip()
     if allow_star and value == "*":
         return "*"
-    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
-        return int(value[1:-1])
+    digits = value[1:-1]
+    if len(value) >= 2 and value[0] == value[-1] == '"' and _is_timestamp_text(digits):
+        return int(digits)
     raise _invalid("header", name, "Invalid value; it should be an integer between double quotes.")
 
 
@@ -849,13 +872,18 @@ def _forced_timestamp() -> int | None:
     if raw is None:
         return None
     text = raw.strip().strip('"')
-    if not (text.isdigit() and _valid_timestamp(int(text))):
+    if not (_is_timestamp_text(text) and _valid_timestamp(int(text))):
         raise _invalid(
             "querystring",
             "last_modified",
             f"must be an integer timestamp between 0 and {MAX_TIMESTAMP} (milliseconds).",
         )
     return int(text)
+
+
+def _is_timestamp_text(text: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true), and few enough for a timestamp."""
+    return text.isascii() and text.isdigit() and len(text) < 20
 
 
 def _valid_timestamp(value: Any) -> bool:

@@ -125,7 +125,7 @@ import enum
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from kiln.exceptions import BackendError, KilnError
 
@@ -145,6 +145,7 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
+T = TypeVar("T")
 
 
 class Operator(enum.StrEnum):
@@ -265,6 +266,26 @@ class StorageBase(abc.ABC):
         cannot interleave with a commit.
         """
         return contextlib.nullcontext()
+
+    def route_request(
+        self,
+        work: Callable[[], T],
+        *,
+        method: str,
+        if_match: bool,
+        resource_name: str,
+        user_id: str | None,
+        seen: int | None,
+    ) -> T:
+        """Run ``work``, one request's whole unit of work, and return its result.
+
+        A backend with read replicas may run the reads of a safe request on
+        one (``method`` GET/HEAD, no ``If-Match``), unless ``user_id`` wrote
+        recently or the client has seen a timestamp of ``resource_name``
+        (``seen``) the replica does not have yet. The default runs ``work``
+        as it is.
+        """
+        return work()
 
     # -- timestamps ----------------------------------------------------
 

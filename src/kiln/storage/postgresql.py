@@ -38,6 +38,17 @@ by their JSON text). Keyset pages on ``last_modified`` or ``id`` also get
 the bound all their rules imply (:func:`implied_bound`), so the index scan
 starts at the page. Lists never count.
 
+Read replicas. With ``storage.read_urls``, the reads of a request the
+views route to a replica (:meth:`PostgreSQLStorage.route_request`) --
+:meth:`~PostgreSQLStorage.get`, :meth:`~PostgreSQLStorage.list_all`,
+:meth:`~PostgreSQLStorage.count_all`,
+:meth:`~PostgreSQLStorage.collection_timestamp` and
+:meth:`~PostgreSQLStorage.snapshot` -- run the same SQL on the replica
+(:meth:`~kiln._postgresql.PostgreSQLDatabase.reader`); a collection or
+record timestamp older than what the client has seen sends the request to
+the primary (:meth:`~kiln._postgresql.PostgreSQLDatabase.require_fresh`).
+Writes, and reads inside a unit of work that writes, use the primary.
+
 PostgreSQL cannot store the character U+0000 in ``jsonb`` or ``text``:
 creating or updating a record holding it raises :class:`BackendError`;
 filters with it match what the contract says (nothing stored holds it).
@@ -49,11 +60,11 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from kiln._postgresql import PostgreSQLDatabase, database_for
+from kiln._postgresql import PostgreSQLDatabase, database_for, replicas_for
 from kiln.exceptions import BackendError
 from kiln.storage import (
     Filter,
@@ -80,6 +91,8 @@ if TYPE_CHECKING:
     from psycopg import Connection, Cursor
 
 __all__ = ["PostgreSQLStorage", "load"]
+
+T = TypeVar("T")
 
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module and ``%(name)s`` placeholders; every value, and
@@ -603,7 +616,9 @@ class PostgreSQLStorage(StorageBase):
     Settings (read by :func:`kiln.storage.load_storage`): ``storage.url``
     (``postgresql://user:password@host:5432/dbname``), ``storage.pool_size``,
     ``storage.pool_timeout_seconds``, ``storage.connect_timeout_seconds``,
-    ``storage.statement_timeout_ms``.
+    ``storage.statement_timeout_ms``; for read replicas ``storage.read_urls``,
+    ``storage.replica_max_lag_seconds``, ``storage.replica_check_seconds``,
+    ``storage.replica_retry_seconds``, ``storage.read_your_writes_seconds``.
 
     :param database: a :class:`~kiln._postgresql.PostgreSQLDatabase`, or a URL
         (then the process-wide shared database for that URL).
@@ -652,7 +667,34 @@ class PostgreSQLStorage(StorageBase):
         return self.database.transaction()
 
     def snapshot(self) -> Any:
-        return self.database.snapshot()
+        return self.database.reader().snapshot()
+
+    def route_request(
+        self,
+        work: Callable[[], T],
+        *,
+        method: str,
+        if_match: bool,
+        resource_name: str,
+        user_id: str | None,
+        seen: int | None,
+    ) -> T:
+        """Run a request's unit of work ``work``, its reads on a read replica
+        when it may (:meth:`kiln._postgresql.PostgreSQLDatabase.route`).
+
+        ``method`` is the request's, ``if_match`` whether it has ``If-Match``,
+        ``user_id`` the caller's (None: anonymous), ``seen`` the newest
+        timestamp of ``resource_name`` the client sent (``If-None-Match``,
+        ``_since``, ``_before``).
+        """
+        return self.database.route(
+            work,
+            method=method,
+            if_match=if_match,
+            resource_name=resource_name,
+            user_id=user_id,
+            seen=seen,
+        )
 
     # -- helpers -------------------------------------------------------
 
@@ -745,12 +787,15 @@ class PostgreSQLStorage(StorageBase):
     def collection_timestamp(self, resource_name: str, parent_id: str) -> int:
         if not _storable(resource_name, parent_id):
             return 0
-        db = self.database
+        db = self.database.reader()
         with db.transaction() as conn:
             row = db.execute(
                 conn, _SELECT_TIMESTAMP, {"resource": resource_name, "parent": parent_id}
             ).fetchone()
-        return int(row[0]) if row is not None else 0
+        timestamp = int(row[0]) if row is not None else 0
+        if db is not self.database:
+            self.database.require_fresh(resource_name, timestamp)
+        return timestamp
 
     # -- single records ------------------------------------------------
 
@@ -781,10 +826,13 @@ class PostgreSQLStorage(StorageBase):
     def get(self, resource_name: str, parent_id: str, object_id: str) -> Record:
         if not _storable(resource_name, parent_id, object_id):
             raise RecordNotFoundError(object_id)
-        db = self.database
+        db = self.database.reader()
         keys = {"resource": resource_name, "parent": parent_id, "id": object_id}
         with db.transaction() as conn:
             row = db.execute(conn, _SELECT_ONE, keys).fetchone()
+        if db is not self.database:
+            # A tombstone's timestamp counts: it is the record's latest change.
+            self.database.require_fresh(resource_name, 0 if row is None else int(row[0]))
         if row is None or row[1]:
             raise RecordNotFoundError(object_id)
         return _record(object_id, row[0], row[2])
@@ -892,7 +940,7 @@ class PostgreSQLStorage(StorageBase):
             limit=limit,
             include_deleted=include_deleted,
         )
-        db = self.database
+        db = self.database.reader()
         with db.transaction() as conn:
             rows = db.execute(conn, sql, params.values).fetchall()
         return [_record(*row) for row in rows]
@@ -905,7 +953,7 @@ class PostgreSQLStorage(StorageBase):
         params = Params(resource=resource_name, parent=parent_id)
         where = compile_where(filters, (), params)
         sql = f"SELECT count(*) FROM records WHERE {_IN_COLLECTION} AND NOT deleted{where}"  # noqa: S608
-        db = self.database
+        db = self.database.reader()
         with db.transaction() as conn:
             row = db.execute(conn, sql, params.values).fetchone()
         return int(row[0]) if row is not None else 0
@@ -961,6 +1009,9 @@ class PostgreSQLStorage(StorageBase):
 def load(config: Any) -> PostgreSQLStorage:
     """The backend of ``storage.backend = "postgresql"``.
 
-    Reads ``storage.url`` and the pool settings (see :class:`PostgreSQLStorage`).
+    Reads ``storage.url``, the pool settings and the read replicas' (see
+    :class:`PostgreSQLStorage`).
     """
-    return PostgreSQLStorage(database_for(config, config.setting("storage.url")))
+    database = database_for(config, config.setting("storage.url"))
+    replicas_for(config, database)
+    return PostgreSQLStorage(database)
