@@ -653,3 +653,28 @@ def custom():
     response = build({"views": [name]}).test_client().get("/v1/custom")
     assert response.headers["Vary"] == "Accept-Encoding, Authorization, Origin"
     assert response.headers["Cache-Control"] == "max-age=60"
+
+
+def test_close_app_releases_the_backends_and_policies(tmp_path):
+    from kiln.application import close_app
+    from kiln.exceptions import BackendError
+
+    app = create_app(
+        {
+            "views": ["tests.resource.auth_resources"],
+            "storage": {"backend": "sqlite", "url": str(tmp_path / "c.sqlite")},
+            "auth": {"policies": ["basicauth"], "userid_hmac_secret": "c" * 40},
+        },
+        configure_logging=False,
+    )
+    storage = app.extensions["kiln.storage"]
+    permission = app.extensions["kiln.permission"]
+    close_app(app)
+    assert not {"kiln.storage", "kiln.permission", "kiln.cache", "kiln.auth_policies"} & set(
+        app.extensions
+    )
+    with pytest.raises(BackendError, match="closed"):
+        storage.collection_timestamp("toadstool", "")
+    with pytest.raises(BackendError, match="closed"):
+        permission.user_principals("u")
+    close_app(app)  # twice is harmless

@@ -31,6 +31,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
@@ -203,7 +204,11 @@ class SQLiteDatabase:
         :class:`~kiln.exceptions.BackendError`.
     """
 
-    _registry: ClassVar[dict[str, SQLiteDatabase]] = {}
+    # Weak: a file no backend uses any more is closed when its object goes,
+    # so a process that builds many apps (tests) does not run out of files.
+    _registry: ClassVar[weakref.WeakValueDictionary[str, SQLiteDatabase]] = (
+        weakref.WeakValueDictionary()
+    )
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:

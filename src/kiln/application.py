@@ -44,6 +44,7 @@ from kiln.exceptions import StartupError
 __all__ = [
     "KilnState",
     "add_api_capability",
+    "close_app",
     "create_app",
     "get_app",
     "kiln_config",
@@ -327,6 +328,18 @@ def get_app() -> Flask:
             if _global_app is None:
                 _global_app = create_app(CONFIG)
     return _global_app
+
+
+def close_app(app: Flask) -> None:
+    """Release what ``app`` holds: its cache, permission and storage backends'
+    connections and files, and its authentication policies. The app cannot
+    serve afterwards; call it when throwing an app away (tests, reloaders)."""
+    for key in ("kiln.cache", "kiln.permission", "kiln.storage"):
+        backend = app.extensions.pop(key, None)
+        if backend is not None:
+            backend.close()
+    for policy in app.extensions.pop("kiln.auth_policies", []):
+        policy.close()
 
 
 def reset_global_app() -> None:

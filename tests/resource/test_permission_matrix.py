@@ -10,12 +10,14 @@ the batch's credentials. All three must give exactly the declared outcome
 from __future__ import annotations
 
 import base64
+import itertools
 from urllib.parse import urlsplit
 
 import orjson
 import pytest
 
 import kiln
+from kiln.application import close_app
 
 VIEWS = "tests.resource.auth_resources"
 SECRET = "matrix-secret-" + "x" * 32
@@ -38,8 +40,11 @@ def user_ids(client) -> dict[str, str]:
     }
 
 
+_FILES = itertools.count()
+
+
 def build(backend: str, tmp_path) -> object:
-    url = str(tmp_path / f"{backend}-{len(list(tmp_path.iterdir()))}.sqlite")
+    url = str(tmp_path / f"{backend}-{next(_FILES)}.sqlite")
     return kiln.create_app(
         {
             "views": [VIEWS],
@@ -272,9 +277,11 @@ def test_each_caller_gets_the_declared_outcome_alone_and_in_batch(
 ):
     for user in USERS:
         for channel in CHANNELS:
-            client = build(backend, tmp_path).test_client()
+            app = build(backend, tmp_path)
+            client = app.test_client()
             seed(client)
             status, payload = send(client, channel, user, method, path, body)
+            close_app(app)
             want = expected[user]
             # A collection DELETE answers its tombstones in deletion order.
             got = outcome(status, payload, want, ordered=method != "DELETE")

@@ -276,3 +276,18 @@ def test_an_in_memory_database_needs_no_snapshot():
     with storage.snapshot():
         storage.create("snap", "", {"id": "a"})
     assert storage.count_all("snap", "") == 1
+
+
+def test_a_shared_database_no_backend_uses_is_released(tmp_path):
+    import gc
+    import weakref
+
+    path = str(tmp_path / "released.sqlite")
+    database = SQLiteDatabase.shared(path)
+    assert SQLiteDatabase.shared(path) is database
+    database.connection()
+    gone = weakref.ref(database)
+    del database
+    gc.collect()
+    assert gone() is None
+    assert SQLiteDatabase.shared(path) is not None
