@@ -84,8 +84,6 @@ def seed(client) -> None:
     put("/buckets/b2/collections/c2", {})
 
 
-
-
 def each(anonymous, owner, reader, writer, stranger):
     return dict(zip(USERS, (anonymous, owner, reader, writer, stranger), strict=True))
 
