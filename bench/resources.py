@@ -317,7 +317,8 @@ def _seed_kiln_storage(kiln_config: str, records: Dataset) -> dict[str, int]:
     from kiln.config import Configuration
     from kiln.storage import load_storage
 
-    storage = load_storage(Configuration.from_mapping(yaml.safe_load(kiln_config)))
+    config = Configuration.from_mapping(yaml.safe_load(kiln_config))
+    storage = load_storage(config)
     etags = {}
     try:
         storage.initialize_schema()
@@ -327,6 +328,13 @@ def _seed_kiln_storage(kiln_config: str, records: Dataset) -> dict[str, int]:
                 etags[object_id] = record["last_modified"]
     finally:
         storage.close()
+    if config.setting("storage.backend") == "postgresql":
+        # As for the floor and Kinto: planner statistics of the bulk load, which
+        # autovacuum would gather a minute later.
+        import psycopg
+
+        with psycopg.connect(config.setting("storage.url"), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
     return etags
 
 
