@@ -54,6 +54,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -680,3 +681,25 @@ def make_pg_primary(pytestconfig: pytest.Config) -> Iterator[Callable[..., Clust
     yield make
     for cluster in made:
         cluster.close()
+
+
+@contextlib.contextmanager
+def stopped(cluster: Cluster, longest: float = 15.0) -> Iterator[None]:
+    """SIGSTOP every process of ``cluster`` (a hung server); always resumed, at
+    the latest after ``longest`` seconds (a test that hangs fails instead)."""
+    pids = cluster.pids()
+
+    def resume() -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    safety = threading.Timer(longest, resume)
+    safety.start()
+    try:
+        yield
+    finally:
+        safety.cancel()
+        resume()

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import signal
 import threading
 import time
 
@@ -13,6 +10,7 @@ import pytest
 import kiln
 from kiln._postgresql import SCHEMA_LOCK, PostgreSQLDatabase, cut
 from kiln.storage.postgresql import PostgreSQLStorage
+from tests.pgcluster import stopped
 from tests.pgschema import fresh_schema
 from tests.resource.live_server import Client, serve_in_thread
 
@@ -42,28 +40,6 @@ def served(make_pg_primary):
         yield primary, app
     finally:
         app.extensions["kiln.storage"].close()
-
-
-@contextlib.contextmanager
-def stopped(cluster, longest: float = 15.0):
-    """SIGSTOP every process of ``cluster`` (a hung server); always resumed, at
-    the latest after ``longest`` seconds (a test that hangs fails instead)."""
-    pids = cluster.pids()
-
-    def resume() -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    safety = threading.Timer(longest, resume)
-    safety.start()
-    try:
-        yield
-    finally:
-        safety.cancel()
-        resume()
 
 
 def assert_unavailable(response) -> None:

@@ -6,7 +6,6 @@ import gc
 import itertools
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from kiln._postgresql import (
     parse_lsn,
 )
 from kiln.exceptions import ConfigError
+from tests.pgcluster import stopped
 from tests.pgschema import CLOSED_PORT_URL
 
 SECRET = "replica-secret-" + "r" * 40
@@ -70,28 +70,6 @@ def replay_paused(replica_url: str):
         yield
     finally:
         sql(replica_url, "SELECT pg_wal_replay_resume()")
-
-
-@contextlib.contextmanager
-def stopped(cluster, longest: float = 15.0):
-    """SIGSTOP every process of ``cluster`` (a hung server); always resumed, at
-    the latest after ``longest`` seconds (a test that hangs fails instead)."""
-    pids = cluster.pids()
-
-    def resume() -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    safety = threading.Timer(longest, resume)
-    safety.start()
-    try:
-        yield
-    finally:
-        safety.cancel()
-        resume()
 
 
 @pytest.fixture(scope="module")
