@@ -83,14 +83,16 @@ import logging
 import math
 import os
 import random
+import re
 import select
 import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.resources.abc import Traversable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 from kiln.exceptions import BackendError, ConfigError, StartupError, TransientBackendError
 
@@ -134,6 +136,77 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 _BEGIN_WRITE = "BEGIN"
 _BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+class Migration(NamedTuple):
+    """One schema version of a component: its ``number`` and its
+    ``(description, SQL)`` steps."""
+
+    number: int
+    steps: tuple[tuple[str, str], ...]
+
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def load_migrations(
+    directory: Traversable, prelude: Mapping[int, Sequence[tuple[str, str]]] | None = None
+) -> tuple[Migration, ...]:
+    """The numbered migrations of ``directory`` (``0001_name.sql``, ...; see
+    :mod:`kiln.migrations`), each preceded by its ``prelude`` steps.
+
+    :raises StartupError: a file is misnamed, numbers leave a gap, or a file
+        is not a sequence of ``-- step:`` statements.
+    """
+    files = sorted(
+        (entry for entry in directory.iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    migrations = []
+    for number, entry in enumerate(files, start=1):
+        match = _MIGRATION_FILE.match(entry.name)
+        if match is None or int(match.group(1)) != number:
+            raise StartupError(
+                f"Migration file {entry.name!r}: name migrations 0001_name.sql, "
+                "0002_name.sql, ... numbered from 1 without gaps."
+            )
+        steps = parse_migration(entry.read_text(encoding="utf-8"), entry.name)
+        migrations.append(Migration(number, (*(prelude or {}).get(number, ()), *steps)))
+    return tuple(migrations)
+
+
+def parse_migration(text: str, name: str) -> tuple[tuple[str, str], ...]:
+    """The ``(description, SQL)`` steps of a migration file's ``text``."""
+    steps: list[tuple[str, str]] = []
+    description: str | None = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-- step:"):
+            if description is not None:
+                raise StartupError(
+                    f"Migration file {name!r}: the step {description!r} has no statement "
+                    "ending with ';' before the next step."
+                )
+            description = stripped.removeprefix("-- step:").strip()
+            continue
+        if not lines and (not stripped or stripped.startswith("--")):
+            continue
+        if description is None:
+            raise StartupError(
+                f"Migration file {name!r}: put a '-- step: <description>' line before "
+                f"each statement (found {stripped[:40]!r})."
+            )
+        lines.append(line)
+        if stripped.endswith(";"):
+            steps.append((description, "\n".join(lines).strip().removesuffix(";")))
+            description, lines = None, []
+    if description is not None or not steps:
+        raise StartupError(
+            f"Migration file {name!r}: it must hold statements, each ending with ';'."
+        )
+    return tuple(steps)
+
 
 _SCHEMA_VERSIONS = (
     "CREATE TABLE IF NOT EXISTS schema_versions ("
@@ -771,31 +844,33 @@ class PostgreSQLDatabase:
     def install_schema(
         self,
         component: str,
-        version: int,
-        statements: Sequence[tuple[str, str]],
+        migrations: Sequence[Migration],
         *,
         dry_run: bool = False,
     ) -> list[str]:
-        """Create ``component``'s tables once and record its schema ``version``.
+        """Bring ``component``'s schema to its latest version, in one transaction.
 
-        ``statements`` are ``(description, SQL)`` pairs. Idempotent: a
-        component whose version is recorded is left alone. Returns the
-        descriptions of the steps done (with ``dry_run``, that would be done;
-        nothing is written). Processes installing at once take turns on an
-        advisory lock; statements run without ``statement_timeout``.
+        Applies the ``migrations`` numbered above the version recorded in
+        ``schema_versions`` (all of them on a new database), then records the
+        last number. Idempotent: an up-to-date component is left alone.
+        Returns the descriptions of the steps done (with ``dry_run``, that
+        would be done; nothing is written). Processes installing at once take
+        turns on an advisory lock; statements run without ``statement_timeout``.
+
+        :raises StartupError: the database holds a newer version than
+            ``migrations`` know (an older kiln against an upgraded database).
         """
         unit = self._unit
         unwatched, unit.unwatched = unit.unwatched, True
         try:
-            return self._install_schema(component, version, statements, dry_run=dry_run)
+            return self._install_schema(component, migrations, dry_run=dry_run)
         finally:
             unit.unwatched = unwatched
 
     def _install_schema(
         self,
         component: str,
-        version: int,
-        statements: Sequence[tuple[str, str]],
+        migrations: Sequence[Migration],
         *,
         dry_run: bool,
     ) -> list[str]:
@@ -807,21 +882,30 @@ class PostgreSQLDatabase:
                     ("SET LOCAL statement_timeout = 0", None),
                     ("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,)),
                 )
-            if self.installed_version(conn, component) is not None:
-                # Version 1 is the only one: later versions add migrations here.
+            installed = self.installed_version(conn, component)
+            latest = migrations[-1].number
+            if installed is not None and installed > latest:
+                raise StartupError(
+                    f"The {component} schema of PostgreSQL database {self.name} is version "
+                    f"{installed}, newer than this kiln knows ({latest}): upgrade kiln."
+                )
+            pending = [m for m in migrations if m.number > (installed or 0)]
+            if not pending:
                 return []
-            steps = ["create table schema_versions", *(d for d, _ in statements)]
-            steps.append(f"record {component} schema version {version}")
+            steps = ["create table schema_versions"] if installed is None else []
+            steps += [description for m in pending for description, _ in m.steps]
+            steps.append(f"record {component} schema version {latest}")
             if dry_run:
                 return steps
             self.execute(conn, _SCHEMA_VERSIONS)
-            for _, statement in statements:
-                self.execute(conn, statement)
+            for migration in pending:
+                for _, statement in migration.steps:
+                    self.execute(conn, statement)
             self.execute(
                 conn,
                 "INSERT INTO schema_versions (component, version) VALUES (%s, %s)"
                 " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, version),
+                (component, latest),
             )
             return steps
 

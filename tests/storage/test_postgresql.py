@@ -38,7 +38,7 @@ from kiln.storage.postgresql import (
     jsonb_text,
     like_pattern,
     list_query,
-    schema,
+    migrations,
 )
 from kiln.storage.testing import StorageContract, run_threads
 from tests.pgschema import CLOSED_PORT_URL, fresh_schema
@@ -130,7 +130,7 @@ def test_processes_installing_the_schema_at_once_take_turns(postgresql_url):
 def test_without_icu_like_folds_case_with_lower(postgresql_url):
     with fresh_schema(postgresql_url) as url:
         database = PostgreSQLDatabase(url)
-        database.install_schema("storage", 1, schema(icu=False))
+        database.install_schema("storage", migrations(icu=False))
         storage = PostgreSQLStorage(database)
         storage.create(R, P, {"id": "a", "t": "ÉCOLE"})
         assert _ids(storage.list_all(R, P, filters=[Filter("t", "école", Operator.LIKE)])) == ["a"]

@@ -10,33 +10,29 @@ delete them, in the same round trip.
 
 from __future__ import annotations
 
+import functools
+from importlib import resources
 from itertools import count
 from typing import Any
 
 import orjson
 
-from kiln._postgresql import PostgreSQLDatabase, database_for
+from kiln._postgresql import Migration, PostgreSQLDatabase, database_for, load_migrations
 from kiln.cache import CacheBase
 
 __all__ = ["PostgreSQLCache", "load"]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 
-SCHEMA_VERSION = 1
 CLEANUP_EVERY = 100
 
-SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table cache",
-        "CREATE TABLE IF NOT EXISTS cache ("
-        ' key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL, expires_at DOUBLE PRECISION)',
-    ),
-    (
-        "create index cache_expires_at",
-        "CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at)"
-        " WHERE expires_at IS NOT NULL",
-    ),
-)
+
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """The numbered migrations of the cache schema (``kiln/migrations/postgresql/cache``)."""
+    return load_migrations(resources.files("kiln.migrations").joinpath("postgresql", "cache"))
+
+
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
 _LIVE = f"key = %(key)s AND (expires_at IS NULL OR expires_at > {_NOW})"
 _SET = (
@@ -65,7 +61,7 @@ class PostgreSQLCache(CacheBase):
         self._writes = count(1)
 
     def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("cache", SCHEMA_VERSION, SCHEMA, dry_run=dry_run)
+        return self.database.install_schema("cache", migrations(), dry_run=dry_run)
 
     def flush(self) -> None:
         self._write("DELETE FROM cache WHERE starts_with(key, %(key)s)", {"key": self.prefix})

@@ -27,42 +27,31 @@ call are answered by one statement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from typing import Any
 
-from kiln._postgresql import Params, PostgreSQLDatabase, database_for
+from kiln._postgresql import (
+    Migration,
+    Params,
+    PostgreSQLDatabase,
+    database_for,
+    load_migrations,
+)
 from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
 
 __all__ = ["PostgreSQLPermission", "load"]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 
-SCHEMA_VERSION = 1
 
-SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table user_principals",
-        "CREATE TABLE IF NOT EXISTS user_principals ("
-        " user_id BYTEA NOT NULL, principal BYTEA NOT NULL,"
-        " PRIMARY KEY (user_id, principal))",
-    ),
-    (
-        "create index user_principals_principal",
-        "CREATE INDEX IF NOT EXISTS user_principals_principal"
-        " ON user_principals (principal, user_id)",
-    ),
-    (
-        "create table access_control_entries",
-        "CREATE TABLE IF NOT EXISTS access_control_entries ("
-        " object_id BYTEA NOT NULL, permission BYTEA NOT NULL, principal BYTEA NOT NULL,"
-        " PRIMARY KEY (object_id, permission, principal))",
-    ),
-    (
-        "create index access_control_entries_principal",
-        "CREATE INDEX IF NOT EXISTS access_control_entries_principal"
-        " ON access_control_entries (principal, permission, object_id)",
-    ),
-)
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """The numbered migrations of the permission schema
+    (``kiln/migrations/postgresql/permission``)."""
+    return load_migrations(resources.files("kiln.migrations").joinpath("postgresql", "permission"))
+
 
 _ACE = "access_control_entries"
 _SLASHES = (
@@ -131,7 +120,7 @@ class PostgreSQLPermission(PermissionBase):
     # -- lifecycle -----------------------------------------------------
 
     def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("permission", SCHEMA_VERSION, SCHEMA, dry_run=dry_run)
+        return self.database.install_schema("permission", migrations(), dry_run=dry_run)
 
     def flush(self) -> None:
         self._write(("DELETE FROM user_principals", None), (f"DELETE FROM {_ACE}", None))  # noqa: S608

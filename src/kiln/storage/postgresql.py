@@ -60,11 +60,18 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from kiln._postgresql import PostgreSQLDatabase, database_for, replicas_for
+from kiln._postgresql import (
+    Migration,
+    PostgreSQLDatabase,
+    database_for,
+    load_migrations,
+    replicas_for,
+)
 from kiln.exceptions import BackendError
 from kiln.storage import (
     Filter,
@@ -98,8 +105,6 @@ T = TypeVar("T")
 # fragments of this module and ``%(name)s`` placeholders; every value, and
 # every user-given field name (as a JSON path), is a bound parameter.
 
-SCHEMA_VERSION = 1
-
 #: ``str.casefold`` as well as PostgreSQL can: ICU's full case mappings
 #: (``ß`` and ``ẞ`` fold to ``ss``, ``İ`` to ``i̇``, a final sigma to a sigma).
 CASEFOLD_ICU = (
@@ -114,30 +119,13 @@ CASEFOLD_PLAIN = (
 )
 
 
-def schema(icu: bool) -> tuple[tuple[str, str], ...]:
-    """The statements of schema version 1 (``icu``: the server has ICU collations)."""
-    return (
-        ("create function kiln_casefold", CASEFOLD_ICU if icu else CASEFOLD_PLAIN),
-        (
-            "create table records",
-            "CREATE TABLE IF NOT EXISTS records ("
-            ' resource_name TEXT COLLATE "C" NOT NULL, parent_id TEXT COLLATE "C" NOT NULL,'
-            ' id TEXT COLLATE "C" NOT NULL, last_modified BIGINT NOT NULL,'
-            " deleted BOOLEAN NOT NULL DEFAULT FALSE, data JSONB NOT NULL,"
-            " PRIMARY KEY (resource_name, parent_id, id))",
-        ),
-        (
-            "create index records_last_modified",
-            "CREATE INDEX IF NOT EXISTS records_last_modified"
-            " ON records (resource_name, parent_id, last_modified)",
-        ),
-        (
-            "create table timestamps",
-            "CREATE TABLE IF NOT EXISTS timestamps ("
-            ' resource_name TEXT COLLATE "C" NOT NULL, parent_id TEXT COLLATE "C" NOT NULL,'
-            " last_modified BIGINT NOT NULL,"
-            " PRIMARY KEY (resource_name, parent_id)) WITH (fillfactor = 50)",
-        ),
+def migrations(icu: bool) -> tuple[Migration, ...]:
+    """The numbered migrations of the storage schema (``kiln/migrations/postgresql/
+    storage``); version 1 first creates ``kiln_casefold`` for the server
+    (``icu``: it has ICU collations)."""
+    casefold = ("create function kiln_casefold", CASEFOLD_ICU if icu else CASEFOLD_PLAIN)
+    return load_migrations(
+        resources.files("kiln.migrations").joinpath("postgresql", "storage"), {1: [casefold]}
     )
 
 
@@ -644,7 +632,7 @@ class PostgreSQLStorage(StorageBase):
                 f"PostgreSQL database {db.name} uses the encoding {encoding}; kiln stores "
                 "JSON and needs UTF8. Create the database with ENCODING 'UTF8'."
             )
-        return db.install_schema("storage", SCHEMA_VERSION, schema(icu), dry_run=dry_run)
+        return db.install_schema("storage", migrations(icu), dry_run=dry_run)
 
     def flush(self) -> None:
         db = self.database
