@@ -198,7 +198,8 @@ def test_any_text_parses_without_raising(text):
     )
 )
 def test_any_directive_soup_parses_without_raising(lines):
-    parse_docstring("\n".join(f":{d} {k}: {v}" for d, k, v in lines))
+    doc = parse_docstring("\n".join(f":{d} {k}: {v}" for d, k, v in lines))
+    assert all(warning.startswith("line ") for warning in doc.warnings)
 
 
 def test_text_after_leading_directives_gives_the_summary():
