@@ -39,25 +39,6 @@ class TestRedisStorage(StorageContract):
         yield backend
         backend.close()
 
-    # The contract runs its concurrency tests on transactional backends only;
-    # Redis gives these guarantees without transactions (one script per write).
-
-    def test_concurrent_conditional_updates_let_exactly_one_win_without_transactions(self, storage):
-        StorageContract.test_concurrent_conditional_updates_let_exactly_one_win(self, storage)
-
-    def test_concurrent_conditional_deletes_let_exactly_one_win_without_transactions(self, storage):
-        StorageContract.test_concurrent_conditional_deletes_let_exactly_one_win(self, storage)
-
-    def test_concurrent_creates_of_one_id_let_exactly_one_win_without_transactions(self, storage):
-        StorageContract.test_concurrent_creates_of_one_id_let_exactly_one_win(self, storage)
-
-    def test_concurrent_writers_get_unique_increasing_timestamps_without_transactions(
-        self, storage
-    ):
-        StorageContract.test_concurrent_writers_get_unique_increasing_timestamps_and_no_error(
-            self, storage
-        )
-
 
 @pytest.fixture
 def connection(redis_url):

@@ -926,49 +926,45 @@ class StorageContract:
 
     # -- concurrency ---------------------------------------------------
 
-    def test_concurrent_conditional_updates_let_exactly_one_win(
-        self, transactional: StorageBase
-    ) -> None:
-        created = transactional.create(R, P, {"id": "a", "n": 0})
+    # Single operations are atomic on every backend, transactions or not.
+
+    def test_concurrent_conditional_updates_let_exactly_one_win(self, storage: StorageBase) -> None:
+        created = storage.create(R, P, {"id": "a", "n": 0})
 
         def write(index: int) -> Record:
-            return transactional.update(R, P, "a", {"n": index}, if_match=created["last_modified"])
+            return storage.update(R, P, "a", {"n": index}, if_match=created["last_modified"])
 
         results = run_threads(8, write)
         winners = [r for r in results if isinstance(r, dict)]
         assert len(winners) == 1
         assert all(isinstance(r, PreconditionFailed) for r in results if r not in winners)
-        assert transactional.get(R, P, "a") == winners[0]
+        assert storage.get(R, P, "a") == winners[0]
 
-    def test_concurrent_conditional_deletes_let_exactly_one_win(
-        self, transactional: StorageBase
-    ) -> None:
-        created = transactional.create(R, P, {"id": "a"})
+    def test_concurrent_conditional_deletes_let_exactly_one_win(self, storage: StorageBase) -> None:
+        created = storage.create(R, P, {"id": "a"})
         results = run_threads(
-            6, lambda i: transactional.delete(R, P, "a", if_match=created["last_modified"])
+            6, lambda i: storage.delete(R, P, "a", if_match=created["last_modified"])
         )
         assert sum(isinstance(r, dict) for r in results) == 1
         assert all(isinstance(r, dict | PreconditionFailed) for r in results)
 
-    def test_concurrent_creates_of_one_id_let_exactly_one_win(
-        self, transactional: StorageBase
-    ) -> None:
-        results = run_threads(8, lambda i: transactional.create(R, P, {"id": "same", "n": i}))
+    def test_concurrent_creates_of_one_id_let_exactly_one_win(self, storage: StorageBase) -> None:
+        results = run_threads(8, lambda i: storage.create(R, P, {"id": "same", "n": i}))
         winners = [r for r in results if isinstance(r, dict)]
         assert len(winners) == 1
         assert all(isinstance(r, UnicityError) for r in results if r not in winners)
-        assert transactional.get(R, P, "same") == winners[0]
+        assert storage.get(R, P, "same") == winners[0]
 
     def test_concurrent_writers_get_unique_increasing_timestamps_and_no_error(
-        self, transactional: StorageBase
+        self, storage: StorageBase
     ) -> None:
         def write(index: int) -> list[int]:
             stamps = []
             for n in range(15):
-                record = transactional.create(R, P, {"w": index, "n": n})
+                record = storage.create(R, P, {"w": index, "n": n})
                 stamps.append(record["last_modified"])
                 if n % 5 == 0:
-                    stamps.append(transactional.update(R, P, record["id"], {})["last_modified"])
+                    stamps.append(storage.update(R, P, record["id"], {})["last_modified"])
             return stamps
 
         results = run_threads(6, write)
@@ -977,7 +973,7 @@ class StorageContract:
         assert len(set(stamps)) == len(stamps)
         for per_thread in results:
             assert per_thread == sorted(per_thread)
-        assert transactional.collection_timestamp(R, P) == max(stamps)
+        assert storage.collection_timestamp(R, P) == max(stamps)
 
     def test_a_since_follower_never_misses_a_record_behind_a_slow_transaction(
         self, transactional: StorageBase
