@@ -35,6 +35,7 @@ __all__ = [
     "error_body",
     "http_error",
     "install_error_handlers",
+    "invalid_parameter",
     "json_response",
 ]
 
@@ -157,6 +158,17 @@ class HTTPError(KilnError):
         return error_body(
             self.status, self.errno, self.message, details=self.details, info=self.info
         )
+
+
+def invalid_parameter(location: str, name: str, description: str) -> HTTPError:
+    """400 errno 107 for one wrong request part: ``"<name> in <location>: <description>"``,
+    with the same ``{location, name, description}`` in ``details``."""
+    return HTTPError(
+        400,
+        ERRORS.INVALID_PARAMETERS,
+        f"{name} in {location}: {description}",
+        details=[{"location": location, "name": name, "description": description}],
+    )
 
 
 def http_error(

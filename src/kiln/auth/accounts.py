@@ -146,6 +146,10 @@ class AccountStore:
         """
         return _public(self._get(username))
 
+    def all(self) -> list[Record]:
+        """Every account, without password hashes."""
+        return [_public(record) for record in self.storage.list_all(RESOURCE_NAME, "")]
+
     def verify(self, username: str, password: str) -> bool:
         """Whether ``password`` is the password of account ``username``.
 

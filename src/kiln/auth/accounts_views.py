@@ -27,19 +27,14 @@ from flask import Flask, Response, request
 from kiln.application import kiln_state
 from kiln.auth.accounts import AccountNotFoundError, AccountsPolicy
 from kiln.auth.web import current_identity, current_principals
-from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
 from kiln.resource.access import denied
 
 __all__ = ["install_accounts"]
 
 
 def _invalid(name: str, description: str) -> HTTPError:
-    return HTTPError(
-        400,
-        ERRORS.INVALID_PARAMETERS,
-        f"{name} in body: {description}",
-        details=[{"location": "body", "name": name, "description": description}],
-    )
+    return invalid_parameter("body", name, description)
 
 
 def _data() -> dict[str, Any]:
@@ -99,8 +94,7 @@ def install_accounts(app: Flask, policy: AccountsPolicy) -> None:
         if request.method == "POST":
             return sign_up(_data())
         if is_admin():
-            accounts = store.storage.list_all("account", "")
-            return json_response({"data": [_public(a) for a in accounts]})
+            return json_response({"data": store.all()})
         identity = current_identity()
         if identity is None or identity.policy != policy.name:
             raise denied(current_principals(), "Only accounts may list accounts.")
@@ -131,7 +125,3 @@ def install_accounts(app: Flask, policy: AccountsPolicy) -> None:
         record,
         methods=["GET", "PUT", "PATCH", "DELETE"],
     )
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "password"}

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.auth import AUTHENTICATED
-from kiln.errors import ERRORS, HTTPError
+from kiln.errors import ERRORS, HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
 
 __all__ = [
@@ -93,12 +93,7 @@ def denied(principals: Iterable[str], message: str | None = None) -> HTTPError:
 
 
 def _invalid(name: str, description: str) -> HTTPError:
-    return HTTPError(
-        400,
-        ERRORS.INVALID_PARAMETERS,
-        f"{name} in body: {description}",
-        details=[{"location": "body", "name": name, "description": description}],
-    )
+    return invalid_parameter("body", name, description)
 
 
 def parse_permissions(value: Any, allowed: Iterable[str]) -> dict[str, set[str]]:

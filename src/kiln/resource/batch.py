@@ -33,7 +33,7 @@ from werkzeug.datastructures import Headers
 
 from kiln.application import kiln_config, kiln_state
 from kiln.config import Setting, register_setting
-from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
 from kiln.resource.views import MAX_JSON_DEPTH, json_too_deep, retrying
 
 __all__ = ["install_batch"]
@@ -68,12 +68,7 @@ def install_batch(app: Flask) -> None:
 
 
 def _invalid(name: str, description: str) -> HTTPError:
-    return HTTPError(
-        400,
-        ERRORS.INVALID_PARAMETERS,
-        f"{name} in body: {description}",
-        details=[{"location": "body", "name": name, "description": description}],
-    )
+    return invalid_parameter("body", name, description)
 
 
 def _deep_merge(defaults: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:

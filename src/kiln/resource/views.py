@@ -52,7 +52,7 @@ from flask import Flask, Request, Response, current_app, g, request
 from kiln.application import kiln_state, register_heartbeat
 from kiln.auth.web import current_identity, current_principals, permission_for
 from kiln.config import Configuration, Setting, register_setting
-from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
 from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.permission import PermissionBase
 from kiln.resource import Registration, RequestContext, registrations
@@ -763,7 +763,9 @@ def _patch(call: _Call, object_id: str, preconditions: Preconditions) -> Respons
     model, access = call.model, call.access
     behavior = request.headers.get("Response-Behavior", "full").strip().lower()
     if behavior not in BEHAVIORS:
-        raise _invalid("header", "Response-Behavior", f"must be one of {', '.join(BEHAVIORS)}.")
+        raise invalid_parameter(
+            "header", "Response-Behavior", f"must be one of {', '.join(BEHAVIORS)}."
+        )
     media_type = request.mimetype
     body = _json_body(PATCH_TYPES)
     permissions: dict[str, set[str]] | None = None
@@ -799,12 +801,12 @@ def _permission_operations(
     if any(
         isinstance(op.get("from"), str) and not _on_permissions({"path": op["from"]}) for op in mine
     ):
-        raise _invalid("body", "body", "An operation cannot move values into permissions.")
+        raise invalid_parameter("body", "body", "An operation cannot move values into permissions.")
     current = call.access.record_permissions(object_id)
     try:
         patched = jsonpatch.apply_patch({"permissions": current}, mine)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
-        raise _invalid("body", "body", f"The JSON Patch does not apply: {exc}") from None
+        raise invalid_parameter("body", "body", f"The JSON Patch does not apply: {exc}") from None
     permissions = parse_permissions(
         patched.get("permissions"), call.access.rules.record_permissions
     )
@@ -819,15 +821,6 @@ def _on_permissions(operation: Any) -> bool:
 # --------------------------------------------------------------------------
 # Request parsing
 # --------------------------------------------------------------------------
-
-
-def _invalid(location: str, name: str, description: str) -> HTTPError:
-    return HTTPError(
-        400,
-        ERRORS.INVALID_PARAMETERS,
-        f"{name} in {location}: {description}",
-        details=[{"location": location, "name": name, "description": description}],
-    )
 
 
 def _query(registration: Registration, config: Configuration) -> Query:
@@ -856,7 +849,9 @@ def _precondition(name: str, allow_star: bool) -> int | str | None:
     digits = value[1:-1]
     if len(value) >= 2 and value[0] == value[-1] == '"' and _is_timestamp_text(digits):
         return int(digits)
-    raise _invalid("header", name, "Invalid value; it should be an integer between double quotes.")
+    raise invalid_parameter(
+        "header", name, "Invalid value; it should be an integer between double quotes."
+    )
 
 
 def _preconditions() -> Preconditions:
@@ -873,7 +868,7 @@ def _forced_timestamp() -> int | None:
         return None
     text = raw.strip().strip('"')
     if not (_is_timestamp_text(text) and _valid_timestamp(int(text))):
-        raise _invalid(
+        raise invalid_parameter(
             "querystring",
             "last_modified",
             f"must be an integer timestamp between 0 and {MAX_TIMESTAMP} (milliseconds).",
@@ -903,12 +898,14 @@ def _json_body(media_types: tuple[str, ...]) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _invalid("body", "body", f"Invalid JSON request body: {exc}") from None
+        raise invalid_parameter("body", "body", f"Invalid JSON request body: {exc}") from None
     if json_too_deep(body):
-        raise _invalid("body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels.")
+        raise invalid_parameter(
+            "body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels."
+        )
     # Cheap test first: a NUL can only arrive as the escape \u0000.
     if b"\\u0000" in raw and _holds_nul(body):
-        raise _invalid(
+        raise invalid_parameter(
             "body", "body", "Strings cannot contain the NUL character (U+0000); remove it."
         )
     return body
@@ -954,29 +951,31 @@ def _envelope_data(
     """``(data, permissions)`` of a request body; ``permissions`` only on
     shareable resources (``None`` when absent)."""
     if not isinstance(body, dict):
-        raise _invalid("body", "body", 'The body must be a JSON object like {"data": {...}}.')
+        raise invalid_parameter(
+            "body", "body", 'The body must be a JSON object like {"data": {...}}.'
+        )
     allowed = ("data", "permissions") if call.access.shareable else ("data",)
     for key in body:
         if key not in allowed:
-            raise _invalid("body", key, f"{key} is not allowed.")
+            raise invalid_parameter("body", key, f"{key} is not allowed.")
     permissions = None
     if "permissions" in body:
         permissions = parse_permissions(body["permissions"], call.access.rules.record_permissions)
     if "data" not in body:
         if required and permissions is None:
-            raise _invalid("body", "data", "data is required.")
+            raise invalid_parameter("body", "data", "data is required.")
         return {}, permissions
     data = body["data"]
     if not isinstance(data, dict):
-        raise _invalid("body", "data", "data must be a JSON object.")
+        raise invalid_parameter("body", "data", "data must be a JSON object.")
     if MODIFIED_FIELD in data and not _valid_timestamp(data[MODIFIED_FIELD]):
-        raise _invalid(
+        raise invalid_parameter(
             "body",
             "data.last_modified",
             f"must be an integer timestamp between 0 and {MAX_TIMESTAMP} (milliseconds).",
         )
     if ID_FIELD in data and not isinstance(data[ID_FIELD], str):
-        raise _invalid("body", "data.id", "Invalid record id.")
+        raise invalid_parameter("body", "data.id", "Invalid record id.")
     return data, permissions
 
 
