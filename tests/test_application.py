@@ -13,9 +13,9 @@ from werkzeug.serving import make_server
 import kiln
 from kiln import application
 from kiln import config as kiln_config
+from kiln._state import api_version
 from kiln.application import (
     add_api_capability,
-    api_version,
     create_app,
     get_app,
     register_heartbeat,
@@ -667,8 +667,8 @@ def test_close_app_releases_the_backends_and_policies(tmp_path):
         },
         configure_logging=False,
     )
-    storage = app.extensions["kiln.storage"]
-    permission = app.extensions["kiln.permission"]
+    storage = app.extensions["kiln"].storage
+    permission = app.extensions["kiln"].permission
     close_app(app)
     assert not {"kiln.storage", "kiln.permission", "kiln.cache", "kiln.auth_policies"} & set(
         app.extensions

@@ -39,7 +39,7 @@ def served(make_pg_primary):
     try:
         yield primary, app
     finally:
-        app.extensions["kiln.storage"].close()
+        app.extensions["kiln"].storage.close()
 
 
 def assert_unavailable(response) -> None:

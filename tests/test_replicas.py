@@ -109,18 +109,18 @@ def make_app(servers):
 
     yield build
     for app in built:
-        app.extensions["kiln.storage"].close()
+        app.extensions["kiln"].storage.close()
 
 
 def replicas_of(app) -> ReadReplicas:
-    replicas = app.extensions["kiln.storage"].database.replicas
+    replicas = app.extensions["kiln"].storage.database.replicas
     assert replicas is not None
     return replicas
 
 
 def reading_from_replica(app) -> None:
     """Start with an empty collection, replayed, and a replica fresh enough to serve."""
-    storage = app.extensions["kiln.storage"]
+    storage = app.extensions["kiln"].storage
     storage.flush()
     replicas = replicas_of(app)
     for replica in replicas.replicas:
@@ -263,7 +263,7 @@ def test_a_request_that_writes_reads_its_writes_from_the_primary(servers, make_a
     _, replica, name = servers
     app = make_app(replica_max_lag_seconds=60, read_your_writes_seconds=0)
     reading_from_replica(app)
-    storage = app.extensions["kiln.storage"]
+    storage = app.extensions["kiln"].storage
 
     def write_then_read():
         with storage.transaction():
@@ -394,7 +394,7 @@ def test_reads_fail_over_to_the_primary_when_the_replica_stops_and_return_when_i
         wait_until(replicas.pick, timeout=10, message="the replica serves again")
         assert names(client.get("/v1/mushrooms")) == ["a"]
     finally:
-        app.extensions["kiln.storage"].close()
+        app.extensions["kiln"].storage.close()
 
 
 def test_a_hung_replica_is_bypassed_within_the_statement_and_connect_timeouts(
@@ -519,7 +519,7 @@ def test_read_urls_must_be_a_list_of_urls(make_app):
 
 def test_without_read_urls_every_request_uses_the_primary(servers, make_app):
     app = make_app(read_urls=[])
-    assert app.extensions["kiln.storage"].database.replicas is None
+    assert app.extensions["kiln"].storage.database.replicas is None
     client = app.test_client()
     assert client.post("/v1/mushrooms", json={"data": {"name": "z"}}).status_code == 201
     assert client.get("/v1/mushrooms").status_code == 200

@@ -26,8 +26,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from flask import Flask, Response, current_app, request
@@ -35,13 +34,32 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect, Rule
 
 from kiln import logging as kiln_logging
+from kiln._state import (
+    HeartbeatCheck,
+    KilnState,
+    add_api_capability,
+    api_major,
+    register_heartbeat,
+    state_of,
+)
+from kiln.auth.accounts_views import install_accounts
+from kiln.auth.web import install_auth
+from kiln.cache import load_cache
 from kiln.config import CONFIG, Configuration
 from kiln.cors import install_cors
+from kiln.docs import install as install_docs
 from kiln.eos import install_eos
 from kiln.errors import ERRORS, HTTPError, install_error_handlers
 from kiln.exceptions import StartupError
+from kiln.permission import load_permission
+from kiln.resource import Registration, registrations
+from kiln.resource.batch import install_batch
+from kiln.resource.views import mount_resources
+from kiln.storage import load_storage
+from kiln.views import install_utility_views
 
 __all__ = [
+    "HeartbeatCheck",
     "KilnState",
     "add_api_capability",
     "close_app",
@@ -52,8 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("kiln.app")
-
-HeartbeatCheck = Callable[[], "bool | None"]
 
 #: The app whose views are being imported, so that ``kiln.app`` resolves to it.
 _building: contextvars.ContextVar[Flask | None] = contextvars.ContextVar(
@@ -70,70 +86,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-@dataclass
-class KilnState:
-    """What kiln keeps on each app, as ``app.extensions["kiln"]``."""
-
-    config: Configuration
-    heartbeats: dict[str, HeartbeatCheck] = field(default_factory=dict)
-    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
-    public_settings: list[str] = field(default_factory=lambda: ["readonly"])
-
-    @property
-    def api_prefix(self) -> str:
-        """The version prefix of every protocol route, like ``/v1``."""
-        return f"/v{api_major(self.config)}"
-
-
-def api_version(config: Configuration) -> str:
-    """``http_api_version``, else the first two parts of ``project.version``."""
-    explicit = config.setting("http_api_version")
-    if explicit:
-        return str(explicit)
-    return ".".join(str(config.setting("project.version")).split(".")[:2])
-
-
-def api_major(config: Configuration) -> str:
-    """The major number of the HTTP API version (the ``N`` of ``/vN``)."""
-    major = api_version(config).split(".")[0]
-    if not major.isdigit():
-        raise StartupError(
-            f"http_api_version {api_version(config)!r} must start with a number, like '1.0'."
-        )
-    return major
-
-
-def kiln_state(app: Flask) -> KilnState:
-    """The :class:`KilnState` of an app built by :func:`create_app`."""
-    return cast(KilnState, app.extensions["kiln"])
-
-
 def kiln_config(app: Flask | None = None) -> Configuration:
     """The kiln configuration of ``app`` (default: the current app)."""
-    return kiln_state(app or current_app).config
-
-
-def register_heartbeat(app: Flask, name: str, check: HeartbeatCheck) -> None:
-    """Add a check to ``/__heartbeat__``.
-
-    ``check()`` returns ``True`` (healthy), ``False`` (failing: the heartbeat
-    answers 503) or ``None`` (unknown; does not fail the heartbeat). A check
-    that raises or outlasts ``heartbeat.timeout_seconds`` counts as ``False``.
-    """
-    kiln_state(app).heartbeats[name] = check
-
-
-def add_api_capability(
-    app: Flask, identifier: str, description: str = "", url: str = "", **extra: Any
-) -> None:
-    """Announce a capability in the hello view.
-
-    :raises ValueError: ``identifier`` is already registered.
-    """
-    capabilities = kiln_state(app).capabilities
-    if identifier in capabilities:
-        raise ValueError(f"The capability {identifier!r} is already registered.")
-    capabilities[identifier] = {"description": description, "url": url, **extra}
+    return state_of(app or current_app).config
 
 
 # --------------------------------------------------------------------------
@@ -166,9 +121,8 @@ def create_app(
     configuration.config  # noqa: B018 -- load (and validate) now: a broken config fails here
 
     app = _new_flask(configuration)
-    state = KilnState(config=configuration)
+    state = KilnState(config=configuration, api_prefix=f"/v{api_major(configuration)}")
     app.extensions["kiln"] = state
-    state.api_prefix  # noqa: B018 -- fail at startup on a bad http_api_version
 
     if configure_logging:
         kiln_logging.configure(configuration)
@@ -177,38 +131,48 @@ def create_app(
     install_error_handlers(app)
     _install_common_hooks(app, configuration)
     app.before_request(_redirects)
-    install_eos(app)
-    install_cors(app)
-    kiln_logging.install_request_summary(app)
-
-    from kiln.views import install_utility_views
-
-    install_utility_views(app)
-    _load_views(app, configuration.setting("views"))
-    from kiln.auth.web import install_auth
-    from kiln.resource.batch import install_batch
-    from kiln.resource.views import mount_resources
-
-    install_batch(app)
-    install_auth(app)
-    mount_resources(app, configuration.setting("views"))
-    from kiln.docs import install as install_docs
-
+    install_eos(app, configuration)
+    install_cors(app, configuration)
+    kiln_logging.install_request_summary(app, configuration)
+    install_utility_views(app, state)
+    views = configuration.setting("views")
+    _load_views(app, views)
+    declared = [registration for module in views for registration in registrations(module)]
+    _install_backends(app, state, declared)
+    install_batch(app, state)
+    install_auth(app, state)
+    install_accounts(app, state)
+    mount_resources(app, state, declared)
     install_docs(app)
-    if "kiln.storage" in app.extensions:
-        _install_cache(app, configuration)
     _wrap_middleware(app, configuration.setting("middleware"))
     return app
 
 
-def _install_cache(app: Flask, configuration: Configuration) -> None:
-    from kiln.cache import load_cache
+def _install_backends(app: Flask, state: KilnState, declared: list[Registration]) -> None:
+    """Build the storage, permission and cache backends the app needs, once.
 
-    cache = load_cache(configuration)
-    if configuration.setting("storage.initialize_on_startup"):
-        cache.initialize_schema()
-    app.extensions["kiln.cache"] = cache
-    register_heartbeat(app, "cache", cache.heartbeat)
+    Storage: for resources and for the ``accounts`` policy; permissions:
+    for shareable resources; the cache: wherever there is storage. Each
+    backend's schema is created or upgraded here when
+    ``storage.initialize_on_startup`` is on, and each gets a heartbeat.
+    """
+    config = state.config
+    initialize = config.setting("storage.initialize_on_startup")
+    if declared or "accounts" in config.setting("auth.policies"):
+        state.storage = load_storage(config)
+        if initialize:
+            state.storage.initialize_schema()
+        register_heartbeat(app, "storage", state.storage.heartbeat)
+    if any(registration.cls.kind == "shareable" for registration in declared):
+        state.permission = load_permission(config)
+        if initialize:
+            state.permission.initialize_schema()
+        register_heartbeat(app, "permission", state.permission.heartbeat)
+    if state.storage is not None:
+        state.cache = load_cache(config)
+        if initialize:
+            state.cache.initialize_schema()
+        register_heartbeat(app, "cache", state.cache.heartbeat)
 
 
 def _new_flask(configuration: Configuration) -> Flask:
@@ -334,12 +298,7 @@ def close_app(app: Flask) -> None:
     """Release what ``app`` holds: its cache, permission and storage backends'
     connections and files, and its authentication policies. The app cannot
     serve afterwards; call it when throwing an app away (tests, reloaders)."""
-    for key in ("kiln.cache", "kiln.permission", "kiln.storage"):
-        backend = app.extensions.pop(key, None)
-        if backend is not None:
-            backend.close()
-    for policy in app.extensions.pop("kiln.auth_policies", []):
-        policy.close()
+    state_of(app).close()
 
 
 def reset_global_app() -> None:
@@ -368,8 +327,9 @@ def _redirects() -> Response | None:
         return _redirect_to(unquote(urlsplit(exc.new_url).path))
     if not isinstance(exc, NotFound):
         return None
-    config = kiln_config()
-    prefix = kiln_state(current_app).api_prefix
+    state = state_of(current_app)
+    config = state.config
+    prefix = state.api_prefix
     candidates = []
     if config.setting("trailing_slash_redirect_enabled") and len(path) > 1 and path.endswith("/"):
         candidates.append(path.rstrip("/") or "/")

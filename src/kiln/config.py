@@ -50,8 +50,8 @@ from typing import Any
 
 import orjson
 import yaml
-from flask import current_app, has_app_context
 
+from kiln._state import current_config_or_none
 from kiln.exceptions import ConfigError, ConfigFileError
 
 __all__ = [
@@ -752,11 +752,8 @@ def current() -> Configuration:
     :func:`get` read the config of the app serving them, also in tests that
     build apps from explicit configs.
     """
-    if has_app_context():
-        state = current_app.extensions.get("kiln")
-        if state is not None:
-            return state.config  # type: ignore[no-any-return]
-    return CONFIG
+    config = current_config_or_none()
+    return config if config is not None else CONFIG
 
 
 def get(key: str, default: Any = None) -> Any:

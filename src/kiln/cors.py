@@ -17,7 +17,7 @@ import fnmatch
 
 from flask import Flask, Response, request
 
-from kiln.config import Setting, register_setting
+from kiln.config import Configuration, Setting, register_setting
 
 __all__ = ["EXPOSED_HEADERS", "install_cors"]
 
@@ -60,11 +60,8 @@ def origin_allowed(origin: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(origin, str(pattern)) for pattern in patterns)
 
 
-def install_cors(app: Flask) -> None:
-    """Add CORS headers to every response of ``app``."""
-    from kiln.application import kiln_state
-
-    config = kiln_state(app).config
+def install_cors(app: Flask, config: Configuration) -> None:
+    """Add CORS headers to every response of ``app`` (``config``: the app's)."""
 
     @app.after_request
     def _cors(response: Response) -> Response:

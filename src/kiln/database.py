@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from kiln._state import register_heartbeat, state_of
 from kiln.config import CONFIG, Configuration, Setting, register_setting
 from kiln.exceptions import BackendError, ConfigError
 
@@ -749,8 +750,8 @@ def heartbeat() -> dict[str, bool]:
 
 def database_for(app: Flask) -> Database:
     """The :class:`Database` of ``app`` (set by :func:`init_app`), else :data:`DATABASE`."""
-    database: Database = app.extensions.get("kiln.database", DATABASE)
-    return database
+    database = state_of(app).database
+    return database if database is not None else DATABASE
 
 
 def init_app(app: Flask) -> None:
@@ -764,11 +765,9 @@ def init_app(app: Flask) -> None:
 
     :raises ConfigError: the ``database`` section is wrong (unknown module, no servers).
     """
-    from kiln.application import kiln_config, register_heartbeat
-
-    config = kiln_config(app)
-    database = DATABASE if config is CONFIG else Database(config)
-    app.extensions["kiln.database"] = database
+    state = state_of(app)
+    database = DATABASE if state.config is CONFIG else Database(state.config)
+    state.database = database
     if not database.configured():
         return
     database.check()

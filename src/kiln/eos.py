@@ -70,11 +70,8 @@ def _alert(code: str, info: dict[str, Any]) -> str:
     return orjson.dumps({"code": code, "message": info["message"], "url": info["url"]}).decode()
 
 
-def install_eos(app: Flask) -> None:
-    """Send soft/hard end-of-service alerts on ``app``."""
-    from kiln.application import kiln_state
-
-    config = kiln_state(app).config
+def install_eos(app: Flask, config: Configuration) -> None:
+    """Send soft/hard end-of-service alerts on ``app`` (``config``: the app's)."""
 
     @app.before_request
     def _hard_eol() -> None:

@@ -24,6 +24,7 @@ import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from kiln._state import current_state
 from kiln.exceptions import BackendError, KilnError, TransientBackendError
 
 if TYPE_CHECKING:
@@ -244,11 +245,7 @@ def _plain(description: str | None) -> str | None:
 
 
 def _setting(key: str) -> Any:
-    from flask import current_app
-
-    from kiln.application import kiln_config
-
-    return kiln_config(current_app).setting(key)
+    return current_state().config.setting(key)
 
 
 def _retry_after() -> int:

@@ -558,7 +558,7 @@ def _install_default(config: Configuration) -> None:
         summary.setLevel(logging.INFO)
 
 
-def install_request_summary(app: Flask) -> None:
+def install_request_summary(app: Flask, config: Configuration) -> None:
     """Log one ``request.summary`` line per request, with Cliquet's fields.
 
     The message reads ``"GET /v1/path?query" 200 (3.1 ms)`` with control
@@ -570,9 +570,6 @@ def install_request_summary(app: Flask) -> None:
     ``subrequest.summary`` lines. ``request.summary: false`` turns both off.
     """
     from flask import request
-
-    from kiln.application import kiln_state
-    from kiln.auth.web import identity_fields
 
     summary = logging.getLogger(SUMMARY_LOGGER)
     subrequest_summary = logging.getLogger(SUBREQUEST_SUMMARY_LOGGER)
@@ -586,8 +583,6 @@ def install_request_summary(app: Flask) -> None:
     # redirect, an error) must still be timed.
     app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)
 
-    config = kiln_state(app).config
-
     @app.after_request
     def _log_summary(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
@@ -600,15 +595,14 @@ def install_request_summary(app: Flask) -> None:
             started = time.perf_counter()
             environ["kiln.start_time"] = datetime.datetime.now(datetime.UTC)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        uid, authn_type = identity_fields(environ)
         fields = {
             "agent": environ.get("HTTP_USER_AGENT"),
             "path": req.path,
             "method": req.method,
             "querystring": req.args.to_dict() if environ.get("QUERY_STRING") else {},
             "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
-            "uid": uid,
-            "authn_type": authn_type,
+            "uid": None,
+            "authn_type": None,
             "errno": environ.get("kiln.errno"),
             "code": response.status_code,
             "time": environ["kiln.start_time"].isoformat(timespec="milliseconds"),

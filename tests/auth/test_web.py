@@ -74,7 +74,7 @@ def test_groups_from_the_permission_backend_are_principals_and_grant_access(tmp_
     )
     assert created.status_code == 201
     assert client.get("/v1/toadstools/t1", headers=basic("bob", "pw")).status_code == 403
-    app.extensions["kiln.permission"].add_user_principal(bob, "/groups/friends")
+    app.extensions["kiln"].permission.add_user_principal(bob, "/groups/friends")
     hello = client.get("/v1/", headers=basic("bob", "pw")).json["user"]
     assert "/groups/friends" in hello["principals"]
     assert client.get("/v1/toadstools/t1", headers=basic("bob", "pw")).status_code == 200
@@ -178,7 +178,7 @@ def test_without_initialize_on_startup_the_permission_schema_is_left_to_migrate(
     app = make_app(
         tmp_path, storage={"backend": "sqlite", "url": url, "initialize_on_startup": False}
     )
-    backend = app.extensions["kiln.permission"]
+    backend = app.extensions["kiln"].permission
     assert backend.initialize_schema(dry_run=True) != []
 
 

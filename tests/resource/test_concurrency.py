@@ -55,7 +55,7 @@ def api(request, tmp_path):
             yield client
         finally:
             client.close()
-    app.extensions["kiln.storage"].close()
+    app.extensions["kiln"].storage.close()
 
 
 def assert_envelope(reply: Reply, status: int, errno: int) -> None:
@@ -330,7 +330,7 @@ def _seed_database(path: Path) -> dict:
     response = client.put("/v1/items/kept", json={"data": {"colour": "blue"}})
     assert response.status_code == 201
     record = response.get_json()["data"]
-    app.extensions["kiln.storage"].close()
+    app.extensions["kiln"].storage.close()
     return record
 
 
@@ -374,7 +374,7 @@ def test_sqlite_opened_with_mode_ro_serves_reads_and_answers_writes_503(tmp_path
     app = kiln.create_app(config("sqlite", f"file:{path}?mode=ro"), configure_logging=False)
     with serve_in_thread(app) as base:
         _assert_reads_work_and_writes_are_refused(base, record)
-    app.extensions["kiln.storage"].close()
+    app.extensions["kiln"].storage.close()
 
 
 def test_sqlite_file_read_only_at_the_os_level_serves_reads_and_answers_writes_503(tmp_path):
@@ -387,7 +387,7 @@ def test_sqlite_file_read_only_at_the_os_level_serves_reads_and_answers_writes_5
             with serve_in_thread(app) as base:
                 _assert_reads_work_and_writes_are_refused(base, record)
         finally:
-            app.extensions["kiln.storage"].close()
+            app.extensions["kiln"].storage.close()
 
 
 # --------------------------------------------------------------------------

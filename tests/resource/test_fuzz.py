@@ -401,7 +401,7 @@ def fuzz_app(request, tmp_path_factory):
         configure_logging=False,
     )
     yield app
-    app.extensions["kiln.storage"].close()
+    app.extensions["kiln"].storage.close()
 
 
 @pytest.fixture(scope="module")
@@ -469,7 +469,7 @@ def socket_send(tmp_path_factory) -> Send:
 
         yield send
         client.close()
-    app.extensions["kiln.storage"].close()
+    app.extensions["kiln"].storage.close()
 
 
 @settings(FUZZ, max_examples=200)

@@ -38,7 +38,7 @@ def test_a_request_the_database_aborts_runs_again_and_succeeds(app, monkeypatch)
     created = client.post("/v1/mushrooms", json={"data": {"name": "a"}}).json["data"]
     events = []
     subscribe(app, lambda event: events.append(event), actions=("update",))
-    calls = conflict_on(monkeypatch, app.extensions["kiln.storage"], "update", 2)
+    calls = conflict_on(monkeypatch, app.extensions["kiln"].storage, "update", 2)
     response = client.patch(f"/v1/mushrooms/{created['id']}", json={"data": {"size": 3}})
     assert response.status_code == 200
     assert response.json["data"]["size"] == 3
@@ -49,7 +49,7 @@ def test_a_request_the_database_aborts_runs_again_and_succeeds(app, monkeypatch)
 def test_a_request_that_keeps_conflicting_answers_503_after_the_retries(app, monkeypatch):
     client = app.test_client()
     created = client.post("/v1/mushrooms", json={"data": {"name": "a"}}).json["data"]
-    calls = conflict_on(monkeypatch, app.extensions["kiln.storage"], "update", 100)
+    calls = conflict_on(monkeypatch, app.extensions["kiln"].storage, "update", 100)
     response = client.patch(f"/v1/mushrooms/{created['id']}", json={"data": {"size": 3}})
     assert response.status_code == 503
     assert response.json["errno"] == 201
@@ -61,7 +61,7 @@ def test_a_request_that_keeps_conflicting_answers_503_after_the_retries(app, mon
 def test_a_batch_runs_again_as_a_whole_and_applies_once(app, monkeypatch):
     client = app.test_client()
     created = client.post("/v1/mushrooms", json={"data": {"name": "a"}}).json["data"]
-    calls = conflict_on(monkeypatch, app.extensions["kiln.storage"], "update", 1)
+    calls = conflict_on(monkeypatch, app.extensions["kiln"].storage, "update", 1)
     requests = [
         {"method": "POST", "path": "/mushrooms", "body": {"data": {"name": "b"}}},
         {"method": "PATCH", "path": f"/mushrooms/{created['id']}", "body": {"data": {"size": 1}}},
@@ -88,7 +88,7 @@ def test_without_retries_a_conflict_answers_503_at_once(tmp_path, monkeypatch):
         configure_logging=False,
     )
     client = app.test_client()
-    calls = conflict_on(monkeypatch, app.extensions["kiln.storage"], "create", 1)
+    calls = conflict_on(monkeypatch, app.extensions["kiln"].storage, "create", 1)
     requests = [{"method": "POST", "path": "/mushrooms", "body": {"data": {"name": "b"}}}]
     assert client.post("/v1/batch", json={"requests": requests}).status_code == 503
     assert len(calls) == 1

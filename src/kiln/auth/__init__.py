@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from kiln.config import Setting, register_setting
+from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import ConfigError, StartupError
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ __all__ = [
     "AuthenticationPolicy",
     "Identity",
     "authenticate",
+    "denied",
     "get_header",
     "load_policies",
     "principals_for",
@@ -76,6 +78,8 @@ AUTHENTICATED = "system.Authenticated"
 
 #: Names of the policies kiln ships, usable in ``auth.policies``.
 BUILTIN_POLICIES = ("accounts", "basicauth")
+#: The class of each built-in policy, in its module ``kiln.auth.<name>``.
+_BUILTIN_CLASSES = {"accounts": "AccountsPolicy", "basicauth": "BasicAuthPolicy"}
 
 #: What a policy name may look like: it prefixes user ids, so no ``:``.
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -175,6 +179,17 @@ def authenticate(
     return None
 
 
+def denied(principals: Iterable[str], message: str | None = None) -> HTTPError:
+    """The error refusing a request: 401 (errno 104) for an anonymous caller,
+    so that a client knows to authenticate, 403 (errno 121) for an
+    authenticated one (``message`` says why)."""
+    if AUTHENTICATED in principals:
+        return HTTPError(403, ERRORS.FORBIDDEN, message or "This user cannot access this resource.")
+    return HTTPError(
+        401, ERRORS.MISSING_AUTH_TOKEN, "Please authenticate yourself to use this endpoint."
+    )
+
+
 def principals_for(
     identity: Identity | None,
     user_principals: Callable[[str], Iterable[str]] | None = None,
@@ -245,19 +260,18 @@ def load_policies(config: Any, storage: StorageBase | None = None) -> list[Authe
 
 
 def _build_policy(entry: str, config: Any, storage: StorageBase | None) -> AuthenticationPolicy:
-    if entry == "basicauth":
-        from kiln.auth.basicauth import BasicAuthPolicy
-
-        return BasicAuthPolicy(config)
-    if entry == "accounts":
-        from kiln.auth.accounts import AccountsPolicy
-
+    if entry in BUILTIN_POLICIES:
+        # Built-in policies are modules of this package, imported by name like
+        # any policy (as storage backends are), so this module imports none.
+        cls = getattr(importlib.import_module(f"kiln.auth.{entry}"), _BUILTIN_CLASSES[entry])
+        if entry != "accounts":
+            return cast(AuthenticationPolicy, cls(config))
         if storage is None:
             raise StartupError(
                 "The 'accounts' policy keeps accounts in the storage backend; "
                 "pass storage= to load_policies()."
             )
-        return AccountsPolicy(config, storage)
+        return cast(AuthenticationPolicy, cls(config, storage))
     if "." not in entry:
         message = f"auth.policies entry {entry!r} is not a known policy."
         guesses = difflib.get_close_matches(entry.lower(), BUILTIN_POLICIES, 1, 0.6)

@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
-from kiln.application import kiln_state
+from kiln._state import KilnState
+from kiln.auth import denied
 from kiln.auth.accounts import AccountNotFoundError, AccountsPolicy
 from kiln.auth.web import current_identity, current_principals
 from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
-from kiln.resource.access import denied
 
 __all__ = ["install_accounts"]
 
@@ -58,9 +58,11 @@ def _data() -> dict[str, Any]:
     return data
 
 
-def install_accounts(app: Flask, policy: AccountsPolicy) -> None:
-    """Serve the accounts endpoints of ``policy`` on ``app``."""
-    state = kiln_state(app)
+def install_accounts(app: Flask, state: KilnState) -> None:
+    """Serve the accounts endpoints on ``app`` when ``auth.policies`` has ``accounts``."""
+    policy = next((p for p in state.auth_policies if isinstance(p, AccountsPolicy)), None)
+    if policy is None:
+        return
     config = state.config
     store = policy.store
     prefix = state.api_prefix

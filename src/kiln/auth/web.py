@@ -23,38 +23,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
-from kiln.application import kiln_state, register_heartbeat
+from kiln._state import KilnState, current_state
 from kiln.auth import Identity, authenticate, load_policies, principals_for
 from kiln.errors import HTTPError
-from kiln.permission import PermissionBase, load_permission
 
 __all__ = [
     "current_identity",
     "current_principals",
     "identity_fields",
     "install_auth",
-    "permission_for",
 ]
 
 _IDENTITY = "kiln.identity"
 _PRINCIPALS = "kiln.principals"
 
 
-def install_auth(app: Flask) -> None:
-    """Authenticate every request of ``app`` with the policies of ``auth.policies``."""
-    config = kiln_state(app).config
+def install_auth(app: Flask, state: KilnState) -> None:
+    """Authenticate every request of ``app`` with the policies of ``auth.policies``.
+
+    The ``accounts`` policy keeps its accounts in ``state.storage``.
+    """
+    config = state.config
     entries = config.setting("auth.policies")
     if not entries:
         return
-    storage = None
-    if "accounts" in entries:
-        from kiln.resource.views import storage_for
-
-        storage = storage_for(app)
+    storage = state.storage if "accounts" in entries else None
     policies = load_policies(config, storage)
-    app.extensions["kiln.auth_policies"] = policies
+    state.auth_policies = tuple(policies)
     headers = sorted({name.lower() for policy in policies for name in policy.headers})
     challenge = next((c for c in (p.challenge() for p in policies) if c), None)
 
@@ -71,7 +68,12 @@ def install_auth(app: Flask) -> None:
         found = memo[key]
         if isinstance(found, HTTPError):
             raise found
-        request.environ[_IDENTITY] = found
+        environ = request.environ
+        environ[_IDENTITY] = found
+        if found is not None:
+            # The request summary log line names who made the request.
+            uid, authn_type = identity_fields(environ)
+            environ.setdefault("kiln.summary_fields", {}).update(uid=uid, authn_type=authn_type)
 
     @app.after_request
     def _auth_headers(response: Response) -> Response:
@@ -82,13 +84,6 @@ def install_auth(app: Flask) -> None:
             if "no-store" not in cache_control:
                 response.headers["Cache-Control"] = f"{cache_control}, no-store"
         return response
-
-    if storage is not None:
-        from kiln.auth.accounts import AccountsPolicy
-        from kiln.auth.accounts_views import install_accounts
-
-        accounts = next(p for p in policies if isinstance(p, AccountsPolicy))
-        install_accounts(app, accounts)
 
 
 def current_identity() -> Identity | None:
@@ -110,24 +105,11 @@ def current_principals() -> tuple[str, ...]:
         memo: dict[str | None, tuple[str, ...]] = g.setdefault("kiln_principals", {})
         key = identity.prefixed_id if identity is not None else None
         if key not in memo:
-            backend: PermissionBase | None = current_app.extensions.get("kiln.permission")
+            backend = current_state().permission
             groups = backend.user_principals if backend is not None else None
             memo[key] = principals_for(identity, groups)
         principals = environ[_PRINCIPALS] = memo[key]
     return principals
-
-
-def permission_for(app: Flask) -> PermissionBase:
-    """The app's permission backend, built (and its schema initialized) on first use."""
-    backend: PermissionBase | None = app.extensions.get("kiln.permission")
-    if backend is None:
-        config = kiln_state(app).config
-        backend = load_permission(config)
-        if config.setting("storage.initialize_on_startup"):
-            backend.initialize_schema()
-        app.extensions["kiln.permission"] = backend
-        register_heartbeat(app, "permission", backend.heartbeat)
-    return backend
 
 
 def identity_fields(environ: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -40,12 +40,15 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request, send_file
 
+from kiln.__about__ import __version__
+from kiln._state import api_version, state_of
 from kiln.auth import AuthenticationPolicy
 from kiln.config import Configuration, Setting, register_setting
 from kiln.docs._clay import build_clay_docs
 from kiln.docs._models import Models
 from kiln.docs.openapi import ApiInfo, ResourceEndpoints, Route, build_openapi
 from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.views import absolute_url
 
 __all__ = ["init_app", "install", "openapi_document", "security_scheme", "swagger_ui_directory"]
 
@@ -118,12 +121,11 @@ class _DocsState:
 
 def install(app: Flask) -> None:
     """Serve ``/v<N>/__api__`` and ``/docs`` on ``app`` (idempotent)."""
-    from kiln.application import kiln_state
-
-    if "kiln.docs" in app.extensions:
+    state = state_of(app)
+    if state.docs is not None:
         return
-    app.extensions["kiln.docs"] = _DocsState()
-    prefix = kiln_state(app).api_prefix
+    state.docs = _DocsState()
+    prefix = state.api_prefix
     app.add_url_rule(f"{prefix}/__api__", "kiln.docs.openapi", openapi_view)
     app.add_url_rule("/docs", "kiln.docs.page", page_view)
     app.add_url_rule("/docs/assets/<name>", "kiln.docs.asset", asset_view)
@@ -142,9 +144,7 @@ def init_app(app: Flask) -> None:
 
 
 def _config(app: Flask) -> Configuration:
-    from kiln.application import kiln_config
-
-    return kiln_config(app)
+    return state_of(app).config
 
 
 def _enabled_methods(
@@ -163,7 +163,7 @@ def _enabled_methods(
 
 
 def _resources(app: Flask, config: Configuration) -> list[ResourceEndpoints]:
-    mounted = app.extensions.get("kiln.resources", {})
+    mounted = state_of(app).resources
     return [
         ResourceEndpoints(
             registration=registration,
@@ -178,7 +178,7 @@ def _resources(app: Flask, config: Configuration) -> list[ResourceEndpoints]:
 
 
 def _routes(app: Flask, *, resources_too: bool) -> list[Route]:
-    mounted = app.extensions.get("kiln.resources", {})
+    mounted = state_of(app).resources
     resource_endpoints = {
         f"{name}-{endpoint}": registration
         for name, registration in mounted.items()
@@ -222,9 +222,8 @@ def _resource_route(rule: str, endpoint: str, methods: tuple[str, ...]) -> Route
 
 def _security_schemes(app: Flask) -> dict[str, dict[str, Any]]:
     """The schemes of the policies :func:`kiln.auth.web.install_auth` built, by policy name."""
-    policies: list[AuthenticationPolicy] = app.extensions.get("kiln.auth_policies", [])
     schemes = {}
-    for policy in policies:
+    for policy in state_of(app).auth_policies:
         scheme = security_scheme(policy)
         if scheme is not None:
             schemes[policy.name] = scheme
@@ -252,15 +251,12 @@ def security_scheme(policy: AuthenticationPolicy) -> dict[str, Any] | None:
 
 
 def _api_info(app: Flask, config: Configuration) -> ApiInfo:
-    from kiln import __version__
-    from kiln.application import api_version, kiln_state
-
     name = config.setting("project.name")
     batch = "kiln.batch" in app.view_functions
     return ApiInfo(
         title=name,
         version=config.setting("project.version"),
-        prefix=kiln_state(app).api_prefix,
+        prefix=state_of(app).api_prefix,
         description=(
             f"The HTTP API of {name}, version {api_version(config)}, served by kiln "
             f"{__version__}. Resources speak kiln's resource protocol (Cliquet protocol 2): "
@@ -276,7 +272,7 @@ def _api_info(app: Flask, config: Configuration) -> ApiInfo:
 
 def openapi_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document of ``app`` (built once per config tree); ``servers`` is ``/``."""
-    state: _DocsState = app.extensions["kiln.docs"]
+    state: _DocsState = state_of(app).docs
     config = _config(app)
     tree = config.config
     with state.lock:
@@ -313,8 +309,6 @@ def openapi_view() -> Response:
     :status 200: The document.
     :status 404: Documentation is disabled (``docs.enabled``).
     """
-    from kiln.views import absolute_url
-
     _check_enabled()
     document = dict(openapi_document(_app()))
     document["servers"] = [{"url": absolute_url("")}]
@@ -327,8 +321,6 @@ def clay_docs_view() -> Response:
     :status 200: The documentation, in Clay's Swagger 1.2-flavoured shape.
     :status 404: Documentation is disabled (``docs.enabled``).
     """
-    from kiln.views import absolute_url
-
     _check_enabled()
     base_path = _config(current_app).setting("docs.base_path") or absolute_url("")
     body = build_clay_docs(_routes(_app(), resources_too=True), base_path)
@@ -337,15 +329,13 @@ def clay_docs_view() -> Response:
 
 def page_view() -> Response:
     """The API documentation page (Swagger UI rendering ``/v<N>/__api__``)."""
-    from kiln.application import kiln_state
-
     _check_enabled()
     app = _app()
     root = request.script_root
     body = _PAGE.format(
         title=html.escape(str(_config(app).setting("project.name"))),
         assets=html.escape(f"{root}/docs/assets"),
-        spec=html.escape(f"{root}{kiln_state(app).api_prefix}/__api__"),
+        spec=html.escape(f"{root}{state_of(app).api_prefix}/__api__"),
     )
     return Response(body, mimetype="text/html")
 

@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiln.auth import AUTHENTICATED
-from kiln.errors import ERRORS, HTTPError, invalid_parameter
+from kiln.auth import AUTHENTICATED, denied
+from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
 
 __all__ = [
@@ -81,15 +81,6 @@ def ancestor_uris(collection_uri: str) -> list[str]:
         uris.append("/" + "/".join(parts))
         parts = parts[:-1]
     return uris
-
-
-def denied(principals: Iterable[str], message: str | None = None) -> HTTPError:
-    """401 for an anonymous caller, 403 for an authenticated one."""
-    if AUTHENTICATED in principals:
-        return HTTPError(403, ERRORS.FORBIDDEN, message or "This user cannot access this resource.")
-    return HTTPError(
-        401, ERRORS.MISSING_AUTH_TOKEN, "Please authenticate yourself to use this endpoint."
-    )
 
 
 def _invalid(name: str, description: str) -> HTTPError:

@@ -31,7 +31,7 @@ import orjson
 from flask import Flask, Response, current_app, request
 from werkzeug.datastructures import Headers
 
-from kiln.application import kiln_config, kiln_state
+from kiln._state import KilnState, state_of
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
 from kiln.resource.views import MAX_JSON_DEPTH, json_too_deep, retrying
@@ -60,11 +60,10 @@ class _BatchFailed(Exception):
         self.response = response
 
 
-def install_batch(app: Flask) -> None:
+def install_batch(app: Flask, state: KilnState) -> None:
     """Serve ``POST /v<N>/batch`` on ``app`` and show its limit in the hello view."""
-    prefix = kiln_state(app).api_prefix
-    app.add_url_rule(f"{prefix}/batch", "kiln.batch", batch, methods=["POST"])
-    kiln_state(app).public_settings.append("batch.max_requests")
+    app.add_url_rule(f"{state.api_prefix}/batch", "kiln.batch", batch, methods=["POST"])
+    state.public_settings.append("batch.max_requests")
 
 
 def _invalid(name: str, description: str) -> HTTPError:
@@ -135,7 +134,8 @@ def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[s
 def batch() -> Response:
     """Run the sub-requests in one unit of work; see the module docstring."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    config = kiln_config()
+    state = state_of(app)
+    config = state.config
     if request.mimetype != "application/json":
         raise HTTPError(
             415,
@@ -146,9 +146,8 @@ def batch() -> Response:
         body = orjson.loads(request.get_data(cache=True) or b"null")
     except orjson.JSONDecodeError as exc:
         raise _invalid("body", f"Invalid JSON request body: {exc}") from None
-    prefix = kiln_state(app).api_prefix
-    subrequests = parse_batch(body, prefix, config.setting("batch.max_requests"))
-    storage = app.extensions.get("kiln.storage")
+    subrequests = parse_batch(body, state.api_prefix, config.setting("batch.max_requests"))
+    storage = state.storage
     inherited = {
         key: value
         for key, value in request.headers.items()

@@ -26,6 +26,8 @@ from typing import Any
 
 from flask import Flask
 
+from kiln._state import state_of
+
 __all__ = ["ACTIONS", "ResourceChanged", "Subscription", "notify", "subscribe"]
 
 logger = logging.getLogger("kiln.events")
@@ -72,7 +74,7 @@ class Subscription:
 
 
 def _subscriptions(app: Flask) -> list[Subscription]:
-    return app.extensions.setdefault("kiln.events", [])  # type: ignore[no-any-return]
+    return state_of(app).subscriptions
 
 
 def subscribe(

@@ -28,8 +28,8 @@ the collection its own ``get_parent_id`` names; a missing (or deleted)
 ancestor answers 404 errno 110 with ``details: {"id", "resource_name"}``
 naming the first missing one. A collection path whose prefix matches no
 mounted record path (a parent that is not a kiln resource) is not checked.
-Parents are resolved once per app, on first use, so the order in which
-resources are declared or mounted does not matter.
+Parents are resolved once, when the app mounts its resources, so the order in
+which resources are declared or mounted does not matter.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -49,18 +49,17 @@ import jsonpatch
 import orjson
 from flask import Flask, Request, Response, current_app, g, request
 
-from kiln.application import kiln_state, register_heartbeat
-from kiln.auth.web import current_identity, current_principals, permission_for
+from kiln._state import KilnState, current_state, state_of
+from kiln.auth import denied
+from kiln.auth.web import current_identity, current_principals
 from kiln.config import Configuration, Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
 from kiln.exceptions import ConfigError, TransientBackendError
-from kiln.permission import PermissionBase
-from kiln.resource import Registration, RequestContext, registrations
+from kiln.resource import Registration, RequestContext
 from kiln.resource.access import (
     PERMISSION_SETTINGS,
     Access,
     AccessRules,
-    denied,
     parse_permissions,
 )
 from kiln.resource.events import ResourceChanged, notify
@@ -83,7 +82,7 @@ from kiln.resource.query import (
     parse_query,
     select_fields,
 )
-from kiln.storage import Filter, Operator, RecordNotFoundError, StorageBase, load_storage
+from kiln.storage import Filter, Operator, RecordNotFoundError, StorageBase
 from kiln.views import absolute_url
 
 __all__ = [
@@ -91,7 +90,6 @@ __all__ = [
     "json_too_deep",
     "mount_resources",
     "retrying",
-    "storage_for",
     "unit_of_work",
 ]
 
@@ -150,24 +148,15 @@ _VARIABLE = re.compile(r"<(?:[^<>:]+:)?(\w+)>")
 # --------------------------------------------------------------------------
 
 
-def storage_for(app: Flask) -> StorageBase:
-    """The app's storage backend, built (and its schema initialized) on first use."""
-    state = kiln_state(app)
-    storage: StorageBase | None = app.extensions.get("kiln.storage")
-    if storage is None:
-        storage = load_storage(state.config)
-        if state.config.setting("storage.initialize_on_startup"):
-            storage.initialize_schema()
-        app.extensions["kiln.storage"] = storage
-        register_heartbeat(app, "storage", storage.heartbeat)
-    return storage
-
-
-def mount_resources(app: Flask, modules: list[str]) -> None:
-    """Mount every resource registered by ``modules`` on ``app``."""
-    for module in modules:
-        for registration in registrations(module):
-            _mount(app, registration)
+def mount_resources(app: Flask, state: KilnState, declared: list[Registration]) -> None:
+    """Mount the resources ``declared`` on ``app``, on the backends of ``state``."""
+    for registration in declared:
+        state.resources[registration.name] = registration
+    parents = {
+        registration.name: _find_parent(state.resources, registration) for registration in declared
+    }
+    for registration in declared:
+        _mount(app, state, registration, parents)
 
 
 @dataclass(frozen=True)
@@ -199,10 +188,7 @@ def set_authorizer(app: Flask, authorizer: Authorizer | None) -> None:
     and batch sub-requests alike. Without one, every request is allowed
     (authentication and permissions plug in here).
     """
-    if authorizer is None:
-        app.extensions.pop("kiln.authorizer", None)
-    else:
-        app.extensions["kiln.authorizer"] = authorizer
+    state_of(app).authorizer = authorizer
 
 
 @dataclass(frozen=True)
@@ -210,30 +196,39 @@ class _Mount:
     """What every request of a mounted resource needs, resolved once at mount time."""
 
     app: Flask
+    state: KilnState
     registration: Registration
     config: Configuration
     storage: StorageBase
     prefix: str
     unique_fields: tuple[str, ...]
     readonly_fields: tuple[str, ...]
+    #: The parent of each mounted resource (``None``: not nested).
+    parents: Mapping[str, _Parent | None]
+    #: What a record's ``permissions`` may name (:func:`_record_permissions`).
+    record_permissions: frozenset[str]
 
 
-def _mount(app: Flask, registration: Registration) -> None:
-    state = kiln_state(app)
+def _mount(
+    app: Flask,
+    state: KilnState,
+    registration: Registration,
+    parents: Mapping[str, _Parent | None],
+) -> None:
     prefix = state.api_prefix
-    mounted: dict[str, Registration] = app.extensions.setdefault("kiln.resources", {})
-    mounted[registration.name] = registration
     check_permission_settings(state.config, registration.name)
-    if registration.cls.kind == "shareable":
-        permission_for(app)
+    assert state.storage is not None  # built by create_app for every app with resources
     mount = _Mount(
         app=app,
+        state=state,
         registration=registration,
         config=state.config,
-        storage=storage_for(app),
+        storage=state.storage,
         prefix=prefix,
         unique_fields=tuple(registration.cls.unique_fields),
         readonly_fields=tuple(registration.cls.readonly_fields),
+        parents=parents,
+        record_permissions=_record_permissions(parents, registration),
     )
 
     def collection(**path: str) -> Response:
@@ -278,8 +273,7 @@ def _segments(path: str) -> list[str]:
     return [_VARIABLE.sub("<>", segment) for segment in path.strip("/").split("/")]
 
 
-def _find_parent(app: Flask, registration: Registration) -> _Parent | None:
-    mounted: dict[str, Registration] = app.extensions["kiln.resources"]
+def _find_parent(mounted: Mapping[str, Registration], registration: Registration) -> _Parent | None:
     child = _segments(registration.collection_path)
     best: Registration | None = None
     for candidate in mounted.values():
@@ -298,15 +292,8 @@ def _find_parent(app: Flask, registration: Registration) -> _Parent | None:
     return _Parent(best, tuple(zip(names, child_names, strict=False)))
 
 
-def _parent_of(app: Flask, registration: Registration) -> _Parent | None:
-    cache: dict[str, _Parent | None] = app.extensions.setdefault("kiln.resource_parents", {})
-    if registration.name not in cache:
-        cache[registration.name] = _find_parent(app, registration)
-    return cache[registration.name]
-
-
 def _check_parents(
-    app: Flask,
+    parents: Mapping[str, _Parent | None],
     registration: Registration,
     path: dict[str, str],
     storage: StorageBase,
@@ -318,11 +305,11 @@ def _check_parents(
     permissions of its own) is denied instead: 403, or 401 when anonymous,
     so the answer does not tell which parents exist.
     """
-    parent = _parent_of(app, registration)
+    parent = parents[registration.name]
     if parent is None:
         return
     parent_path = {name: path[child_name] for name, child_name in parent.variables}
-    _check_parents(app, parent.registration, parent_path, storage, access)
+    _check_parents(parents, parent.registration, parent_path, storage, access)
     identity = current_identity()
     context = RequestContext(
         path=parent_path, user_id=identity.prefixed_id if identity is not None else None
@@ -356,7 +343,7 @@ def unit_of_work(storage: StorageBase) -> Iterator[list[_Touched]]:
     outer = "kiln_uow" not in g
     if outer:
         g.kiln_uow = []
-    permission: PermissionBase | None = current_app.extensions.get("kiln.permission")
+    permission = current_state().permission
     try:
         with storage.transaction():
             if permission is None:
@@ -384,7 +371,7 @@ def retrying(storage: StorageBase, work: Callable[[list[_Touched]], Response]) -
     times, after a short random pause. Only the outermost unit retries (a
     batch retries as a whole, never one of its sub-requests).
     """
-    retries = int(kiln_state(current_app).config.setting("storage.transaction_retries"))
+    retries = int(current_state().config.setting("storage.transaction_retries"))
     for attempt in range(retries if "kiln_uow" not in g else 0):
         try:
             with unit_of_work(storage) as models:
@@ -496,7 +483,7 @@ def _attempt(
     resource = registration.cls()
     access = Access(
         rules=_rules(mount),
-        backend=mount.app.extensions.get("kiln.permission"),
+        backend=mount.state.permission,
         principals=context.principals,
         collection_uri=payload["collection_uri"],
     )
@@ -514,8 +501,8 @@ def _attempt(
     call = _Call(registration, model, access, config, context.user_id)
     models.append((registration, model, payload))
     try:
-        _check_parents(mount.app, registration, path, storage, access)
-        authorize = mount.app.extensions.get("kiln.authorizer")
+        _check_parents(mount.parents, registration, path, storage, access)
+        authorize = mount.state.authorizer
         if authorize is not None:
             authorize(
                 Authorization(
@@ -575,25 +562,20 @@ def _rules(mount: _Mount) -> AccessRules:
         registration.name,
         registration.cls.kind,
         granted,
-        _record_permissions(mount.app, registration),
+        mount.record_permissions,
     )
 
 
-def _record_permissions(app: Flask, registration: Registration) -> frozenset[str]:
+def _record_permissions(
+    parents: Mapping[str, _Parent | None], registration: Registration
+) -> frozenset[str]:
     """``read``, ``write`` and ``<child>:create`` for each resource nested below."""
-    cache: dict[str, frozenset[str]] = app.extensions.setdefault("kiln.record_permissions", {})
-    if registration.name not in cache:
-        mounted: dict[str, Registration] = app.extensions["kiln.resources"]
-        children = [
-            child.name
-            for child in mounted.values()
-            if (parent := _parent_of(app, child)) is not None
-            and parent.registration is registration
-        ]
-        cache[registration.name] = frozenset(
-            {"read", "write", *(f"{child}:create" for child in children)}
-        )
-    return cache[registration.name]
+    children = [
+        name
+        for name, parent in parents.items()
+        if parent is not None and parent.registration is registration
+    ]
+    return frozenset({"read", "write", *(f"{child}:create" for child in children)})
 
 
 def _payload(

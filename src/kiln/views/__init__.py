@@ -16,26 +16,26 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 
+from kiln.__about__ import __version__
+from kiln._state import HeartbeatCheck, KilnState, api_version, current_state
+from kiln.auth.web import current_identity, current_principals
+from kiln.config import SETTINGS, Configuration
+from kiln.eos import eos_info
 from kiln.errors import ERRORS, HTTPError, json_response
-
-if TYPE_CHECKING:
-    from kiln.application import HeartbeatCheck
 
 __all__ = ["absolute_url", "install_utility_views"]
 
 logger = logging.getLogger("kiln.heartbeat")
 
 
-def install_utility_views(app: Flask) -> None:
+def install_utility_views(app: Flask, state: KilnState) -> None:
     """Register the utility endpoints on ``app``."""
-    from kiln.application import kiln_state
-
-    prefix = kiln_state(app).api_prefix
+    prefix = state.api_prefix
     app.add_url_rule(f"{prefix}/", "kiln.hello", hello, methods=["GET"])
     for base in ("", prefix):
         app.add_url_rule(f"{base}/__heartbeat__", f"kiln.heartbeat{base}", heartbeat)
@@ -45,9 +45,7 @@ def install_utility_views(app: Flask) -> None:
 
 def absolute_url(path: str) -> str:
     """``path`` as an absolute URL, honouring ``http_scheme`` and ``http_host``."""
-    from kiln.application import kiln_config
-
-    config = kiln_config()
+    config = current_state().config
     scheme = config.setting("http_scheme") or request.scheme
     host = config.setting("http_host") or request.host
     return f"{scheme}://{host}{request.script_root}{path}"
@@ -55,12 +53,7 @@ def absolute_url(path: str) -> str:
 
 def hello() -> Response:
     """Describe the service: name, versions, public settings and capabilities."""
-    from kiln import __version__
-    from kiln.application import api_version, kiln_state
-    from kiln.auth.web import current_identity, current_principals
-    from kiln.eos import eos_info
-
-    state = kiln_state(current_app)
+    state = current_state()
     config = state.config
     body: dict[str, Any] = {
         "project_name": config.setting("project.name"),
@@ -82,9 +75,7 @@ def hello() -> Response:
     return json_response(body)
 
 
-def _public(config: Any, key: str) -> Any:
-    from kiln.config import SETTINGS
-
+def _public(config: Configuration, key: str) -> Any:
     if key in SETTINGS:
         return config.setting(key)
     return config.get(key)
@@ -95,9 +86,7 @@ def heartbeat() -> Response:
 
     Answers ``{name: true|false|null}``; 503 when any check is ``false``.
     """
-    from kiln.application import kiln_state
-
-    state = kiln_state(current_app)
+    state = current_state()
     timeout = float(state.config.setting("heartbeat.timeout_seconds"))
     results = run_checks(state.heartbeats, timeout)
     status = 503 if any(value is False for value in results.values()) else 200
@@ -138,9 +127,7 @@ def lbheartbeat() -> Response:
 
 def version() -> Response:
     """Serve ``version.json`` (path: setting ``version_json_path``) or 404."""
-    from kiln.application import kiln_config
-
-    path = kiln_config().get("version_json_path", "version.json")
+    path = current_state().config.get("version_json_path", "version.json")
     try:
         with open(os.path.abspath(path), "rb") as fp:
             body = orjson.loads(fp.read())

@@ -1,0 +1,166 @@
+"""What kiln keeps on each app: one typed registry (ARCHITECTURE D15).
+
+:class:`KilnState` holds everything a built app needs at request time: its
+configuration, the storage, permission and cache backends, the
+authentication policies, the mounted resources, the heartbeat checks,
+the hello view's capabilities and public settings. It lives on the Flask
+app as ``app.extensions["kiln"]`` (Flask's place for an extension's
+state) and nowhere else: no other ``app.extensions`` key is kiln's.
+
+This module is a leaf. It imports no other kiln module at run time, so
+every component can read the registry without importing
+:mod:`kiln.application`, which builds apps and sits above everything
+(as Flask keeps ``current_app`` in ``flask.globals``). Components receive
+what they need when :func:`kiln.create_app` installs them, or read it
+here with :func:`state_of` / :func:`current_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from flask import Flask, current_app, has_app_context
+
+from kiln.exceptions import StartupError
+
+if TYPE_CHECKING:
+    from kiln.auth import AuthenticationPolicy
+    from kiln.cache import CacheBase
+    from kiln.config import Configuration
+    from kiln.database import Database
+    from kiln.permission import PermissionBase
+    from kiln.resource import Registration
+    from kiln.resource.events import Subscription
+    from kiln.resource.views import Authorizer
+    from kiln.storage import StorageBase
+
+__all__ = [
+    "HeartbeatCheck",
+    "KilnState",
+    "add_api_capability",
+    "api_major",
+    "api_version",
+    "current_state",
+    "register_heartbeat",
+    "state_of",
+]
+
+#: A ``/__heartbeat__`` check: ``True`` healthy, ``False`` failing, ``None`` unknown.
+HeartbeatCheck = Callable[[], "bool | None"]
+
+
+class NotAKilnApp(RuntimeError):
+    """The Flask app was not built by :func:`kiln.create_app`."""
+
+
+@dataclass(eq=False)
+class KilnState:
+    """Everything kiln keeps on one app, as ``app.extensions["kiln"]``.
+
+    ``storage``, ``permission`` and ``cache`` are built once, by
+    :func:`kiln.create_app`, when something the app serves needs them
+    (a mounted resource, the accounts policy, per-record permissions).
+    """
+
+    config: Configuration
+    #: The version prefix of every protocol route, like ``/v1``.
+    api_prefix: str
+    heartbeats: dict[str, HeartbeatCheck] = field(default_factory=dict)
+    capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Settings the hello view shows, by key.
+    public_settings: list[str] = field(default_factory=lambda: ["readonly"])
+    storage: StorageBase | None = None
+    permission: PermissionBase | None = None
+    cache: CacheBase | None = None
+    auth_policies: tuple[AuthenticationPolicy, ...] = ()
+    #: The resource authorization hook (:func:`kiln.resource.views.set_authorizer`).
+    authorizer: Authorizer | None = None
+    #: Mounted resources, by name.
+    resources: dict[str, Registration] = field(default_factory=dict)
+    #: Listeners of resource events (:func:`kiln.resource.events.subscribe`).
+    subscriptions: list[Subscription] = field(default_factory=list)
+    #: Clay's database of this app (:func:`kiln.database.init_app`), when listed in ``views``.
+    database: Database | None = None
+    #: What :mod:`kiln.docs` caches (the OpenAPI document), once installed.
+    docs: Any = None
+
+    def close(self) -> None:
+        """Release the backends' connections and files and the policies' resources."""
+        for name in ("cache", "permission", "storage"):
+            backend = getattr(self, name)
+            if backend is not None:
+                setattr(self, name, None)
+                backend.close()
+        policies, self.auth_policies = self.auth_policies, ()
+        for policy in policies:
+            policy.close()
+
+
+def state_of(app: Flask) -> KilnState:
+    """The :class:`KilnState` of an app built by :func:`kiln.create_app`.
+
+    :raises NotAKilnApp: ``app`` is a plain Flask app.
+    """
+    state = app.extensions.get("kiln")
+    if state is None:
+        raise NotAKilnApp(f"The Flask app {app.name!r} was not built by kiln.create_app().")
+    return cast(KilnState, state)
+
+
+def current_state() -> KilnState:
+    """The :class:`KilnState` of the app handling the current request or app context."""
+    return state_of(current_app)
+
+
+def current_config_or_none() -> Configuration | None:
+    """The configuration of the current kiln app, or ``None`` outside of one."""
+    if has_app_context():
+        state = current_app.extensions.get("kiln")
+        if state is not None:
+            return cast(KilnState, state).config
+    return None
+
+
+def register_heartbeat(app: Flask, name: str, check: HeartbeatCheck) -> None:
+    """Add a check to ``/__heartbeat__``.
+
+    ``check()`` returns ``True`` (healthy), ``False`` (failing: the heartbeat
+    answers 503) or ``None`` (unknown; does not fail the heartbeat). A check
+    that raises or outlasts ``heartbeat.timeout_seconds`` counts as ``False``.
+    """
+    state_of(app).heartbeats[name] = check
+
+
+def add_api_capability(
+    app: Flask, identifier: str, description: str = "", url: str = "", **extra: Any
+) -> None:
+    """Announce a capability in the hello view.
+
+    :raises ValueError: ``identifier`` is already registered.
+    """
+    capabilities = state_of(app).capabilities
+    if identifier in capabilities:
+        raise ValueError(f"The capability {identifier!r} is already registered.")
+    capabilities[identifier] = {"description": description, "url": url, **extra}
+
+
+def api_version(config: Configuration) -> str:
+    """``http_api_version``, else the first two parts of ``project.version``."""
+    explicit = config.setting("http_api_version")
+    if explicit:
+        return str(explicit)
+    return ".".join(str(config.setting("project.version")).split(".")[:2])
+
+
+def api_major(config: Configuration) -> str:
+    """The major number of the HTTP API version (the ``N`` of ``/vN``).
+
+    :raises StartupError: the version does not start with a number.
+    """
+    version = api_version(config)
+    major = version.split(".")[0]
+    if not major.isdigit():
+        raise StartupError(f"http_api_version {version!r} must start with a number, like '1.0'.")
+    return major
