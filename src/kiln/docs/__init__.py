@@ -47,7 +47,17 @@ from kiln.docs._models import Models
 from kiln.docs.openapi import ApiInfo, ResourceEndpoints, Route, build_openapi
 from kiln.errors import ERRORS, HTTPError, json_response
 
-__all__ = ["init_app", "install", "openapi_document", "security_scheme", "swagger_ui_directory"]
+__all__ = [
+    "asset_view",
+    "clay_docs_view",
+    "init_app",
+    "install",
+    "openapi_document",
+    "openapi_view",
+    "page_view",
+    "security_scheme",
+    "swagger_ui_directory",
+]
 
 logger = logging.getLogger("kiln.docs")
 

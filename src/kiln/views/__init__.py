@@ -26,7 +26,15 @@ from kiln.errors import ERRORS, HTTPError, json_response
 if TYPE_CHECKING:
     from kiln.application import HeartbeatCheck
 
-__all__ = ["absolute_url", "install_utility_views"]
+__all__ = [
+    "absolute_url",
+    "heartbeat",
+    "hello",
+    "install_utility_views",
+    "lbheartbeat",
+    "run_checks",
+    "version",
+]
 
 logger = logging.getLogger("kiln.heartbeat")
 
