@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +150,45 @@ def call(client, mode):
 @pytest.fixture
 def caller(client):
     return Caller(client, "direct")
+
+
+# -- records and assertions shared by the protocol tests ------------------------
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def create(caller, path, data):
+    rv = caller.direct("POST", path, {"data": data})
+    assert rv.status == 201, rv.body
+    return rv.data
+
+
+def assert_error(rv, status, errno):
+    assert rv.status == status, rv.body
+    assert rv.body["code"] == status
+    assert rv.body["errno"] == errno
+    assert rv.body["error"]
+
+
+class mock_any_int:
+    def __eq__(self, other):
+        return isinstance(other, int) and not isinstance(other, bool)
+
+
+@pytest.fixture
+def mushrooms(caller):
+    data = [
+        {"name": "amanita", "size": 3, "edible": False, "tags": ["red", "cap"]},
+        {"name": "boletus", "size": 10, "edible": True, "tags": ["brown"]},
+        {"name": "chanterelle", "size": 5, "edible": True, "author": {"name": "ann"}},
+        {
+            "name": "Death Cap",
+            "size": 7,
+            "edible": False,
+            "tags": ["cap"],
+            "author": {"name": "bo"},
+        },
+    ]
+    return [create(caller, "/mushrooms", item) for item in data]

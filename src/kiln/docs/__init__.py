@@ -50,7 +50,17 @@ from kiln.docs.openapi import ApiInfo, ResourceEndpoints, Route, build_openapi
 from kiln.errors import ERRORS, HTTPError, json_response
 from kiln.views import absolute_url
 
-__all__ = ["init_app", "install", "openapi_document", "security_scheme", "swagger_ui_directory"]
+__all__ = [
+    "asset_view",
+    "clay_docs_view",
+    "init_app",
+    "install",
+    "openapi_document",
+    "openapi_view",
+    "page_view",
+    "security_scheme",
+    "swagger_ui_directory",
+]
 
 logger = logging.getLogger("kiln.docs")
 

@@ -14,6 +14,10 @@
 - the batch endpoint, the JSON error envelope, and the security schemes of
   the authentication policies.
 
+A resource's operations are data: :data:`_OPERATIONS` lists each one
+(method, endpoint, parameters, request body, responses, error statuses),
+and small builders turn an entry into its OpenAPI Operation Object.
+
 Docstring problems are reported, never raised: each operation lists its
 own in ``x-kiln-warnings``, and the document lists them all at the top
 level. Sans-IO: the Flask glue in :mod:`kiln.docs` gathers the inputs.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -704,16 +708,288 @@ def _body(schema_name: str, resource: ResourceEndpoints, *, required: bool) -> d
     return body
 
 
-def _record_response(
-    description: str, schema_name: str, resource: ResourceEndpoints
-) -> dict[str, Any]:
-    body = _body(schema_name, resource, required=True)
-    body.pop("additionalProperties")
+#: A JSON Patch (RFC 6902) document: what ``application/json-patch+json`` reads.
+_JSON_PATCH = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "op": {
+                "type": "string",
+                "enum": ["add", "remove", "replace", "move", "copy", "test"],
+            },
+            "path": {"type": "string", "pattern": "^/"},
+            "from": {"type": "string"},
+            "value": {},
+        },
+        "required": ["op", "path"],
+    },
+}
+
+_TIMESTAMP_HEADERS = ("ETag", "Last-Modified")
+_LIST_HEADERS = ("ETag", "Last-Modified", "Next-Page", "Total-Records")
+#: In an operation's error statuses: 401 and 403, when the service authenticates.
+_AUTH = "auth"
+#: In an operation's error statuses: 404, when the resource is nested (a parent may be missing).
+_PARENT = "parent"
+
+
+@dataclass(frozen=True)
+class _Response:
+    """A success response of a resource operation.
+
+    ``data`` names the schema under ``data``: ``record`` or ``fields`` (the
+    resource's, with its ``permissions`` on shareable resources),
+    ``tombstone``, or ``None`` for no body; ``many`` makes it a list.
+    ``ref`` points at a shared response instead (``NotModified``).
+    """
+
+    status: str
+    description: str = ""
+    headers: tuple[str, ...] = _TIMESTAMP_HEADERS
+    data: str | None = None
+    many: bool = False
+    ref: str | None = None
+
+
+_NOT_MODIFIED = _Response("304", ref="NotModified")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One operation of a resource endpoint, as data.
+
+    ``summary`` and ``description`` are templates (``{name}``, ``{plural}``,
+    ``{permissions}``). ``parameters`` name components (``IfMatch``) or the
+    resource's own parameters (:data:`_RESOURCE_PARAMETERS`). ``body`` is the
+    request body: ``input`` (the record) or ``changes`` (the three PATCH media
+    types). ``errors`` lists error statuses, with :data:`_AUTH` and
+    :data:`_PARENT` standing for those that depend on the service.
+    """
+
+    endpoint: str  # "collection" or "record"
+    method: str
+    suffix: str  # of the operationId: ``<resource name>_<suffix>``
+    summary: str
+    parameters: tuple[str, ...]
+    responses: tuple[_Response, ...]
+    errors: tuple[int | str, ...]
+    description: str | None = None
+    body: str | None = None
+
+
+_LIST_PARAMETERS = ("filters", "_sort", "_fields", "Limit", "Token", "Since", "Before", "To")
+_PRECONDITIONS = ("IfMatch", "IfNoneMatch")
+
+#: Every operation kiln serves on a resource, in the order of the document.
+_OPERATIONS = (
+    _Operation(
+        "collection",
+        "GET",
+        "list",
+        summary="List {plural}",
+        description="Filter, sort and page through the collection. With `_since` or "
+        "`_before` (or any filter on `last_modified`) tombstones of deleted records are "
+        "included: that is the change feed a client syncs from.",
+        parameters=(*_LIST_PARAMETERS, *_PRECONDITIONS),
+        responses=(
+            _Response("200", "A page of records.", _LIST_HEADERS, "record", many=True),
+            _NOT_MODIFIED,
+        ),
+        errors=(400, _AUTH, _PARENT, 406, 412, 503),
+    ),
+    _Operation(
+        "collection",
+        "HEAD",
+        "count",
+        summary="Count {plural}",
+        description="The headers of the list, with `Total-Records`, and no body.",
+        parameters=(*_LIST_PARAMETERS, *_PRECONDITIONS),
+        responses=(_Response("200", "The list's headers.", _LIST_HEADERS), _NOT_MODIFIED),
+        errors=(400, _AUTH, _PARENT, 406, 412, 503),
+    ),
+    _Operation(
+        "collection",
+        "POST",
+        "create",
+        summary="Create a {name}",
+        description="Create a record; `id` is generated unless the body gives one. When "
+        "the id (or a unique field's value) exists, answers 200 with the existing record.",
+        parameters=_PRECONDITIONS,
+        responses=(
+            _Response("201", "Created.", data="record"),
+            _Response("200", "The record existed already.", data="record"),
+        ),
+        errors=(400, _AUTH, _PARENT, 406, 409, 412, 413, 415, 503),
+        body="input",
+    ),
+    _Operation(
+        "collection",
+        "DELETE",
+        "delete_all",
+        summary="Delete {plural}",
+        description="Delete every record matching the filters; answers their tombstones.",
+        parameters=("filters", "Since", "Before", "IfMatch"),
+        responses=(
+            _Response("200", "The tombstones of the deleted records.", data="tombstone", many=True),
+        ),
+        errors=(400, _AUTH, _PARENT, 406, 412, 503),
+    ),
+    _Operation(
+        "record",
+        "GET",
+        "get",
+        summary="Get a {name}",
+        parameters=("_fields", *_PRECONDITIONS),
+        responses=(_Response("200", "The record.", data="record"), _NOT_MODIFIED),
+        errors=(400, _AUTH, 404, 406, 412, 503),
+    ),
+    _Operation(
+        "record",
+        "HEAD",
+        "check",
+        summary="Check a {name}",
+        description="The record's headers (`ETag`), no body.",
+        parameters=_PRECONDITIONS,
+        responses=(_Response("200", "The record exists."), _NOT_MODIFIED),
+        errors=(400, _AUTH, 404, 406, 412, 503),
+    ),
+    _Operation(
+        "record",
+        "PUT",
+        "replace",
+        summary="Create or replace a {name}",
+        description="Create the record with this id, or replace it whole. "
+        "`If-None-Match: *` creates only; `If-Match` replaces only that version.",
+        parameters=_PRECONDITIONS,
+        responses=(
+            _Response("201", "Created.", data="record"),
+            _Response("200", "Replaced.", data="record"),
+        ),
+        errors=(400, _AUTH, _PARENT, 406, 409, 412, 413, 415, 503),
+        body="input",
+    ),
+    _Operation(
+        "record",
+        "PATCH",
+        "update",
+        summary="Modify a {name}",
+        description="`application/json`: each top-level field given replaces the stored one. "
+        "`application/merge-patch+json`: RFC 7396 (objects merge, `null` removes). "
+        "`application/json-patch+json`: RFC 6902 operations on `/data/...`{permissions}. "
+        "A patch that changes nothing writes nothing.",
+        parameters=("IfMatch", "ResponseBehavior"),
+        responses=(
+            _Response(
+                "200", "The record (or the fields `Response-Behavior` asks for).", data="fields"
+            ),
+        ),
+        errors=(400, _AUTH, 404, 406, 409, 412, 413, 415, 503),
+        body="changes",
+    ),
+    _Operation(
+        "record",
+        "DELETE",
+        "delete",
+        summary="Delete a {name}",
+        parameters=("last_modified", "IfMatch"),
+        responses=(_Response("200", "The record's tombstone.", data="tombstone"),),
+        errors=(400, _AUTH, 404, 406, 412, 503),
+    ),
+)
+
+
+#: The parameters an operation builds from its resource; any other name is a component.
+_RESOURCE_PARAMETERS: dict[str, Callable[[ResourceEndpoints], list[dict[str, Any]]]] = {
+    "filters": lambda resource: _filters(resource),
+    "_sort": lambda resource: [_sort_parameter(resource)],
+    "_fields": lambda resource: [_fields_parameter(resource)],
+    "last_modified": lambda resource: [
+        _query(
+            "last_modified",
+            RECORD_TIMESTAMP,
+            "Force the tombstone's timestamp (replication), when greater than the record's.",
+        )
+    ],
+}
+
+
+def _parameters(names: Sequence[str], resource: ResourceEndpoints) -> list[dict[str, Any]]:
+    rv: list[dict[str, Any]] = []
+    for name in names:
+        build = _RESOURCE_PARAMETERS.get(name)
+        rv += build(resource) if build is not None else _parameter_refs(name)
+    return rv
+
+
+def _request_body(kind: str, names: _Names, resource: ResourceEndpoints) -> dict[str, Any]:
+    if kind == "input":
+        return {"required": True, "content": _json(_body(names.input, resource, required=False))}
+    changes = _ref(names.patch)
     return {
-        "description": description,
-        "headers": _timestamp_headers(),
-        "content": _json(body),
+        "required": True,
+        "content": {
+            "application/json": {"schema": changes},
+            "application/merge-patch+json": {"schema": changes},
+            "application/json-patch+json": {"schema": copy.deepcopy(_JSON_PATCH)},
+        },
     }
+
+
+def _response(spec: _Response, names: _Names, resource: ResourceEndpoints) -> dict[str, Any]:
+    if spec.ref is not None:
+        return {"$ref": f"#/components/responses/{spec.ref}"}
+    rv: dict[str, Any] = {
+        "description": spec.description,
+        "headers": _headers(*spec.headers, required=_TIMESTAMP_HEADERS),
+    }
+    if spec.data is not None:
+        schema = {"record": names.record, "fields": names.fields, "tombstone": TOMBSTONE}
+        data = _ref(schema[spec.data])
+        properties: dict[str, Any] = {
+            "data": {"type": "array", "items": data} if spec.many else data
+        }
+        if resource.kind == "shareable" and spec.data != "tombstone" and not spec.many:
+            properties["permissions"] = _ref(PERMISSIONS)
+        rv["content"] = _json({"type": "object", "properties": properties, "required": ["data"]})
+    return rv
+
+
+def _error_statuses(
+    errors: Sequence[int | str], placeholders: Mapping[str, tuple[int, ...]]
+) -> list[int]:
+    rv: list[int] = []
+    for status in errors:
+        rv += placeholders[status] if isinstance(status, str) else (status,)
+    return rv
+
+
+def _operation(
+    spec: _Operation,
+    resource: ResourceEndpoints,
+    names: _Names,
+    texts: Mapping[str, str],
+    placeholders: Mapping[str, tuple[int, ...]],
+    security: list[dict[str, list[str]]] | None,
+) -> dict[str, Any]:
+    name = resource.registration.name
+    op: dict[str, Any] = {
+        "tags": [name],
+        "summary": spec.summary.format(**texts),
+        "operationId": f"{name}_{spec.suffix}",
+    }
+    if spec.description is not None:
+        op["description"] = spec.description.format(**texts)
+    op["parameters"] = _parameters(spec.parameters, resource)
+    if spec.body is not None:
+        op["requestBody"] = _request_body(spec.body, names, resource)
+    op["responses"] = {
+        **{response.status: _response(response, names, resource) for response in spec.responses},
+        **_error_refs(*_error_statuses(spec.errors, placeholders)),
+    }
+    if security is not None:
+        op["security"] = security
+    return op
 
 
 def _resource_operations(
@@ -722,237 +998,42 @@ def _resource_operations(
     info: ApiInfo,
     security: list[dict[str, list[str]]] | None,
 ) -> dict[str, dict[str, Any]]:
+    """The path items of a resource: its enabled operations of :data:`_OPERATIONS`."""
     registration = resource.registration
     name = registration.name
-    plural = registration.collection_path.rstrip("/").rsplit("/", 1)[-1] or name
-    collection_path = _openapi_path(info.prefix + registration.collection_path)
-    record_path = _openapi_path(info.prefix + registration.record_path)
-    id_pattern = registration.id_generator.regexp
     collection_parameters = _path_parameters(registration.collection_path, None)
-    record_parameters = _path_parameters(registration.record_path, id_pattern)
-    auth = (401, 403) if info.security_schemes else ()
-    nested = len(collection_parameters) > 0
-    missing = (404,) if nested else ()
-    tombstone = {"$ref": _REF + TOMBSTONE}
-    list_parameters = [
-        *_filters(resource),
-        _sort_parameter(resource),
-        _fields_parameter(resource),
-        *_parameter_refs("Limit", "Token", "Since", "Before", "To"),
-    ]
-
-    def operation(summary: str, operation_id: str, **rest: Any) -> dict[str, Any]:
-        op: dict[str, Any] = {"tags": [name], "summary": summary, "operationId": operation_id}
-        op.update(rest)
-        if security is not None:
-            op["security"] = security
-        return op
-
-    collection: dict[str, Any] = {}
-    record: dict[str, Any] = {}
-    listing = {
-        "type": "object",
-        "properties": {"data": {"type": "array", "items": _ref(names.record)}},
-        "required": ["data"],
+    endpoints = {
+        "collection": (
+            registration.collection_path,
+            collection_parameters,
+            resource.collection_methods,
+        ),
+        "record": (
+            registration.record_path,
+            _path_parameters(registration.record_path, registration.id_generator.regexp),
+            resource.record_methods,
+        ),
     }
-    list_headers = _headers(
-        "ETag", "Last-Modified", "Next-Page", "Total-Records", required=("ETag", "Last-Modified")
-    )
-    methods = resource.collection_methods
-    if "GET" in methods:
-        collection["get"] = operation(
-            f"List {plural}",
-            f"{name}_list",
-            description="Filter, sort and page through the collection. With `_since` or "
-            "`_before` (or any filter on `last_modified`) tombstones of deleted records "
-            "are included: that is the change feed a client syncs from.",
-            parameters=[*list_parameters, *_parameter_refs("IfMatch", "IfNoneMatch")],
-            responses={
-                "200": {
-                    "description": "A page of records.",
-                    "headers": list_headers,
-                    "content": _json(listing),
-                },
-                "304": {"$ref": "#/components/responses/NotModified"},
-                **_error_refs(400, *auth, *missing, 406, 412, 503),
-            },
-        )
-    if "HEAD" in methods:
-        collection["head"] = operation(
-            f"Count {plural}",
-            f"{name}_count",
-            description="The headers of the list, with `Total-Records`, and no body.",
-            parameters=[*list_parameters, *_parameter_refs("IfMatch", "IfNoneMatch")],
-            responses={
-                "200": {"description": "The list's headers.", "headers": list_headers},
-                "304": {"$ref": "#/components/responses/NotModified"},
-                **_error_refs(400, *auth, *missing, 406, 412, 503),
-            },
-        )
-    if "POST" in methods:
-        collection["post"] = operation(
-            f"Create a {name}",
-            f"{name}_create",
-            description="Create a record; `id` is generated unless the body gives one. When "
-            "the id (or a unique field's value) exists, answers 200 with the existing record.",
-            parameters=_parameter_refs("IfMatch", "IfNoneMatch"),
-            requestBody={
-                "required": True,
-                "content": _json(_body(names.input, resource, required=False)),
-            },
-            responses={
-                "201": _record_response("Created.", names.record, resource),
-                "200": _record_response("The record existed already.", names.record, resource),
-                **_error_refs(400, *auth, *missing, 406, 409, 412, 413, 415, 503),
-            },
-        )
-    if "DELETE" in methods:
-        collection["delete"] = operation(
-            f"Delete {plural}",
-            f"{name}_delete_all",
-            description="Delete every record matching the filters; answers their tombstones.",
-            parameters=[*_filters(resource), *_parameter_refs("Since", "Before", "IfMatch")],
-            responses={
-                "200": {
-                    "description": "The tombstones of the deleted records.",
-                    "headers": _timestamp_headers(),
-                    "content": _json(
-                        {
-                            "type": "object",
-                            "properties": {"data": {"type": "array", "items": tombstone}},
-                            "required": ["data"],
-                        }
-                    ),
-                },
-                **_error_refs(400, *auth, *missing, 406, 412, 503),
-            },
-        )
-    methods = resource.record_methods
-    fields_parameter = _fields_parameter(resource)
-    if "GET" in methods:
-        record["get"] = operation(
-            f"Get a {name}",
-            f"{name}_get",
-            parameters=[fields_parameter, *_parameter_refs("IfMatch", "IfNoneMatch")],
-            responses={
-                "200": _record_response("The record.", names.record, resource),
-                "304": {"$ref": "#/components/responses/NotModified"},
-                **_error_refs(400, *auth, 404, 406, 412, 503),
-            },
-        )
-    if "HEAD" in methods:
-        record["head"] = operation(
-            f"Check a {name}",
-            f"{name}_check",
-            description="The record's headers (`ETag`), no body.",
-            parameters=_parameter_refs("IfMatch", "IfNoneMatch"),
-            responses={
-                "200": {"description": "The record exists.", "headers": _timestamp_headers()},
-                "304": {"$ref": "#/components/responses/NotModified"},
-                **_error_refs(400, *auth, 404, 406, 412, 503),
-            },
-        )
-    if "PUT" in methods:
-        record["put"] = operation(
-            f"Create or replace a {name}",
-            f"{name}_replace",
-            description="Create the record with this id, or replace it whole. "
-            "`If-None-Match: *` creates only; `If-Match` replaces only that version.",
-            parameters=_parameter_refs("IfMatch", "IfNoneMatch"),
-            requestBody={
-                "required": True,
-                "content": _json(_body(names.input, resource, required=False)),
-            },
-            responses={
-                "201": _record_response("Created.", names.record, resource),
-                "200": _record_response("Replaced.", names.record, resource),
-                **_error_refs(400, *auth, *missing, 406, 409, 412, 413, 415, 503),
-            },
-        )
-    if "PATCH" in methods:
-        changes = _ref(names.patch)
-        record["patch"] = operation(
-            f"Modify a {name}",
-            f"{name}_update",
-            description="`application/json`: each top-level field given replaces the "
-            "stored one. `application/merge-patch+json`: RFC 7396 (objects merge, `null` "
-            "removes). `application/json-patch+json`: RFC 6902 operations on `/data/...`"
-            + (" and `/permissions/...`" if resource.kind == "shareable" else "")
-            + ". A patch that changes nothing writes nothing.",
-            parameters=_parameter_refs("IfMatch", "ResponseBehavior"),
-            requestBody={
-                "required": True,
-                "content": {
-                    "application/json": {"schema": changes},
-                    "application/merge-patch+json": {"schema": changes},
-                    "application/json-patch+json": {
-                        "schema": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "op": {
-                                        "type": "string",
-                                        "enum": [
-                                            "add",
-                                            "remove",
-                                            "replace",
-                                            "move",
-                                            "copy",
-                                            "test",
-                                        ],
-                                    },
-                                    "path": {"type": "string", "pattern": "^/"},
-                                    "from": {"type": "string"},
-                                    "value": {},
-                                },
-                                "required": ["op", "path"],
-                            },
-                        }
-                    },
-                },
-            },
-            responses={
-                "200": _record_response(
-                    "The record (or the fields `Response-Behavior` asks for).",
-                    names.fields,
-                    resource,
-                ),
-                **_error_refs(400, *auth, 404, 406, 409, 412, 413, 415, 503),
-            },
-        )
-    if "DELETE" in methods:
-        record["delete"] = operation(
-            f"Delete a {name}",
-            f"{name}_delete",
-            parameters=[
-                _query(
-                    "last_modified",
-                    RECORD_TIMESTAMP,
-                    "Force the tombstone's timestamp (replication), when greater than the "
-                    "record's.",
-                ),
-                *_parameter_refs("IfMatch"),
-            ],
-            responses={
-                "200": {
-                    "description": "The record's tombstone.",
-                    "headers": _timestamp_headers(),
-                    "content": _json(
-                        {"type": "object", "properties": {"data": tombstone}, "required": ["data"]}
-                    ),
-                },
-                **_error_refs(400, *auth, 404, 406, 412, 503),
-            },
-        )
+    placeholders = {
+        _AUTH: (401, 403) if info.security_schemes else (),
+        _PARENT: (404,) if collection_parameters else (),
+    }
+    texts = {
+        "name": name,
+        "plural": registration.collection_path.rstrip("/").rsplit("/", 1)[-1] or name,
+        "permissions": " and `/permissions/...`" if resource.kind == "shareable" else "",
+    }
     rv: dict[str, dict[str, Any]] = {}
-    if collection:
-        rv[collection_path] = {"parameters": collection_parameters, **collection}
-    if record:
-        rv[record_path] = {"parameters": record_parameters, **record}
-    for item in rv.values():
-        if not item["parameters"]:
-            del item["parameters"]
+    for endpoint, (rule, parameters, methods) in endpoints.items():
+        operations = {
+            spec.method.lower(): _operation(spec, resource, names, texts, placeholders, security)
+            for spec in _OPERATIONS
+            if spec.endpoint == endpoint and spec.method in methods
+        }
+        if not operations:
+            continue
+        item: dict[str, Any] = {"parameters": parameters} if parameters else {}
+        rv[_openapi_path(info.prefix + rule)] = {**item, **operations}
     return rv
 
 

@@ -87,8 +87,10 @@ __all__ = [
     "BackendError",
     "BoundPermissions",
     "PermissionBase",
+    "bound_pairs",
     "load_permission",
     "match_object_id",
+    "principal_set",
 ]
 
 #: ``get_bound_permissions(object_id, permission)``: the ``(object_id,

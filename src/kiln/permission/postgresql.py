@@ -41,7 +41,15 @@ from kiln._postgresql import (
 )
 from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
 
-__all__ = ["PostgreSQLPermission", "load"]
+__all__ = [
+    "PostgreSQLPermission",
+    "decode",
+    "encode",
+    "like_pattern",
+    "load",
+    "migrations",
+    "pattern_query",
+]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 

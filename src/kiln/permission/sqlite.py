@@ -39,7 +39,7 @@ from kiln.permission import (
     principal_set,
 )
 
-__all__ = ["SQLitePermission", "load"]
+__all__ = ["SQLitePermission", "glob_escape", "load", "prefix_range"]
 
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module and ``?`` placeholders; every value is bound.

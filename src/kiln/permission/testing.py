@@ -28,7 +28,7 @@ from kiln.exceptions import BackendError
 from kiln.permission import PermissionBase
 from kiln.storage.testing import HOSTILE_STRINGS, run_threads
 
-__all__ = ["HOSTILE_IDS", "PermissionContract", "reference_match"]
+__all__ = ["HOSTILE_IDS", "PermissionContract", "inherit", "reference_match"]
 
 #: Object ids and principals that break naive SQL, LIKE, GLOB or patterns.
 HOSTILE_IDS = (

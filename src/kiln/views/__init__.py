@@ -28,7 +28,15 @@ from kiln.config import SETTINGS, Configuration
 from kiln.eos import eos_info
 from kiln.errors import ERRORS, HTTPError, json_response
 
-__all__ = ["absolute_url", "install_utility_views"]
+__all__ = [
+    "absolute_url",
+    "heartbeat",
+    "hello",
+    "install_utility_views",
+    "lbheartbeat",
+    "run_checks",
+    "version",
+]
 
 logger = logging.getLogger("kiln.heartbeat")
 
