@@ -635,9 +635,9 @@ def test_the_redirect_guard_refuses_off_origin_targets_whatever_calls_it(target)
     ],
 )
 def test_vary_always_names_authorization_and_origin_once(current, expected):
-    from kiln.application import _vary
+    from kiln._headers import vary
 
-    assert _vary(current) == expected
+    assert vary(current) == expected
 
 
 def test_a_view_setting_its_own_vary_and_cache_control_keeps_them(views_dir):

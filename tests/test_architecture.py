@@ -30,7 +30,7 @@ ENTRY_POINTS = frozenset(
 )
 #: The Flask-facing modules of ``kiln.resource``; the others are sans-IO (D6).
 RESOURCE_WEB_MODULES = frozenset(
-    {"kiln.resource.batch", "kiln.resource.events", "kiln.resource.views"}
+    {"kiln.resource.batch", "kiln.resource.dispatch", "kiln.resource.views"}
 )
 WEB_PACKAGES = ("flask", "werkzeug")
 

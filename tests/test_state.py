@@ -29,7 +29,8 @@ def test_closing_the_state_releases_and_forgets_its_backends(make_app, tmp_path)
     )
     state = state_of(app)
     storage = state.storage
-    assert storage is not None and state.cache is not None
+    assert storage is not None
+    assert state.cache is not None
     state.close()
     assert (state.storage, state.permission, state.cache, state.auth_policies) == (
         None,

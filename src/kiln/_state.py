@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, current_app, has_app_context
 
@@ -27,13 +27,15 @@ from kiln.exceptions import StartupError
 
 if TYPE_CHECKING:
     from kiln.auth import AuthenticationPolicy
+    from kiln.auth.web import Authenticator
     from kiln.cache import CacheBase
     from kiln.config import Configuration
     from kiln.database import Database
     from kiln.permission import PermissionBase
     from kiln.resource import Registration
+    from kiln.resource.dispatch import ResourceRouter
+    from kiln.resource.endpoints import Authorizer
     from kiln.resource.events import Subscription
-    from kiln.resource.views import Authorizer
     from kiln.storage import StorageBase
 
 __all__ = [
@@ -43,9 +45,12 @@ __all__ = [
     "api_major",
     "api_version",
     "current_state",
+    "kiln_hook",
     "register_heartbeat",
     "state_of",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: A ``/__heartbeat__`` check: ``True`` healthy, ``False`` failing, ``None`` unknown.
 HeartbeatCheck = Callable[[], "bool | None"]
@@ -75,10 +80,14 @@ class KilnState:
     permission: PermissionBase | None = None
     cache: CacheBase | None = None
     auth_policies: tuple[AuthenticationPolicy, ...] = ()
+    #: What authenticates requests, when ``auth.policies`` is set.
+    authenticator: Authenticator | None = None
     #: The resource authorization hook (:func:`kiln.resource.views.set_authorizer`).
     authorizer: Authorizer | None = None
     #: Mounted resources, by name.
     resources: dict[str, Registration] = field(default_factory=dict)
+    #: The routes of the mounted resources and of the batch endpoint.
+    router: ResourceRouter | None = None
     #: Listeners of resource events (:func:`kiln.resource.events.subscribe`).
     subscriptions: list[Subscription] = field(default_factory=list)
     #: Clay's database of this app (:func:`kiln.database.init_app`), when listed in ``views``.
@@ -96,6 +105,14 @@ class KilnState:
         policies, self.auth_policies = self.auth_policies, ()
         for policy in policies:
             policy.close()
+
+
+def kiln_hook(function: F) -> F:
+    """Mark ``function`` as a Flask hook or error handler kiln installs itself:
+    the resource fast path (:mod:`kiln.resource.dispatch`) does its work, so
+    only hooks *not* marked send resource requests through Flask."""
+    function._kiln_hook = True  # type: ignore[attr-defined]
+    return function
 
 
 def state_of(app: Flask) -> KilnState:

@@ -34,11 +34,13 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect, Rule
 
 from kiln import logging as kiln_logging
+from kiln._headers import common_headers
 from kiln._state import (
     HeartbeatCheck,
     KilnState,
     add_api_capability,
     api_major,
+    kiln_hook,
     register_heartbeat,
     state_of,
 )
@@ -130,7 +132,7 @@ def create_app(
 
     install_error_handlers(app)
     _install_common_hooks(app, configuration)
-    app.before_request(_redirects)
+    app.before_request(kiln_hook(_redirects))
     install_eos(app, configuration)
     install_cors(app, configuration)
     kiln_logging.install_request_summary(app, configuration)
@@ -382,26 +384,13 @@ def _install_common_hooks(app: Flask, config: Configuration) -> None:
     """
 
     @app.before_request
+    @kiln_hook
     def _body_limit() -> None:
         # Per request rather than in app.config, so a reload changes it.
         request.max_content_length = config.setting("request.max_body_bytes")
 
     @app.after_request
+    @kiln_hook
     def _common_headers(response: Response) -> Response:
-        backoff = config.setting("backoff")
-        if backoff is not None:
-            response.headers["Backoff"] = str(backoff)
-        # Caches must revalidate, and never serve one caller's response to another.
-        headers = response.headers
-        if "Cache-Control" not in headers:
-            headers["Cache-Control"] = "no-cache"
-        headers["Vary"] = _vary(headers.get("Vary"))
+        common_headers(config, response.headers)  # type: ignore[arg-type]
         return response
-
-
-def _vary(current: str | None) -> str:
-    if not current:
-        return "Authorization, Origin"
-    present = {part.strip().lower() for part in current.split(",")}
-    missing = [name for name in ("Authorization", "Origin") if name.lower() not in present]
-    return ", ".join([current, *missing]) if missing else current

@@ -14,12 +14,14 @@ the same headers, so a browser can read the error.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping, MutableMapping
 
 from flask import Flask, Response, request
 
+from kiln._state import kiln_hook
 from kiln.config import Configuration, Setting, register_setting
 
-__all__ = ["EXPOSED_HEADERS", "install_cors"]
+__all__ = ["EXPOSED_HEADERS", "cors_headers", "install_cors", "origin_allowed"]
 
 EXPOSED_HEADERS = (
     "Alert",
@@ -35,6 +37,7 @@ EXPOSED_HEADERS = (
     "Total-Records",
     "Vary",
 )
+_EXPOSED = ", ".join(EXPOSED_HEADERS)
 
 for _setting in (
     Setting(
@@ -60,27 +63,35 @@ def origin_allowed(origin: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(origin, str(pattern)) for pattern in patterns)
 
 
+def cors_headers(
+    config: Configuration,
+    request_headers: Mapping[str, str],
+    method: str,
+    headers: MutableMapping[str, str],
+) -> None:
+    """Add the CORS headers a response to a request with ``request_headers`` gets."""
+    origin = request_headers.get("Origin")
+    if not origin or not origin_allowed(origin, config.setting("cors.origins")):
+        return
+    headers["Access-Control-Allow-Origin"] = origin
+    headers["Access-Control-Expose-Headers"] = _EXPOSED
+    if method == "OPTIONS" and "Access-Control-Request-Method" in request_headers:
+        allowed = headers.get("Allow")
+        if allowed:
+            headers["Access-Control-Allow-Methods"] = allowed
+        requested = request_headers.get("Access-Control-Request-Headers")
+        if requested:
+            headers["Access-Control-Allow-Headers"] = requested
+        max_age = config.setting("cors.max_age_seconds")
+        if max_age is not None:
+            headers["Access-Control-Max-Age"] = str(max_age)
+
+
 def install_cors(app: Flask, config: Configuration) -> None:
     """Add CORS headers to every response of ``app`` (``config``: the app's)."""
 
     @app.after_request
+    @kiln_hook
     def _cors(response: Response) -> Response:
-        origin = request.headers.get("Origin")
-        if not origin:
-            return response
-        if not origin_allowed(origin, config.setting("cors.origins")):
-            return response
-        headers = response.headers
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED_HEADERS)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            allowed = headers.get("Allow")
-            if allowed:
-                headers["Access-Control-Allow-Methods"] = allowed
-            requested = request.headers.get("Access-Control-Request-Headers")
-            if requested:
-                headers["Access-Control-Allow-Headers"] = requested
-            max_age = config.setting("cors.max_age_seconds")
-            if max_age is not None:
-                headers["Access-Control-Max-Age"] = str(max_age)
+        cors_headers(config, request.headers, request.method, response.headers)  # type: ignore[arg-type]
         return response

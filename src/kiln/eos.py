@@ -14,15 +14,17 @@ shows them under ``eos``.
 from __future__ import annotations
 
 import datetime
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 from flask import Flask, Response, request
 
+from kiln._state import kiln_hook
 from kiln.config import Configuration, Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
 
-__all__ = ["eos_info", "install_eos"]
+__all__ = ["eos_info", "hard_eol_error", "install_eos", "soft_eol_header"]
 
 
 def _check_date(value: Any) -> str | None:
@@ -70,27 +72,42 @@ def _alert(code: str, info: dict[str, Any]) -> str:
     return orjson.dumps({"code": code, "message": info["message"], "url": info["url"]}).decode()
 
 
+def hard_eol_error(config: Configuration, method: str) -> HTTPError | None:
+    """The 410 every request gets from ``eos.date`` on (but CORS preflights)."""
+    info = eos_info(config)
+    if info is None or method == "OPTIONS":
+        return None
+    today = datetime.datetime.now(datetime.UTC).date()
+    if today < datetime.date.fromisoformat(info["date"]):
+        return None
+    return HTTPError(
+        410,
+        ERRORS.SERVICE_DEPRECATED,
+        info["message"]
+        or "The service you are trying to connect no longer exists at this location.",
+        headers={"Alert": _alert("hard-eol", info)},
+    )
+
+
+def soft_eol_header(config: Configuration, headers: MutableMapping[str, str]) -> None:
+    """Announce the end of service (``Alert``) until ``eos.date``."""
+    info = eos_info(config)
+    if info is not None and "Alert" not in headers:
+        headers["Alert"] = _alert("soft-eol", info)
+
+
 def install_eos(app: Flask, config: Configuration) -> None:
     """Send soft/hard end-of-service alerts on ``app`` (``config``: the app's)."""
 
     @app.before_request
+    @kiln_hook
     def _hard_eol() -> None:
-        info = eos_info(config)
-        if info is None or request.method == "OPTIONS":
-            return
-        today = datetime.datetime.now(datetime.UTC).date()
-        if today >= datetime.date.fromisoformat(info["date"]):
-            raise HTTPError(
-                410,
-                ERRORS.SERVICE_DEPRECATED,
-                info["message"]
-                or "The service you are trying to connect no longer exists at this location.",
-                headers={"Alert": _alert("hard-eol", info)},
-            )
+        error = hard_eol_error(config, request.method)
+        if error is not None:
+            raise error
 
     @app.after_request
+    @kiln_hook
     def _soft_eol(response: Response) -> Response:
-        info = eos_info(config)
-        if info is not None and "Alert" not in response.headers:
-            response.headers["Alert"] = _alert("soft-eol", info)
+        soft_eol_header(config, response.headers)  # type: ignore[arg-type]
         return response

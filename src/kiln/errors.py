@@ -24,20 +24,24 @@ import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kiln._state import current_state
+from kiln._state import current_state, kiln_hook
 from kiln.exceptions import BackendError, KilnError, TransientBackendError
 
 if TYPE_CHECKING:
     from flask import Flask, Response
 
+    from kiln.config import Configuration
+
 __all__ = [
     "ERRORS",
     "HTTPError",
+    "backend_error",
     "error_body",
     "http_error",
     "install_error_handlers",
     "invalid_parameter",
     "json_response",
+    "unexpected_error",
 ]
 
 logger = logging.getLogger("kiln.errors")
@@ -162,12 +166,13 @@ class HTTPError(KilnError):
 
 
 def invalid_parameter(location: str, name: str, description: str) -> HTTPError:
-    """400 errno 107 for one wrong request part: ``"<name> in <location>: <description>"``,
+    """400 errno 107 for one wrong request part: ``"<name> in <location>: <description>"``
+    (just the description when the part is the whole location, like the body),
     with the same ``{location, name, description}`` in ``details``."""
     return HTTPError(
         400,
         ERRORS.INVALID_PARAMETERS,
-        f"{name} in {location}: {description}",
+        description if name == location else f"{name} in {location}: {description}",
         details=[{"location": location, "name": name, "description": description}],
     )
 
@@ -223,17 +228,27 @@ def _handle_werkzeug(exc: HTTPException) -> Response:
 def _handle_backend(exc: BackendError) -> Response:
     from flask import request
 
-    cause = exc.original or exc.__cause__
-    logger.error("Backend failure: %s", exc, exc_info=cause)
     if isinstance(exc, TransientBackendError):
         # A batch runs again as a whole when one of its sub-requests conflicted.
         request.environ["kiln.transient_failure"] = exc
-    return _respond(HTTPError(503, headers={"Retry-After": str(_retry_after())}))
+    return _respond(backend_error(exc, current_state().config))
 
 
 def _handle_unexpected(exc: Exception) -> Response:
-    logger.exception("Unhandled exception in a view")
-    return _respond(HTTPError(500, ERRORS.UNDEFINED, info=_info_link()))
+    return _respond(unexpected_error(exc, current_state().config))
+
+
+def backend_error(exc: BackendError, config: Configuration) -> HTTPError:
+    """The 503 (with ``Retry-After``) answering a backend failure, which is logged."""
+    cause = exc.original or exc.__cause__
+    logger.error("Backend failure: %s", exc, exc_info=cause)
+    return HTTPError(503, headers={"Retry-After": str(config.setting("retry_after_seconds"))})
+
+
+def unexpected_error(exc: BaseException, config: Configuration) -> HTTPError:
+    """The 500 answering an exception no handler expected, which is logged."""
+    logger.error("Unhandled exception in a view", exc_info=exc)
+    return HTTPError(500, ERRORS.UNDEFINED, info=str(config.setting("error_info_link")))
 
 
 def _plain(description: str | None) -> str | None:
@@ -244,20 +259,14 @@ def _plain(description: str | None) -> str | None:
     return " ".join(text.split()) or None
 
 
-def _setting(key: str) -> Any:
-    return current_state().config.setting(key)
-
-
 def _retry_after() -> int:
-    return int(_setting("retry_after_seconds"))
-
-
-def _info_link() -> str:
-    return str(_setting("error_info_link"))
+    return int(current_state().config.setting("retry_after_seconds"))
 
 
 def install_error_handlers(app: Flask) -> None:
     """Make every error ``app`` answers the JSON envelope."""
+    for handler in (_handle_http_error, _handle_backend, _handle_werkzeug, _handle_unexpected):
+        kiln_hook(handler)
     app.register_error_handler(HTTPError, _handle_http_error)
     app.register_error_handler(BackendError, _handle_backend)
     app.register_error_handler(HTTPException, _handle_werkzeug)

@@ -28,10 +28,13 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import werkzeug.urls  # noqa: F401 -- registers the "werkzeug.url_quote" codec error handler
 
+from kiln._state import kiln_hook
 from kiln.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -559,64 +562,93 @@ def _install_default(config: Configuration) -> None:
 
 
 def install_request_summary(app: Flask, config: Configuration) -> None:
-    """Log one ``request.summary`` line per request, with Cliquet's fields.
-
-    The message reads ``"GET /v1/path?query" 200 (3.1 ms)`` with control
-    characters escaped (a CR/LF in a URL never splits a log line); the
-    record's ``fields`` extra holds ``agent``, ``path``, ``method``,
-    ``querystring``, ``lang``, ``uid``, ``authn_type``, ``errno``, ``code``,
-    ``time`` (ISO start time) and ``t`` (milliseconds), plus whatever views
-    put in ``request.environ["kiln.summary_fields"]``. Batch sub-requests log
-    ``subrequest.summary`` lines. ``request.summary: false`` turns both off.
-    """
+    """Log one ``request.summary`` line per request of ``app`` (:func:`log_summary`)."""
     from flask import request
 
-    summary = logging.getLogger(SUMMARY_LOGGER)
-    subrequest_summary = logging.getLogger(SUBREQUEST_SUMMARY_LOGGER)
-
+    @kiln_hook
     def _start_timer() -> None:
         # In the WSGI environ, not ``g``: batch sub-requests share the batch's ``g``.
-        request.environ["kiln.start"] = time.perf_counter()
-        request.environ["kiln.start_time"] = datetime.datetime.now(tz=datetime.UTC)
+        start_timer(request.environ)
 
     # First of all before-request hooks: a hook that answers early (a
     # redirect, an error) must still be timed.
     app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)
 
     @app.after_request
+    @kiln_hook
     def _log_summary(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        environ = req.environ
-        target = subrequest_summary if environ.get("kiln.subrequest") else summary
-        if not target.isEnabledFor(logging.INFO) or not config.setting("request.summary"):
-            return response
-        started = environ.get("kiln.start")
-        if started is None:  # another hook was put before ours and answered
-            started = time.perf_counter()
-            environ["kiln.start_time"] = datetime.datetime.now(datetime.UTC)
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        fields = {
-            "agent": environ.get("HTTP_USER_AGENT"),
-            "path": req.path,
-            "method": req.method,
-            "querystring": req.args.to_dict() if environ.get("QUERY_STRING") else {},
-            "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
-            "uid": None,
-            "authn_type": None,
-            "errno": environ.get("kiln.errno"),
-            "code": response.status_code,
-            "time": environ["kiln.start_time"].isoformat(timespec="milliseconds"),
-            "t": elapsed_ms,
-        }
-        fields.update(environ.get("kiln.summary_fields", {}))
-        query = f"?{req.query_string.decode('latin-1')}" if req.query_string else ""
-        target.info(
-            '"%s %s%s" %s (%s ms)',
-            printable(req.method),
-            printable(req.path),
-            printable(query),
-            response.status_code,
-            elapsed_ms,
-            extra={"fields": fields},
-        )
+        log_summary(config, req.environ, req.method, req.path, response.status_code)
         return response
+
+
+def start_timer(environ: dict[str, Any]) -> None:
+    """Note when the request of ``environ`` started (for :func:`log_summary`)."""
+    environ["kiln.start"] = time.perf_counter()
+    environ["kiln.start_time"] = time.time()
+
+
+def log_summary(
+    config: Configuration, environ: dict[str, Any], method: str, path: str, status: int
+) -> None:
+    """Log the ``request.summary`` line of a request, with Cliquet's fields.
+
+    The message reads ``"GET /v1/path?query" 200 (3.1 ms)`` with control
+    characters escaped (a CR/LF in a URL never splits a log line); the
+    record's ``fields`` extra holds ``agent``, ``path``, ``method``,
+    ``querystring``, ``lang``, ``uid``, ``authn_type``, ``errno``, ``code``,
+    ``time`` (ISO start time) and ``t`` (milliseconds), plus whatever views
+    put in ``environ["kiln.summary_fields"]``. Batch sub-requests log
+    ``subrequest.summary`` lines. ``request.summary: false`` turns both off.
+    Nothing is built when the line would not be written.
+    """
+    target = _SUBREQUEST_SUMMARY if environ.get("kiln.subrequest") else _SUMMARY
+    if not target.isEnabledFor(logging.INFO) or not config.setting("request.summary"):
+        return
+    started = environ.get("kiln.start")
+    if started is None:  # another hook was put before ours and answered
+        start_timer(environ)
+        started = environ["kiln.start"]
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    query_string = environ.get("QUERY_STRING", "")
+    fields = {
+        "agent": environ.get("HTTP_USER_AGENT"),
+        "path": path,
+        "method": method,
+        "querystring": _first_values(query_string) if query_string else {},
+        "lang": environ.get("HTTP_ACCEPT_LANGUAGE"),
+        "uid": None,
+        "authn_type": None,
+        "errno": environ.get("kiln.errno"),
+        "code": status,
+        "time": datetime.datetime.fromtimestamp(environ["kiln.start_time"], datetime.UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "t": elapsed_ms,
+    }
+    fields.update(environ.get("kiln.summary_fields", {}))
+    query = f"?{query_string}" if query_string else ""
+    target.info(
+        '"%s %s%s" %s (%s ms)',
+        printable(method),
+        printable(path),
+        printable(query),
+        status,
+        elapsed_ms,
+        extra={"fields": fields},
+    )
+
+
+def _first_values(query_string: str) -> dict[str, str]:
+    """The first value of each query parameter, decoded as werkzeug decodes them."""
+    first: dict[str, str] = {}
+    pairs = urllib.parse.parse_qsl(
+        query_string.encode("latin-1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"
+    )
+    for key, value in pairs:
+        first.setdefault(key, value)
+    return first
+
+
+_SUMMARY = logging.getLogger(SUMMARY_LOGGER)
+_SUBREQUEST_SUMMARY = logging.getLogger(SUBREQUEST_SUMMARY_LOGGER)

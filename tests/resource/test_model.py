@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +24,8 @@ from kiln.resource.model import (
 )
 from kiln.resource.query import QueryError, encode_token, pagination_context, parse_query
 from kiln.resource.schema import Schema
-from kiln.storage import PreconditionFailed, RecordNotFoundError, UnicityError
+from kiln.resource.unit_of_work import CONFLICT_ATTEMPTS, run
+from kiln.storage import WriteConflict
 from kiln.storage.memory import MemoryStorage
 from kiln.storage.sqlite import SQLiteStorage
 
@@ -71,6 +73,7 @@ def make_model(
     unique=(),
     readonly=(),
     process=None,
+    unit=None,
 ):
     made = generator()
     return Model(
@@ -83,6 +86,7 @@ def make_model(
         unique_fields=tuple(unique),
         readonly_fields=tuple(readonly),
         process_record=process,
+        unit=unit,
     )
 
 
@@ -760,58 +764,84 @@ def test_delete_all_checks_if_match_against_the_collection(model, mushroom):
 # -- races -------------------------------------------------------------------
 
 
-class RacingStorage(MemoryStorage):
-    """A memory storage where another writer always wins, or the record vanishes."""
+class Interleaved(MemoryStorage):
+    """A memory storage where another writer changes record ``a`` just before
+    the next ``times`` flushes."""
 
-    def __init__(self, failure):
+    def __init__(self, times=1, change=None):
         super().__init__()
-        self.failure = failure
+        self.times = times
+        self.change = change or (
+            lambda storage: MemoryStorage.update(storage, "mushroom", "", "a", {"size": 99})
+        )
 
-    def update(self, *args, **kwargs):
-        if self.failure == "update":
-            raise PreconditionFailed(None)
-        return super().update(*args, **kwargs)
-
-    def create(self, resource_name, parent_id, record, **kwargs):
-        if self.failure == "create" and "id" in record:
-            raise UnicityError("id", {"id": record["id"]})
-        return super().create(resource_name, parent_id, record, **kwargs)
-
-    def delete(self, resource_name, parent_id, object_id, **kwargs):
-        if self.failure == "delete-changed":
-            raise PreconditionFailed({"id": object_id, "last_modified": 9})
-        if self.failure == "delete-gone":
-            raise RecordNotFoundError(object_id)
-        return super().delete(resource_name, parent_id, object_id, **kwargs)
+    def apply(self, writes, *, commit=False):
+        if self.times:
+            self.times -= 1
+            # Another writer, committing in a thread (and transaction) of its own.
+            writer = threading.Thread(target=self.change, args=(self,))
+            writer.start()
+            writer.join()
+        return super().apply(writes, commit=commit)
 
 
-def test_a_record_that_keeps_changing_under_replace_and_patch_is_409():
-    storage = RacingStorage("update")
-    model = make_model(storage)
-    MemoryStorage.create(storage, "mushroom", "", {"id": "a"})
-    with raises_http(409, 122):
-        model.replace("a", {"size": 1})
-    with raises_http(409, 122):
-        model.patch("a", {"size": 1})
+def in_unit(storage, work):
+    return run(
+        storage, None, lambda unit: work(make_model(storage, unit=unit)), transient_retries=0
+    )
 
 
-def test_a_record_created_meanwhile_is_retried_then_409():
-    model = make_model(RacingStorage("create"))
-    with raises_http(409, 122):
-        model.replace("a", {"size": 1})
+def test_a_patch_that_loses_a_race_runs_again_on_the_new_record():
+    storage = Interleaved()
+    MemoryStorage.create(storage, "mushroom", "", {"id": "a", "size": 1, "name": "x"})
+    record, old = in_unit(storage, lambda model: model.patch("a", {"name": "y"}))
+    assert (record["size"], record["name"], old["size"]) == (99, "y", 99)
+    assert storage.get("mushroom", "", "a") == record
 
 
-def test_a_delete_that_loses_a_race_is_412_or_404():
-    storage = RacingStorage("delete-changed")
-    model = make_model(storage)
-    model.create({"name": "x"})
-    (record,) = storage.list_all("mushroom", "")
+def test_a_patch_with_if_match_that_loses_a_race_is_412():
+    storage = Interleaved()
+    created = MemoryStorage.create(storage, "mushroom", "", {"id": "a", "size": 1})
     with raises_http(412, 114) as info:
-        model.delete(record["id"])
-    assert info.value.details == {"existing": {"id": record["id"], "last_modified": 9}}
-    storage.failure = "delete-gone"
+        in_unit(
+            storage,
+            lambda model: model.patch(
+                "a", {"size": 2}, preconditions=Preconditions(if_match=stamp(created))
+            ),
+        )
+    assert info.value.details["existing"]["size"] == 99
+
+
+def test_a_record_that_keeps_changing_is_409_after_every_attempt():
+    storage = Interleaved(times=CONFLICT_ATTEMPTS)
+    MemoryStorage.create(storage, "mushroom", "", {"id": "a", "size": 1})
+    with raises_http(409, 122):
+        in_unit(storage, lambda model: model.replace("a", {"size": 2}))
+    assert storage.times == 0
+
+
+def test_a_record_created_meanwhile_is_replaced_by_the_next_attempt():
+    storage = Interleaved(
+        change=lambda s: MemoryStorage.create(s, "mushroom", "", {"id": "a", "size": 7})
+    )
+    record, created = in_unit(storage, lambda model: model.replace("a", {"size": 2}))
+    assert (record["size"], created) == (2, False)
+
+
+def test_a_delete_whose_record_vanished_meanwhile_is_404():
+    storage = Interleaved(change=lambda s: MemoryStorage.delete(s, "mushroom", "", "a"))
+    MemoryStorage.create(storage, "mushroom", "", {"id": "a"})
     with raises_http(404, 110):
-        model.delete(record["id"])
+        in_unit(storage, lambda model: model.delete("a"))
+
+
+def test_a_model_on_its_own_writes_at_once_and_leaves_conflicts_to_its_caller():
+    storage = Interleaved()
+    MemoryStorage.create(storage, "mushroom", "", {"id": "a", "size": 1})
+    model = make_model(storage)
+    with pytest.raises(WriteConflict):
+        model.patch("a", {"size": 2})
+    assert storage.get("mushroom", "", "a")["size"] == 99
 
 
 # -- apply_patch -------------------------------------------------------------

@@ -21,15 +21,18 @@ Responses to authenticated requests carry ``Cache-Control: no-store``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from flask import Flask, Response, g, request
 
-from kiln._state import KilnState, current_state
-from kiln.auth import Identity, authenticate, load_policies, principals_for
+from kiln._state import KilnState, current_state, kiln_hook
+from kiln.auth import AuthenticationPolicy, Identity, authenticate, load_policies, principals_for
 from kiln.errors import HTTPError
+from kiln.permission import PermissionBase
 
 __all__ = [
+    "Authenticator",
     "current_identity",
     "current_principals",
     "identity_fields",
@@ -38,6 +41,65 @@ __all__ = [
 
 _IDENTITY = "kiln.identity"
 _PRINCIPALS = "kiln.principals"
+
+#: What a unit of requests (a request, or a batch and its sub-requests) remembers:
+#: the identity found for each set of credentials, the principals of each user.
+Memo = MutableMapping[Any, Any]
+
+
+class Authenticator:
+    """The app's authentication policies and what requests get from them.
+
+    Used by both request paths: Flask's hooks (:func:`install_auth`) and the
+    resource fast path (:mod:`kiln.resource.dispatch`).
+    """
+
+    def __init__(self, policies: list[AuthenticationPolicy]) -> None:
+        self.policies = policies
+        #: The request headers the policies read, lower-cased.
+        self.headers = sorted({name.lower() for policy in policies for name in policy.headers})
+        #: The first policy's ``WWW-Authenticate`` challenge.
+        self.challenge = next((c for c in (p.challenge() for p in policies) if c), None)
+
+    def identify(self, headers: Mapping[str, str], memo: Memo) -> Identity | None:
+        """Who sent ``headers`` (``None``: anonymous), once per set of credentials.
+
+        :raises HTTPError: 401, wrong credentials (memoized too).
+        """
+        key = ("identity", *(headers.get(name, "") for name in self.headers))
+        if key not in memo:
+            try:
+                memo[key] = authenticate(self.policies, headers)
+            except HTTPError as exc:
+                memo[key] = exc
+        found: Identity | HTTPError | None = memo[key]
+        if isinstance(found, HTTPError):
+            raise found
+        return found
+
+    def response_headers(
+        self, status: int, identity: Identity | None, headers: MutableMapping[str, str]
+    ) -> None:
+        """The challenge on a 401, ``no-store`` on responses to authenticated requests."""
+        if status == 401 and self.challenge and "WWW-Authenticate" not in headers:
+            headers["WWW-Authenticate"] = self.challenge
+        if identity is not None:
+            cache_control = headers.get("Cache-Control", "no-cache")
+            if "no-store" not in cache_control:
+                headers["Cache-Control"] = f"{cache_control}, no-store"
+
+
+def principals_of(
+    identity: Identity | None, permission: PermissionBase | None, memo: Memo
+) -> tuple[str, ...]:
+    """The principals of ``identity`` (see :func:`kiln.auth.principals_for`),
+    with its groups from ``permission``, read once per user and ``memo``."""
+    key = ("principals", identity.prefixed_id if identity is not None else None)
+    principals: tuple[str, ...] | None = memo.get(key)
+    if principals is None:
+        groups = permission.user_principals if permission is not None else None
+        principals = memo[key] = principals_for(identity, groups)
+    return principals
 
 
 def install_auth(app: Flask, state: KilnState) -> None:
@@ -50,40 +112,31 @@ def install_auth(app: Flask, state: KilnState) -> None:
     if not entries:
         return
     storage = state.storage if "accounts" in entries else None
-    policies = load_policies(config, storage)
-    state.auth_policies = tuple(policies)
-    headers = sorted({name.lower() for policy in policies for name in policy.headers})
-    challenge = next((c for c in (p.challenge() for p in policies) if c), None)
+    authenticator = Authenticator(load_policies(config, storage))
+    state.auth_policies = tuple(authenticator.policies)
+    state.authenticator = authenticator
 
     @app.before_request
+    @kiln_hook
     def _authenticate() -> None:
-        key = tuple(request.headers.get(name, "") for name in headers)
-        memo: dict[tuple[str, ...], Identity | HTTPError | None]
-        memo = g.setdefault("kiln_identities", {})
-        if key not in memo:
-            try:
-                memo[key] = authenticate(policies, request.headers)  # type: ignore[arg-type]
-            except HTTPError as exc:
-                memo[key] = exc
-        found = memo[key]
-        if isinstance(found, HTTPError):
-            raise found
-        environ = request.environ
-        environ[_IDENTITY] = found
-        if found is not None:
-            # The request summary log line names who made the request.
-            uid, authn_type = identity_fields(environ)
-            environ.setdefault("kiln.summary_fields", {}).update(uid=uid, authn_type=authn_type)
+        memo: Memo = g.setdefault("kiln_auth_memo", {})
+        found = authenticator.identify(request.headers, memo)  # type: ignore[arg-type]
+        note_identity(request.environ, found)
 
     @app.after_request
+    @kiln_hook
     def _auth_headers(response: Response) -> Response:
-        if response.status_code == 401 and challenge and "WWW-Authenticate" not in response.headers:
-            response.headers["WWW-Authenticate"] = challenge
-        if request.environ.get(_IDENTITY) is not None:
-            cache_control = response.headers.get("Cache-Control", "no-cache")
-            if "no-store" not in cache_control:
-                response.headers["Cache-Control"] = f"{cache_control}, no-store"
+        identity = request.environ.get(_IDENTITY)
+        authenticator.response_headers(response.status_code, identity, response.headers)  # type: ignore[arg-type]
         return response
+
+
+def note_identity(environ: dict[str, Any], identity: Identity | None) -> None:
+    """Keep who made the request of ``environ``, for views and its summary log line."""
+    environ[_IDENTITY] = identity
+    if identity is not None:
+        uid, authn_type = identity_fields(environ)
+        environ.setdefault("kiln.summary_fields", {}).update(uid=uid, authn_type=authn_type)
 
 
 def current_identity() -> Identity | None:
@@ -101,14 +154,9 @@ def current_principals() -> tuple[str, ...]:
     environ = request.environ
     principals: tuple[str, ...] | None = environ.get(_PRINCIPALS)
     if principals is None:
-        identity = current_identity()
-        memo: dict[str | None, tuple[str, ...]] = g.setdefault("kiln_principals", {})
-        key = identity.prefixed_id if identity is not None else None
-        if key not in memo:
-            backend = current_state().permission
-            groups = backend.user_principals if backend is not None else None
-            memo[key] = principals_for(identity, groups)
-        principals = environ[_PRINCIPALS] = memo[key]
+        memo: Memo = g.setdefault("kiln_auth_memo", {})
+        principals = principals_of(current_identity(), current_state().permission, memo)
+        environ[_PRINCIPALS] = principals
     return principals
 
 

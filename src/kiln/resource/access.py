@@ -40,11 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.auth import AUTHENTICATED, denied
 from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
+
+if TYPE_CHECKING:
+    from kiln.resource.unit_of_work import UnitOfWork
 
 __all__ = [
     "KINDS",
@@ -142,14 +145,32 @@ class Access:
     ``collection_uri`` is the collection's URI without the version prefix
     (``/mushrooms``, ``/buckets/b/collections``); record URIs are
     ``<collection_uri>/<id>``. Answers are memoized: one request asks the
-    backend at most once per question.
+    backend at most once per question. Reads first make the changes
+    ``unit`` staged on the objects they read; changes are staged there.
     """
 
     rules: AccessRules
     backend: PermissionBase | None
     principals: tuple[str, ...]
     collection_uri: str
+    unit: UnitOfWork | None = None
     _memo: dict[tuple[str, str], bool] = field(default_factory=dict)
+    #: The permissions of each record read so far, by URI.
+    _held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.unit is None and self.backend is not None:
+            # Used on its own (tests, scripts): each change is written at once.
+            from kiln.resource.unit_of_work import UnitOfWork
+
+            self.unit = UnitOfWork(None, self.backend, immediate=True)
+
+    def _reader(self, object_ids: Iterable[str] | None) -> PermissionBase:
+        """The backend, once the unit's changes to ``object_ids`` (None: any) are made."""
+        assert self.backend is not None
+        if self.unit is not None:
+            self.unit.reading_permissions(object_ids)
+        return self.backend
 
     @property
     def shareable(self) -> bool:
@@ -173,7 +194,8 @@ class Access:
         def bound(_object_id: str, _permission: str) -> list[tuple[str, str]]:
             return rest
 
-        return self.backend.check_permission(object_id, permission, self.principals, bound)
+        backend = self._reader([uri for uri, _ in pairs])
+        return backend.check_permission(object_id, permission, self.principals, bound)
 
     def _memoized(self, key: tuple[str, str], compute: Callable[[], bool]) -> bool:
         if key not in self._memo:
@@ -220,10 +242,19 @@ class Access:
     def _may_record(self, name: str, object_id: str) -> bool:
         if self.may_collection(name):
             return True
-        if not self.shareable:
+        if not self.shareable or self.backend is None:
             return False
+        # The record's own permissions, read once: they also answer
+        # record_permissions() for the response.
+        held = self._record_held(object_id)
+        granting = held.get(WRITE, set()) | (held.get(READ, set()) if name == READ else set())
+        return not granting.isdisjoint(self.principals)
+
+    def _record_held(self, object_id: str) -> dict[str, set[str]]:
         uri = self.record_uri(object_id)
-        return self._check(_pairs_on([uri], (WRITE,) if name == WRITE else (READ, WRITE)))
+        if uri not in self._held:
+            self._held[uri] = self._reader([uri]).object_permissions(uri)
+        return self._held[uri]
 
     def accessible_ids(self, name: str) -> list[str]:
         """Ids of the records on which the caller holds ``name`` by their own ACEs."""
@@ -231,7 +262,7 @@ class Access:
             return []
         pattern = self.record_uri("*")
         extra = [(pattern, WRITE)] if name == READ else []
-        found = self.backend.principals_accessible_objects(
+        found = self._reader(None).principals_accessible_objects(
             self.principals, name, pattern, lambda _o, _p: extra
         )
         # A ``*`` in a path variable (a parent that is not a kiln resource)
@@ -247,8 +278,9 @@ class Access:
 
     def record_permissions(self, object_id: str) -> dict[str, list[str]]:
         """The record's permissions, as a response body shows them."""
-        assert self.backend is not None
-        held = self.backend.object_permissions(self.record_uri(object_id))
+        return self._shown(self._record_held(object_id))
+
+    def _shown(self, held: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
         return {name: sorted(held.get(name, ())) for name in sorted(self.rules.record_permissions)}
 
     def write_permissions(
@@ -258,28 +290,50 @@ class Access:
         creator: str | None,
         *,
         reset: bool,
-    ) -> None:
-        """Store the permissions of a created or updated record.
+    ) -> dict[str, list[str]]:
+        """Stage the permissions of a created or updated record; return them
+        as the response shows them once written.
 
         ``reset`` (create, PUT): permissions not in ``given`` are emptied;
         otherwise (PATCH) they are left alone. The creator is always added to
         ``write``.
         """
         assert self.backend is not None
+        assert self.unit is not None
         uri = self.record_uri(object_id)
         permissions = {name: set(value) for name, value in (given or {}).items()}
         if reset:
             for name in self.rules.record_permissions:
                 permissions.setdefault(name, set())
+            held: dict[str, set[str]] = {}
+        else:
+            held = {name: set(value) for name, value in self._record_held(object_id).items()}
+        added = None
         if creator is not None:
             if WRITE in permissions:
                 permissions[WRITE].add(creator)
             else:
-                self.backend.add_principal_to_ace(uri, WRITE, creator)
-        if permissions:
-            self.backend.replace_object_permissions(uri, permissions)
+                added = creator
+                held.setdefault(WRITE, set()).add(creator)
+        held.update(permissions)
+
+        def write(backend: PermissionBase) -> None:
+            if added is not None:
+                backend.add_principal_to_ace(uri, WRITE, added)
+            if permissions:
+                backend.replace_object_permissions(uri, permissions)
+
+        self.unit.stage_permissions([uri], write)
+        self._held[uri] = held
+        return self._shown(held)
 
     def delete_permissions(self, object_ids: Iterable[str]) -> None:
-        """Forget the ACEs of deleted records."""
+        """Stage forgetting the ACEs of deleted records."""
         assert self.backend is not None
-        self.backend.delete_object_permissions(*(self.record_uri(i) for i in object_ids))
+        assert self.unit is not None
+        uris = [self.record_uri(i) for i in object_ids]
+
+        def delete(backend: PermissionBase) -> None:
+            backend.delete_object_permissions(*uris)
+
+        self.unit.stage_permissions(uris, delete)

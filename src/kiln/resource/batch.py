@@ -1,4 +1,4 @@
-"""``POST /v<N>/batch``: many requests, one transaction.
+"""``POST /v<N>/batch``: many requests, one transaction, one flush.
 
 ::
 
@@ -9,14 +9,21 @@
     200 {"responses": [{"status": 201, "path": "/v1/mushrooms",
                         "headers": {...}, "body": {...}}, ...]}
 
-Every sub-request goes through exactly the pipeline of the same request
-sent alone (routing, hooks, authentication when it lands, views, error
-handlers); it inherits the batch's headers (``Authorization`` included),
-overridden by its own. The whole batch is one unit of work: a 4xx
-sub-response is reported and the batch still commits (a failed
-sub-request wrote nothing); a 5xx sub-response fails the whole batch, which
-is rolled back and answered with that error — nothing of it applies.
-Events of the sub-requests are merged and sent after the commit.
+Every sub-request gets the answer it would get sent alone (same checks,
+same errors, same headers); it inherits the batch's headers
+(``Authorization`` included), overridden by its own. The whole batch is
+one unit of work (:mod:`kiln.resource.unit_of_work`): the sub-requests are
+checked and planned one after the other -- each reads what it needs and
+stages its writes -- and the writes of all of them are made in one flush
+with the commit, after the last one. A 4xx sub-response is reported and the
+batch still commits (what that sub-request staged is dropped: it writes
+nothing); a 5xx sub-response fails the whole batch, which is rolled back and
+answered with that error -- nothing of it applies. The events of the
+sub-requests are merged and sent after the commit.
+
+Sub-requests on resources are handled directly, like requests on the
+resource fast path (:mod:`kiln.resource.dispatch`); the others (accounts,
+utility views, Clay routes, redirects) go through Flask's full dispatch.
 """
 
 from __future__ import annotations
@@ -24,19 +31,39 @@ from __future__ import annotations
 import copy
 import io
 import logging
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.datastructures import Headers
+from werkzeug.http import parse_options_header
 
+from kiln._headers import common_headers
+from kiln._json import MAX_JSON_DEPTH, check_media_type, json_too_deep
 from kiln._state import KilnState, state_of
+from kiln.auth.web import note_identity, principals_of
 from kiln.config import Setting, register_setting
-from kiln.errors import ERRORS, HTTPError, invalid_parameter, json_response
-from kiln.resource.views import MAX_JSON_DEPTH, json_too_deep, retrying
+from kiln.cors import cors_headers
+from kiln.eos import soft_eol_header
+from kiln.errors import HTTPError, invalid_parameter
+from kiln.logging import log_summary
+from kiln.resource.dispatch import (
+    ResourceDispatcher,
+    Route,
+    check_accept,
+    error_reply,
+    foreign_hooks,
+    url_root,
+)
+from kiln.resource.endpoints import Reply, Request
+from kiln.resource.events import deliver
+from kiln.resource.unit_of_work import UnitOfWork, run, using
 
-__all__ = ["install_batch"]
+if TYPE_CHECKING:
+    from kiln.auth.web import Memo
+
+__all__ = ["install_batch", "parse_batch", "serve_batch"]
 
 logger = logging.getLogger("kiln.batch")
 
@@ -53,11 +80,14 @@ register_setting(
 METHODS = ("GET", "HEAD", "DELETE", "POST", "PUT", "PATCH")
 REQUEST_KEYS = frozenset({"method", "path", "headers", "body"})
 _MAX_REDIRECTS = 3
+_JSON = "application/json"
 
 
 class _BatchFailed(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
+    def __init__(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
 
 
 def install_batch(app: Flask, state: KilnState) -> None:
@@ -100,7 +130,7 @@ def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[s
         name = f"requests.{index}"
         if not isinstance(item, dict):
             raise _invalid(name, "must be an object.")
-        sub = _deep_merge(defaults, item)
+        sub = _deep_merge(defaults, item) if defaults else dict(item)
         unknown = set(sub) - REQUEST_KEYS
         if unknown:
             raise _invalid(f"{name}.{sorted(unknown)[0]}", f"{sorted(unknown)[0]} is not allowed.")
@@ -131,59 +161,273 @@ def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[s
     return parsed
 
 
+# --------------------------------------------------------------------------
+# Serving
+# --------------------------------------------------------------------------
+
+
 def batch() -> Response:
-    """Run the sub-requests in one unit of work; see the module docstring."""
+    """Run the sub-requests in one unit of work; see the module docstring (Flask path)."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    memo: Memo = g.setdefault("kiln_auth_memo", {})
+    raw = request.get_data(cache=True)
+    reply = _run_batch(app, raw, request.mimetype, request.headers, request.environ, memo)
+    response = current_app.response_class(orjson.dumps(reply.body), reply.status, mimetype=_JSON)
+    response.headers.update(reply.headers)
+    return response
+
+
+def serve_batch(
+    dispatcher: ResourceDispatcher, req: Request, environ: dict[str, Any], memo: Memo
+) -> Reply:
+    """The batch of ``req`` on the resource fast path."""
+    return _run_batch(dispatcher.app, req.body, req.media_type, req.headers, environ, memo)
+
+
+def _run_batch(
+    app: Flask,
+    raw: bytes,
+    media_type: str | None,
+    headers: Any,
+    environ: dict[str, Any],
+    memo: Memo,
+) -> Reply:
     state = state_of(app)
     config = state.config
-    if request.mimetype != "application/json":
-        raise HTTPError(
-            415,
-            ERRORS.INVALID_PARAMETERS,
-            "Content-Type header should be one of ['application/json'].",
-        )
+    check_media_type(media_type, (_JSON,))
     try:
-        body = orjson.loads(request.get_data(cache=True) or b"null")
+        body = orjson.loads(raw or b"null")
     except orjson.JSONDecodeError as exc:
         raise _invalid("body", f"Invalid JSON request body: {exc}") from None
     subrequests = parse_batch(body, state.api_prefix, config.setting("batch.max_requests"))
-    storage = state.storage
     inherited = {
         key: value
-        for key, value in request.headers.items()
+        for key, value in headers.items()
         if key.lower() not in ("content-length", "content-type", "host")
     }
-
-    def run_all(_models: Any) -> Response:
-        responses = [_run(app, sub, inherited) for sub in subrequests]
-        return json_response({"responses": responses})
-
+    runner = _Batch(app, state, environ, memo, inherited)
+    storage = state.storage
     try:
         if storage is None:
-            return run_all([])
-        return retrying(storage, run_all)
+            return Reply(200, {"responses": [runner.run(sub, None) for sub in subrequests]})
+        answers = run(
+            storage,
+            state.permission,
+            lambda unit: runner.run_all(subrequests, unit),
+            transient_retries=int(config.setting("storage.transaction_retries")),
+            notify=lambda events: deliver(state.subscriptions, events),
+        )
     except _BatchFailed as failed:
-        return failed.response
+        return Reply(failed.status, failed.body, failed.headers)
+    return Reply(200, {"responses": [answer() for answer in answers]})
 
 
-def _run(app: Flask, sub: dict[str, Any], inherited: dict[str, str]) -> dict[str, Any]:
-    headers = {**inherited, **sub["headers"]}
-    path = sub["path"]
-    method = sub["method"]
-    for _ in range(_MAX_REDIRECTS + 1):
-        response, sent_headers = _dispatch(app, method, path, headers, sub.get("body"))
-        location = response.headers.get("Location")
-        if response.status_code not in (307, 308) or not location:
-            break
-        path = location
-    if response.status_code >= 500:
-        raise _BatchFailed(response)
-    return {
-        "status": response.status_code,
-        "path": unquote(urlsplit(path).path),
-        "headers": dict(sent_headers),
-        "body": _body(response, method),
-    }
+class _Batch:
+    """The sub-requests of one batch, and how each is served."""
+
+    def __init__(
+        self,
+        app: Flask,
+        state: KilnState,
+        environ: dict[str, Any],
+        memo: Memo,
+        inherited: dict[str, str],
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.environ = environ
+        self.memo = memo
+        self.inherited = inherited
+
+    def run_all(self, subrequests: list[dict[str, Any]], unit: UnitOfWork) -> list[Any]:
+        """Serve every sub-request in ``unit``; each answer is finished after the commit."""
+        with using(unit):
+            return [self._answer(sub, unit) for sub in subrequests]
+
+    def run(self, sub: dict[str, Any], unit: UnitOfWork | None) -> dict[str, Any]:
+        answer: dict[str, Any] = self._answer(sub, unit)()
+        return answer
+
+    def _answer(self, sub: dict[str, Any], unit: UnitOfWork | None) -> Any:
+        headers = {**self.inherited, **sub["headers"]}
+        path = sub["path"]
+        method = sub["method"]
+        for _ in range(_MAX_REDIRECTS + 1):
+            fast = self._fast_route(method, path) if unit is not None else None
+            if fast is not None:
+                assert unit is not None
+                return self._serve_fast(fast, method, path, headers, sub.get("body"), unit)
+            response, sent_headers = self._dispatch(method, path, headers, sub.get("body"))
+            location = response.headers.get("Location")
+            if response.status_code not in (307, 308) or not location:
+                break
+            path = location
+        if response.status_code >= 500:
+            raise _BatchFailed(response.status_code, _body(response, "GET"), dict(sent_headers))
+        answer = {
+            "status": response.status_code,
+            "path": unquote(urlsplit(path).path),
+            "headers": dict(sent_headers),
+            "body": _body(response, method),
+        }
+        return lambda: answer
+
+    # -- sub-requests on resources ------------------------------------------
+
+    def _fast_route(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        router = self.state.router
+        if router is None:
+            return None
+        found = router.match(unquote(urlsplit(path).path))
+        if (
+            found is None
+            or found[0].kind == "batch"
+            or method not in found[0].methods
+            or found[0] in router.shadowed(self.app)
+            or foreign_hooks(self.app)
+        ):
+            return None
+        return found
+
+    def _serve_fast(
+        self,
+        found: tuple[Route, dict[str, str]],
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: Any,
+        unit: UnitOfWork,
+    ) -> Any:
+        route, variables = found
+        endpoint = route.endpoint
+        assert endpoint is not None
+        state = self.state
+        target, _, query = path.partition("?")
+        lookup = Headers(headers)
+        environ = self._sub_environ(method, target, query, headers)
+        identity = None
+        mark = unit.mark()
+        try:
+            authenticator = state.authenticator
+            if authenticator is not None:
+                identity = authenticator.identify(lookup, self.memo)  # type: ignore[arg-type]
+                note_identity(environ, identity)
+            check_accept(lookup.get("Accept"))
+            has_body = body is not None and method in ("POST", "PUT", "PATCH")
+            content_type = lookup.get("Content-Type") or _JSON if has_body else None
+            req = Request(
+                method=method,
+                path=unquote(target),
+                variables=variables,
+                args=parse_qsl(query, keep_blank_values=True) if query else [],
+                headers=lookup,  # type: ignore[arg-type]
+                read_body=lambda: b"",
+                media_type=parse_options_header(content_type)[0] if content_type else None,
+                identity=identity,
+                principals=principals_of(identity, state.permission, self.memo),
+                url_root=url_root(self.environ, state),
+                parsed_body=body if has_body else None,
+            )
+            endpoint.check(req, route.kind)
+            reply = endpoint.handle(req, route.kind, unit)
+        except HTTPError as exc:
+            unit.discard(mark)
+            if exc.status >= 500:
+                raise _BatchFailed(exc.status, exc.body, dict(exc.headers)) from None
+            reply = error_reply(exc, environ)
+        answered_path = unquote(target)
+
+        def answer() -> dict[str, Any]:
+            reply.finish()
+            self._finish_headers(reply, identity, environ, method, answered_path, lookup)
+            content = orjson.dumps(reply.body) if reply.status != 304 else b""
+            sent = dict(reply.headers)
+            if reply.status != 304:
+                sent = {"Content-Type": _JSON, "Content-Length": str(len(content)), **sent}
+            return {
+                "status": reply.status,
+                "path": answered_path,
+                "headers": sent,
+                "body": "" if method == "HEAD" or reply.status == 304 else reply.body,
+            }
+
+        return answer
+
+    def _finish_headers(
+        self,
+        reply: Reply,
+        identity: Any,
+        environ: dict[str, Any],
+        method: str,
+        path: str,
+        lookup: Headers,
+    ) -> None:
+        state = self.state
+        config = state.config
+        out = reply.headers
+        if state.authenticator is not None:
+            state.authenticator.response_headers(reply.status, identity, out)
+        log_summary(config, environ, method, path, reply.status)
+        cors_headers(config, lookup, method, out)  # type: ignore[arg-type]
+        soft_eol_header(config, out)
+        common_headers(config, out)
+
+    def _sub_environ(
+        self, method: str, target: str, query: str, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        """What the summary log line of a sub-request reads."""
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "QUERY_STRING": query,
+            "kiln.subrequest": True,
+            "kiln.start": self.environ.get("kiln.start"),
+            "kiln.start_time": self.environ.get("kiln.start_time"),
+        }
+        for name, value in headers.items():
+            environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
+        return environ
+
+    # -- other sub-requests, through Flask ----------------------------------
+
+    def _dispatch(
+        self, method: str, path: str, headers: dict[str, str], body: Any
+    ) -> tuple[Response, Headers]:
+        """The sub-request's response, and the headers it would have been sent with alone.
+
+        The sub-request's WSGI environ is the batch's (server, scheme, client
+        address) with its own request line, headers and body.
+        """
+        app = self.app
+        has_body = body is not None and method in ("POST", "PUT", "PATCH")
+        data = orjson.dumps(body) if has_body else b""
+        target, _, query = path.partition("?")
+        environ = {key: value for key, value in self.environ.items() if _inheritable(key)}
+        environ.update(
+            {
+                "REQUEST_METHOD": method,
+                # WSGI carries the decoded path as latin-1 text of its UTF-8 bytes.
+                "PATH_INFO": unquote(target).encode("utf-8").decode("latin-1"),
+                "QUERY_STRING": query,
+                "CONTENT_LENGTH": str(len(data)),
+                "wsgi.input": io.BytesIO(data),
+                "kiln.subrequest": True,
+            }
+        )
+        for name, value in headers.items():
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                continue
+            environ[f"HTTP_{key}"] = value
+        if has_body:
+            environ["CONTENT_TYPE"] = (
+                headers.get("Content-Type") or headers.get("content-type") or _JSON
+            )
+        with app.request_context(environ):
+            response = app.full_dispatch_request()
+        transient = environ.get("kiln.transient_failure")
+        if transient is not None:
+            raise transient  # the database aborted it: the whole batch runs again
+        return response, response.get_wsgi_headers(environ)
 
 
 #: WSGI keys a sub-request does not inherit from its batch: its own request
@@ -195,50 +439,10 @@ def _inheritable(key: str) -> bool:
     )
 
 
-def _dispatch(
-    app: Flask, method: str, path: str, headers: dict[str, str], body: Any
-) -> tuple[Response, Headers]:
-    """The sub-request's response, and the headers it would have been sent with alone.
-
-    The sub-request's WSGI environ is the batch's (server, scheme, client
-    address) with its own request line, headers and body.
-    """
-    has_body = body is not None and method in ("POST", "PUT", "PATCH")
-    data = orjson.dumps(body) if has_body else b""
-    target, _, query = path.partition("?")
-    environ = {key: value for key, value in request.environ.items() if _inheritable(key)}
-    environ.update(
-        {
-            "REQUEST_METHOD": method,
-            # WSGI carries the decoded path as latin-1 text of its UTF-8 bytes.
-            "PATH_INFO": unquote(target).encode("utf-8").decode("latin-1"),
-            "QUERY_STRING": query,
-            "CONTENT_LENGTH": str(len(data)),
-            "wsgi.input": io.BytesIO(data),
-            "kiln.subrequest": True,
-        }
-    )
-    for name, value in headers.items():
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            continue
-        environ[f"HTTP_{key}"] = value
-    if has_body:
-        environ["CONTENT_TYPE"] = (
-            headers.get("Content-Type") or headers.get("content-type") or "application/json"
-        )
-    with app.request_context(environ):
-        response = app.full_dispatch_request()
-    transient = environ.get("kiln.transient_failure")
-    if transient is not None:
-        raise transient  # the database aborted it: the whole batch runs again
-    return response, response.get_wsgi_headers(environ)
-
-
 def _body(response: Response, method: str) -> Any:
     if method == "HEAD":
         return ""
     data = response.get_data()
-    if response.mimetype == "application/json" and data:
+    if response.mimetype == _JSON and data:
         return orjson.loads(data)
     return data.decode("utf-8", "replace")

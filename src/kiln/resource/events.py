@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from kiln._state import state_of
 
-__all__ = ["ACTIONS", "ResourceChanged", "Subscription", "notify", "subscribe"]
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["ACTIONS", "ResourceChanged", "Subscription", "deliver", "notify", "subscribe"]
 
 logger = logging.getLogger("kiln.events")
 
@@ -106,7 +107,15 @@ def subscribe(
 
 def notify(app: Flask, events: Sequence[ResourceChanged]) -> None:
     """Deliver ``events`` to the app's subscribers (after commit)."""
-    subscriptions = _subscriptions(app)
+    deliver(state_of(app).subscriptions, events)
+
+
+def deliver(subscriptions: Sequence[Subscription], events: Sequence[ResourceChanged]) -> None:
+    """Call the listeners of ``subscriptions`` that want each of ``events``.
+
+    A listener that raises is logged; the others still run (the data is
+    already committed).
+    """
     for event in events:
         for subscription in subscriptions:
             if not subscription.wants(event):

@@ -8,6 +8,13 @@ existing record, ``PUT`` creating or replacing, ``PATCH`` in its three
 media types, read-only and unique fields, and the resource's
 ``process_record`` hook.
 
+Reads go to the storage at once; writes are staged in the model's
+:class:`~kiln.resource.unit_of_work.UnitOfWork` and made at its flush
+(ARCHITECTURE D14): each write carries what the model read (the record's
+``last_modified``, or no record), and the flush makes it only if that still
+holds. The records the methods return get their ``last_modified`` at the
+flush.
+
 Inputs and outputs are plain values: records (dicts), timestamps (ints),
 :class:`Preconditions`; protocol errors are :class:`kiln.errors.HTTPError`.
 Nothing here touches Flask.
@@ -25,6 +32,7 @@ import jsonpatch
 
 from kiln.errors import ERRORS, HTTPError
 from kiln.resource.query import (
+    DELETED_FIELD,
     ID_FIELD,
     MODIFIED_FIELD,
     RESERVED_FIELDS,
@@ -34,15 +42,17 @@ from kiln.resource.query import (
     pagination_context,
 )
 from kiln.resource.schema import Schema
+from kiln.resource.unit_of_work import EventSource, UnitOfWork
 from kiln.storage import (
+    ABSENT,
     Filter,
-    PreconditionFailed,
+    Operator,
     RecordNotFoundError,
     StorageBase,
-    UnicityError,
+    Write,
     keyset_rules,
 )
-from kiln.storage._python_filters import json_equal
+from kiln.storage._python_filters import MISSING, get_path, json_equal
 
 __all__ = [
     "Change",
@@ -54,8 +64,6 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
-#: Attempts of an optimistic read-modify-write before giving up with 409.
-_CAS_ATTEMPTS = 20
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -119,12 +127,45 @@ class Model:
     #: Filters every list, count and collection delete also applies (the
     #: records the caller may see), outside what ``_token`` is bound to.
     scope: tuple[Filter, ...] = ()
-    changes: list[Change] = field(default_factory=list)
+    #: Where the writes are staged; by default a unit of the model's own
+    #: that makes each write at once (tests, scripts).
+    unit: UnitOfWork | None = None
+    #: The event payload of the request (``uri``, ``user_id``, path variables).
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.unit is None:
+            self.unit = UnitOfWork(self.storage, None, immediate=True)
+        self._source = EventSource(self.resource_name, self.parent_id, self.payload)
+
+    @property
+    def changes(self) -> list[Change]:
+        """The changes of this collection the unit of work has made so far."""
+        return [change for source, change in self._unit.changes if source == self._source]
+
+    @property
+    def _unit(self) -> UnitOfWork:
+        assert self.unit is not None  # set by __post_init__
+        return self.unit
+
+    def _read(self) -> StorageBase:
+        """The storage, once the unit's writes to this collection are made."""
+        self._unit.reading(self.resource_name, self.parent_id)
+        return self.storage
+
+    def snapshot(self) -> Any:
+        """:meth:`StorageBase.snapshot <kiln.storage.StorageBase.snapshot>`, once the
+        unit's writes to this collection are made (no write may happen inside)."""
+        return self._read().snapshot()
+
+    def _stage(self, write: Write, result: Record, change: Change) -> Record:
+        self._unit.stage(write, result, change, self._source)
+        return result
 
     # -- reading --------------------------------------------------------
 
     def timestamp(self) -> int:
-        return self.storage.collection_timestamp(self.resource_name, self.parent_id)
+        return self._read().collection_timestamp(self.resource_name, self.parent_id)
 
     def check_collection(self, preconditions: Preconditions) -> int:
         """Collection-level preconditions; returns the collection timestamp."""
@@ -150,7 +191,7 @@ class Model:
                 )
             rules = keyset_rules(query.sorting, query.token["last"])
         limit = query.limit
-        records = self.storage.list_all(
+        records = self._read().list_all(
             self.resource_name,
             self.parent_id,
             filters=query.filters + self.scope,
@@ -167,7 +208,7 @@ class Model:
 
     def count(self, query: Query) -> int:
         """How many live records match the query's filters."""
-        return self.storage.count_all(
+        return self._read().count_all(
             self.resource_name, self.parent_id, filters=query.filters + self.scope
         )
 
@@ -206,7 +247,7 @@ class Model:
 
     def _existing(self, object_id: str) -> Record | None:
         try:
-            return self.storage.get(self.resource_name, self.parent_id, object_id)
+            return self._read().get(self.resource_name, self.parent_id, object_id)
         except RecordNotFoundError:
             return None
 
@@ -245,6 +286,36 @@ class Model:
             new = self.process_record(new, old)
         return new
 
+    def _unique_holder(self, record: Record, object_id: str | None) -> tuple[str, Record] | None:
+        """``(field, holder)``: another live record holding a value of one of the
+        unique fields ``record`` has, if any (the flush checks it again)."""
+        for name in self.unique_fields:
+            value = get_path(record, name)
+            if value is MISSING or value is None:
+                continue
+            filters = [Filter(name, value, Operator.EQ)]
+            if object_id is not None:
+                filters.append(Filter(ID_FIELD, object_id, Operator.NOT))
+            found = self._read().list_all(
+                self.resource_name, self.parent_id, filters=filters, limit=1
+            )
+            if found:
+                return name, found[0]
+        return None
+
+    def _write(self, object_id: str, new: Record, existing: Record | None) -> Write:
+        """The staged create (``existing`` None) or update of ``object_id`` to ``new``."""
+        forced = new.pop(MODIFIED_FIELD, None)
+        return Write(
+            self.resource_name,
+            self.parent_id,
+            object_id,
+            new,
+            ABSENT if existing is None else existing[MODIFIED_FIELD],
+            self.unique_fields,
+            forced if isinstance(forced, int) and not isinstance(forced, bool) else None,
+        )
+
     def create(
         self, data: Record, preconditions: Preconditions = Preconditions()
     ) -> tuple[Record, bool]:
@@ -269,22 +340,16 @@ class Model:
         if existing is not None:
             return existing, False
         new = self._prepare(_without_meta(data, keep_modified=True), None)
-        if object_id is not None:
-            new[ID_FIELD] = object_id
-        try:
-            record = self.storage.create(
-                self.resource_name,
-                self.parent_id,
-                new,
-                id_generator=self.id_generator,
-                unique_fields=self.unique_fields,
-            )
-        except UnicityError as exc:
+        held = self._unique_holder(new, object_id)
+        if held is not None:
             if preconditions.if_none_match == "*":
-                raise _modified_meanwhile(exc.existing) from None
-            return exc.existing, False
-        self.changes.append(Change("create", record, None))
-        return record, True
+                raise _modified_meanwhile(held[1])
+            return held[1], False
+        if object_id is None:
+            object_id = self.id_generator()
+        write = self._write(object_id, new, None)
+        record = {**new, ID_FIELD: object_id, MODIFIED_FIELD: 0}
+        return self._stage(write, record, Change("create", record, None)), True
 
     def replace(
         self, object_id: str, data: Record, preconditions: Preconditions = Preconditions()
@@ -293,26 +358,32 @@ class Model:
         self.check_id(object_id)
         if ID_FIELD in data and data[ID_FIELD] != object_id:
             raise _id_mismatch()
-        for _ in range(_CAS_ATTEMPTS):
-            existing = self._existing(object_id)
-            if preconditions.if_none_match == "*" and existing is not None:
-                raise _modified_meanwhile(existing)
-            if preconditions.if_match is not None and (
-                existing is None or existing[MODIFIED_FIELD] != preconditions.if_match
-            ):
-                raise _modified_meanwhile(existing)
-            new = self._prepare(_without_meta(data, keep_modified=True), existing)
-            new[ID_FIELD] = object_id
-            try:
-                record = self._write(object_id, new, existing)
-            except _Retry:
-                continue
-            if existing is None:
-                self.changes.append(Change("create", record, None))
-            else:
-                self.changes.append(Change("update", record, existing))
-            return record, existing is None
-        raise _too_contended()
+        existing = self._existing(object_id)
+        if preconditions.if_none_match == "*" and existing is not None:
+            raise _modified_meanwhile(existing)
+        if preconditions.if_match is not None and (
+            existing is None or existing[MODIFIED_FIELD] != preconditions.if_match
+        ):
+            raise _modified_meanwhile(existing)
+        new = self._prepare(_without_meta(data, keep_modified=True), existing)
+        self._refuse_held(new, object_id)
+        write = self._write(object_id, new, existing)
+        record = {**new, ID_FIELD: object_id, MODIFIED_FIELD: 0}
+        if existing is None:
+            return self._stage(write, record, Change("create", record, None)), True
+        return self._stage(write, record, Change("update", record, existing)), False
+
+    def _refuse_held(self, new: Record, object_id: str) -> None:
+        """409 when another record holds one of ``new``'s unique values."""
+        held = self._unique_holder(new, object_id)
+        if held is not None:
+            name, holder = held
+            raise HTTPError(
+                409,
+                ERRORS.CONSTRAINT_VIOLATED,
+                f"Conflict of field {name} on record {holder.get(ID_FIELD)}",
+                details={"field": name, "existing": holder},
+            )
 
     def patch(
         self,
@@ -327,56 +398,29 @@ class Model:
         nothing.
         """
         self.check_id(object_id)
-        for _ in range(_CAS_ATTEMPTS):
-            existing = self._existing(object_id)
-            if existing is None:
-                if preconditions.if_match is not None:
-                    raise _modified_meanwhile(None)
-                raise _not_found(object_id)
-            if preconditions.if_match is not None and (
-                existing[MODIFIED_FIELD] != preconditions.if_match
-            ):
-                raise _modified_meanwhile(existing)
-            merged = apply_patch(existing, body, media_type)
-            if ID_FIELD in merged and merged[ID_FIELD] != object_id:
-                raise _id_mismatch()
-            merged[ID_FIELD] = object_id
-            # JSON equality, not Python's: 1 -> true is a change (True == 1 in Python).
-            if json_equal(_without_meta(merged), _without_meta(existing)):
-                return existing, existing
-            # keep_modified: a later forced last_modified is kept (replication);
-            # the storage ignores one that is not later than the record's.
-            new = self._prepare(_without_meta(merged, keep_modified=True), existing)
-            new[ID_FIELD] = object_id
-            try:
-                record = self._write(object_id, new, existing)
-            except _Retry:
-                continue
-            self.changes.append(Change("update", record, existing))
-            return record, existing
-        raise _too_contended()
-
-    def _write(self, object_id: str, new: Record, existing: Record | None) -> Record:
-        """Create or CAS-update; :class:`_Retry` when another writer won the race."""
-        try:
-            if existing is None:
-                return self.storage.create(
-                    self.resource_name, self.parent_id, new, unique_fields=self.unique_fields
-                )
-            return self.storage.update(
-                self.resource_name,
-                self.parent_id,
-                object_id,
-                new,
-                if_match=existing[MODIFIED_FIELD],
-                unique_fields=self.unique_fields,
-            )
-        except PreconditionFailed:
-            raise _Retry from None
-        except UnicityError as exc:
-            if exc.field == ID_FIELD:
-                raise _Retry from None
-            raise _conflict(exc) from None
+        existing = self._existing(object_id)
+        if existing is None:
+            if preconditions.if_match is not None:
+                raise _modified_meanwhile(None)
+            raise _not_found(object_id)
+        if preconditions.if_match is not None and (
+            existing[MODIFIED_FIELD] != preconditions.if_match
+        ):
+            raise _modified_meanwhile(existing)
+        merged = apply_patch(existing, body, media_type)
+        if ID_FIELD in merged and merged[ID_FIELD] != object_id:
+            raise _id_mismatch()
+        merged[ID_FIELD] = object_id
+        # JSON equality, not Python's: 1 -> true is a change (True == 1 in Python).
+        if json_equal(_without_meta(merged), _without_meta(existing)):
+            return existing, existing
+        # keep_modified: a later forced last_modified is kept (replication);
+        # the storage ignores one that is not later than the record's.
+        new = self._prepare(_without_meta(merged, keep_modified=True), existing)
+        self._refuse_held(new, object_id)
+        write = self._write(object_id, new, existing)
+        record = {**new, ID_FIELD: object_id, MODIFIED_FIELD: 0}
+        return self._stage(write, record, Change("update", record, existing)), existing
 
     def delete(
         self,
@@ -396,43 +440,33 @@ class Model:
             and existing[MODIFIED_FIELD] != preconditions.if_match
         ):
             raise _modified_meanwhile(existing)
-        try:
-            tombstone = self.storage.delete(
-                self.resource_name,
-                self.parent_id,
-                object_id,
-                if_match=preconditions.if_match,
-                last_modified=last_modified,
-            )
-        except PreconditionFailed as exc:
-            raise _modified_meanwhile(exc.existing) from None
-        except RecordNotFoundError:
-            raise _not_found(object_id) from None
-        self.changes.append(Change("delete", tombstone, existing))
-        return tombstone
+        return self._bury(existing, last_modified)
+
+    def _bury(self, existing: Record, last_modified: int | None = None) -> Record:
+        object_id = existing[ID_FIELD]
+        write = Write(
+            self.resource_name,
+            self.parent_id,
+            object_id,
+            None,
+            existing[MODIFIED_FIELD],
+            forced=last_modified,
+        )
+        tombstone = {ID_FIELD: object_id, MODIFIED_FIELD: 0, DELETED_FIELD: True}
+        return self._stage(write, tombstone, Change("delete", tombstone, existing))
 
     def delete_all(
         self, query: Query, preconditions: Preconditions = Preconditions()
     ) -> list[Record]:
         """``DELETE`` on the collection: tombstones of the matching records."""
         self.check_collection(Preconditions(if_match=preconditions.if_match))
-        filters = [*query.filters, *self.scope]
-        doomed = {
-            record[ID_FIELD]: record
-            for record in self.storage.list_all(
-                self.resource_name, self.parent_id, filters=filters, sorting=query.sorting
-            )
-        }
-        tombstones = self.storage.delete_all(
-            self.resource_name, self.parent_id, filters=filters, sorting=query.sorting
+        doomed = self._read().list_all(
+            self.resource_name,
+            self.parent_id,
+            filters=[*query.filters, *self.scope],
+            sorting=query.sorting,
         )
-        for tombstone in tombstones:
-            self.changes.append(Change("delete", tombstone, doomed.get(tombstone[ID_FIELD])))
-        return tombstones
-
-
-class _Retry(Exception):
-    """Another writer changed the record between our read and our write."""
+        return [self._bury(record) for record in doomed]
 
 
 def _without_meta(record: Mapping[str, Any], *, keep_modified: bool = False) -> Record:
@@ -532,23 +566,6 @@ def _id_mismatch() -> HTTPError:
         ERRORS.INVALID_PARAMETERS,
         "Record id does not match existing record.",
         details=[{"location": "body", "name": "data.id", "description": "Does not match the URL."}],
-    )
-
-
-def _conflict(exc: UnicityError) -> HTTPError:
-    return HTTPError(
-        409,
-        ERRORS.CONSTRAINT_VIOLATED,
-        f"Conflict of field {exc.field} on record {exc.existing.get(ID_FIELD)}",
-        details={"field": exc.field, "existing": exc.existing},
-    )
-
-
-def _too_contended() -> HTTPError:
-    return HTTPError(
-        409,
-        ERRORS.CONSTRAINT_VIOLATED,
-        "The record kept changing while this request was applied; retry it.",
     )
 
 

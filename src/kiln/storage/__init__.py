@@ -130,6 +130,7 @@ from typing import Any, NamedTuple, TypeVar
 from kiln.exceptions import BackendError, KilnError
 
 __all__ = [
+    "ABSENT",
     "BackendError",
     "Filter",
     "Operator",
@@ -139,6 +140,8 @@ __all__ = [
     "StorageBase",
     "StorageError",
     "UnicityError",
+    "Write",
+    "WriteConflict",
     "keyset_rules",
     "load_backend",
     "load_storage",
@@ -217,6 +220,44 @@ class PreconditionFailed(StorageError):
         super().__init__("Resource was modified meanwhile.")
 
 
+class WriteConflict(StorageError):
+    """A write of :meth:`StorageBase.apply` did not find what it expected.
+
+    ``index`` is the write's position in the call. Nothing of that call
+    was applied (on a backend without transactions, the writes before
+    ``index`` may have been).
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"Write {index} found the record changed meanwhile.")
+
+
+#: :attr:`Write.expected` of a write that creates: no live record has the id.
+ABSENT = -1
+
+
+class Write(NamedTuple):
+    """One change :meth:`StorageBase.apply` makes, and what it expects to find.
+
+    ``record`` is the new record (its ``id`` and ``last_modified`` are
+    ignored); ``None`` deletes. ``expected`` is the ``last_modified`` the
+    live record must still have, or :data:`ABSENT`: no live record holds the
+    id (a tombstone may). ``forced`` is a ``last_modified`` to keep
+    (replication) when it is greater than ``expected`` -- or, when creating,
+    than the collection's timestamp. No other live record of the collection
+    may hold the same non-null value of one of ``unique_fields``.
+    """
+
+    resource_name: str
+    parent_id: str
+    object_id: str
+    record: Record | None
+    expected: int
+    unique_fields: tuple[str, ...] = ()
+    forced: int | None = None
+
+
 class StorageBase(abc.ABC):
     """The storage contract. Every method may raise :class:`BackendError`
     when the underlying engine fails (connection lost, disk full, ...).
@@ -286,6 +327,62 @@ class StorageBase(abc.ABC):
         as it is.
         """
         return work()
+
+    # -- units of work -------------------------------------------------
+
+    def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
+        """Make ``writes``, in order, as one change; return each one's ``last_modified``.
+
+        Each write checks ``expected`` and its ``unique_fields`` atomically
+        with itself, and gets a timestamp as :meth:`create`, :meth:`update`
+        and :meth:`delete` give: greater than every earlier one of its
+        collection, in commit order. Inside :meth:`transaction`, the writes
+        join its unit of work.
+
+        ``commit``: the unit of work ends with these writes, so a backend may
+        send its commit along with them (one round trip, the collection
+        locks held only while the server runs them). Nothing may be done in
+        the transaction afterwards.
+
+        This implementation makes the writes one by one with
+        :meth:`create`, :meth:`update` and :meth:`delete` in a
+        :meth:`transaction`; backends override it to send them at once.
+
+        :raises WriteConflict: a write found the record other than expected,
+            or a unique value held; nothing of this call is applied.
+        """
+        timestamps = []
+        with self.transaction():
+            for index, write in enumerate(writes):
+                try:
+                    stored = self._apply_one(write)
+                except (PreconditionFailed, RecordNotFoundError, UnicityError) as exc:
+                    raise WriteConflict(index) from exc
+                timestamps.append(int(stored["last_modified"]))
+        return timestamps
+
+    def _apply_one(self, write: Write) -> Record:
+        name, parent, object_id = write.resource_name, write.parent_id, write.object_id
+        if write.record is None:
+            if write.expected == ABSENT:
+                raise ValueError("A delete expects the record's last_modified, not ABSENT.")
+            return self.delete(
+                name, parent, object_id, if_match=write.expected, last_modified=write.forced
+            )
+        record = {k: v for k, v in write.record.items() if k not in ("id", "last_modified")}
+        record["id"] = object_id
+        if write.forced is not None:
+            record["last_modified"] = write.forced
+        if write.expected == ABSENT:
+            return self.create(name, parent, record, unique_fields=write.unique_fields)
+        return self.update(
+            name,
+            parent,
+            object_id,
+            record,
+            if_match=write.expected,
+            unique_fields=write.unique_fields,
+        )
 
     # -- timestamps ----------------------------------------------------
 
@@ -506,6 +603,19 @@ def _register_settings() -> None:
             "with `storage.backend = postgresql`, a PostgreSQL URL "
             "(`postgresql://user:password@host:5432/dbname`); "
             "with `storage.backend = redis`, a Redis URL (`redis://host:6379/0`).",
+        ),
+        Setting(
+            "storage.transaction_retries",
+            (int,),
+            3,
+            "How many times a request (or batch) the database aborted as conflicting with "
+            "another (serialization failure, deadlock) runs again before answering 503.",
+        ),
+        Setting(
+            "storage.initialize_on_startup",
+            (bool,),
+            True,
+            "Create or upgrade the storage schema when the app starts (embedded use).",
         ),
         Setting(
             "storage.busy_timeout_seconds",
