@@ -204,7 +204,6 @@ def foreign_hooks(app: Flask) -> bool:
             if any(not getattr(h, "_kiln_hook", False) for h in by_class.values()):
                 return True
     return any(signal.receivers for signal in _REQUEST_SIGNALS)
-    )
 
 
 class ResourceDispatcher:
