@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import pytest
+
+from kiln.errors import HTTPError
+from kiln.exceptions import TransientBackendError
+from kiln.permission.memory import MemoryPermission
+from kiln.resource import Slug
+from kiln.resource.model import Change, Model
+from kiln.resource.query import parse_query
+from kiln.resource.schema import Schema
+from kiln.resource.unit_of_work import (
+    CONFLICT_ATTEMPTS,
+    EventSource,
+    UnitOfWork,
+    current_unit,
+    run,
+    using,
+)
+from kiln.storage import ABSENT, Write, WriteConflict
+from kiln.storage.memory import MemoryStorage
+
+
+def model_in(unit, name="mushroom", parent="", payload=None):
+    ids = Slug()
+    return Model(
+        storage=unit.storage,
+        resource_name=name,
+        parent_id=parent,
+        schema=Schema.compile(None, name),
+        id_generator=ids,
+        id_pattern=ids.pattern,
+        unit=unit,
+        payload=payload or {"uri": f"/{name}s", "collection_uri": f"/{name}s"},
+    )
+
+
+@pytest.fixture
+def storage():
+    return MemoryStorage()
+
+
+def test_writes_wait_for_the_flush_and_get_their_timestamp_there(storage):
+    unit = UnitOfWork(storage, None)
+    record, created = model_in(unit).create({"id": "a", "size": 1})
+    assert created
+    assert record["last_modified"] == 0
+    assert storage.list_all("mushroom", "") == []
+    unit.flush(commit=True)
+    assert record["last_modified"] == storage.get("mushroom", "", "a")["last_modified"] > 0
+
+
+def test_reading_a_collection_with_staged_writes_flushes_them_first(storage):
+    unit = UnitOfWork(storage, None)
+    model_in(unit).create({"id": "a"})
+    model_in(unit, "note").page(_query())
+    assert unit.flushes == 0  # another collection: nothing to flush
+    assert [r["id"] for r in model_in(unit).page(_query()).records] == ["a"]
+    assert unit.flushes == 1
+
+
+def test_reading_permissions_flushes_only_the_changes_of_those_objects():
+    unit = UnitOfWork(None, MemoryPermission())
+    unit.stage_permissions(["/a"], lambda backend: backend.add_principal_to_ace("/a", "read", "u"))
+    unit.reading_permissions(["/b"])
+    assert unit.flushes == 0
+    unit.reading_permissions(["/a", "/c"])
+    assert unit.flushes == 1
+    assert unit.permission.object_permissions("/a") == {"read": {"u"}}
+
+
+def test_reading_any_permission_flushes_every_staged_change():
+    unit = UnitOfWork(None, MemoryPermission())
+    unit.reading_permissions(None)
+    assert unit.flushes == 0
+    unit.stage_permissions(["/a"], lambda backend: backend.add_principal_to_ace("/a", "read", "u"))
+    unit.reading_permissions(None)
+    assert unit.flushes == 1
+
+
+def test_a_failed_sub_request_drops_what_it_staged(storage):
+    unit = UnitOfWork(storage, MemoryPermission())
+    model_in(unit).create({"id": "kept"})
+    mark = unit.mark()
+    model_in(unit).create({"id": "dropped"})
+    unit.stage_permissions(["/x"], lambda backend: backend.add_principal_to_ace("/x", "read", "u"))
+    unit.discard(mark)
+    assert unit.pending
+    unit.flush(commit=True)
+    assert [r["id"] for r in storage.list_all("mushroom", "")] == ["kept"]
+    assert unit.permission.object_permissions("/x") == {}
+
+
+def test_a_flush_of_earlier_writes_inside_a_sub_request_can_still_be_undone(storage):
+    unit = UnitOfWork(storage, None)
+    model_in(unit).create({"id": "earlier"})
+    mark = unit.mark()
+    model_in(unit).page(_query())  # flushes "earlier", which is not the sub-request's
+    model_in(unit).create({"id": "mine"})
+    unit.discard(mark)
+    unit.flush()
+    assert [r["id"] for r in storage.list_all("mushroom", "")] == ["earlier"]
+
+
+def test_undoing_writes_that_were_flushed_is_refused(storage):
+    unit = UnitOfWork(storage, None)
+    mark = unit.mark()
+    model_in(unit).create({"id": "mine"})
+    unit.flush()
+    with pytest.raises(RuntimeError, match="cannot be undone"):
+        unit.discard(mark)
+
+
+def test_events_merge_the_applied_changes_per_collection_and_action(storage):
+    unit = UnitOfWork(storage, None)
+    first = model_in(
+        unit, payload={"uri": "/mushrooms/a", "collection_uri": "/mushrooms", "mushroom_id": "a"}
+    )
+    first.create({"id": "a"})
+    second = model_in(
+        unit, payload={"uri": "/mushrooms/b", "collection_uri": "/mushrooms", "mushroom_id": "b"}
+    )
+    second.create({"id": "b"})
+    unit.flush(commit=True)
+    (event,) = unit.events()
+    assert event.payload["action"] == "create"
+    assert event.payload["uri"] == "/mushrooms"
+    assert "mushroom_id" not in event.payload
+    assert [i["new"]["id"] for i in event.impacted_records] == ["a", "b"]
+    assert event.payload["timestamp"] == max(
+        i["new"]["last_modified"] for i in event.impacted_records
+    )
+
+
+def test_a_change_without_a_source_sends_no_event(storage):
+    unit = UnitOfWork(storage, None)
+    write = Write("mushroom", "", "a", {}, ABSENT)
+    result = {"id": "a", "last_modified": 0}
+    unit.stage(write, result, Change("create", result, None), None)
+    unit.flush()
+    assert unit.events() == []
+
+
+class Flaky(MemoryStorage):
+    """Fails the next ``failures`` flushes with ``error``."""
+
+    def __init__(self, error, failures):
+        super().__init__()
+        self.error = error
+        self.failures = failures
+        self.calls = 0
+
+    def apply(self, writes, *, commit=False):
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return super().apply(writes, commit=commit)
+
+
+def create_a(unit):
+    return model_in(unit).create({"id": "a"})[0]
+
+
+def test_a_unit_the_database_aborted_runs_again_then_gives_up(storage):
+    flaky = Flaky(TransientBackendError("deadlock"), 2)
+    assert run(flaky, None, create_a, transient_retries=2)["id"] == "a"
+    assert flaky.calls == 3
+    flaky = Flaky(TransientBackendError("deadlock"), 5)
+    with pytest.raises(TransientBackendError):
+        run(flaky, None, create_a, transient_retries=2)
+    assert flaky.calls == 3
+
+
+def test_a_unit_whose_writes_keep_conflicting_is_409():
+    flaky = Flaky(WriteConflict(0), CONFLICT_ATTEMPTS + 5)
+    with pytest.raises(HTTPError) as info:
+        run(flaky, None, create_a, transient_retries=0)
+    assert (info.value.status, info.value.errno) == (409, 122)
+    assert flaky.calls == CONFLICT_ATTEMPTS
+
+
+def test_without_transactions_a_unit_that_applied_writes_does_not_run_again():
+    flaky = Flaky(WriteConflict(1), 1)
+    flaky.supports_transactions = False
+    with pytest.raises(HTTPError) as info:
+        run(flaky, None, create_a, transient_retries=0)
+    assert info.value.status == 409
+    assert flaky.calls == 1
+    flaky = Flaky(WriteConflict(0), 1)
+    flaky.supports_transactions = False
+    assert run(flaky, None, create_a, transient_retries=0)["id"] == "a"
+    assert flaky.calls == 2
+
+
+def test_events_reach_notify_after_the_commit(storage):
+    seen = []
+    run(storage, None, create_a, transient_retries=0, notify=seen.append)
+    ((event,),) = seen
+    assert event.payload["action"] == "create"
+    run(storage, None, lambda unit: None, transient_retries=0, notify=seen.append)
+    assert len(seen) == 1
+
+
+def test_a_unit_can_be_made_current(storage):
+    unit = UnitOfWork(storage, None)
+    assert current_unit() is None
+    with using(unit):
+        assert current_unit() is unit
+    assert current_unit() is None
+
+
+def test_an_event_source_names_the_collection():
+    source = EventSource("mushroom", "", {"uri": "/mushrooms"})
+    assert (source.resource_name, source.parent_id) == ("mushroom", "")
+
+
+def _query():
+    return parse_query([], is_known_field=lambda field: True)
