@@ -54,9 +54,13 @@ def test_reading_a_collection_with_staged_writes_flushes_them_first(storage):
     unit = UnitOfWork(storage, None)
     model_in(unit).create({"id": "a"})
     model_in(unit, "note").page(_query())
-    assert unit.flushes == 0  # another collection: nothing to flush
-    assert [r["id"] for r in model_in(unit).page(_query()).records] == ["a"]
+    assert model_in(unit).find("b") is None
+    assert unit.flushes == 0  # another collection, another record: nothing to flush
+    assert model_in(unit).find("a")["id"] == "a"
     assert unit.flushes == 1
+    model_in(unit).create({"id": "b"})
+    assert sorted(r["id"] for r in model_in(unit).page(_query()).records) == ["a", "b"]
+    assert unit.flushes == 2
 
 
 def test_reading_permissions_flushes_only_the_changes_of_those_objects():

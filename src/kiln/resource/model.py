@@ -148,9 +148,10 @@ class Model:
         assert self.unit is not None  # set by __post_init__
         return self.unit
 
-    def _read(self) -> StorageBase:
-        """The storage, once the unit's writes to this collection are made."""
-        self._unit.reading(self.resource_name, self.parent_id)
+    def _read(self, object_id: str | None = None) -> StorageBase:
+        """The storage, once the unit's writes to this collection (or only to
+        record ``object_id``) are made."""
+        self._unit.reading(self.resource_name, self.parent_id, object_id)
         return self.storage
 
     def snapshot(self) -> Any:
@@ -247,7 +248,7 @@ class Model:
 
     def _existing(self, object_id: str) -> Record | None:
         try:
-            return self._read().get(self.resource_name, self.parent_id, object_id)
+            return self._read(object_id).get(self.resource_name, self.parent_id, object_id)
         except RecordNotFoundError:
             return None
 

@@ -116,7 +116,7 @@ def check_parents(
     key = ("parent", name, parent_id, parent_path["id"])
     if unit.memo.get(key):
         return
-    unit.reading(name, parent_id)
+    unit.reading(name, parent_id, parent_path["id"])
     assert unit.storage is not None  # a resource's unit has its storage
     try:
         unit.storage.get(name, parent_id, parent_path["id"])

@@ -24,7 +24,8 @@ nothing is applied, and :func:`run` runs the whole unit again, which now
 reads the new state (and answers ``412`` if an ``If-Match`` no longer
 matches). A read of a collection (or of permissions) with staged writes
 flushes them first, so a unit always reads its own writes: this only
-happens in a batch that reads what an earlier sub-request wrote.
+happens in a batch that reads what an earlier sub-request wrote (a record
+read flushes only when that record has staged writes).
 
 Events: each staged write carries its :class:`~kiln.resource.model.Change`;
 the changes that were applied become :class:`~kiln.resource.events.ResourceChanged`
@@ -107,6 +108,7 @@ class UnitOfWork:
         self._writes: list[_Staged] = []
         self._permission_changes: list[tuple[frozenset[str], PermissionChange]] = []
         self._dirty: set[tuple[str, str]] = set()
+        self._dirty_records: set[tuple[str, str, str]] = set()
         self._dirty_objects: set[str] = set()
         #: How many flushes reached the backends.
         self.flushes = 0
@@ -119,9 +121,12 @@ class UnitOfWork:
 
     # -- reading ----------------------------------------------------------
 
-    def reading(self, resource_name: str, parent_id: str) -> None:
-        """Before reading collection ``(resource_name, parent_id)``: flush its staged writes."""
-        if (resource_name, parent_id) in self._dirty:
+    def reading(self, resource_name: str, parent_id: str, object_id: str | None = None) -> None:
+        """Before reading collection ``(resource_name, parent_id)`` -- or only its
+        record ``object_id`` -- flush the staged writes the read must see."""
+        if (resource_name, parent_id) not in self._dirty:
+            return
+        if object_id is None or (resource_name, parent_id, object_id) in self._dirty_records:
             self.flush()
 
     def reading_permissions(self, object_ids: Iterable[str] | None = None) -> None:
@@ -140,6 +145,7 @@ class UnitOfWork:
         """Stage ``write``; ``result`` gets its ``last_modified`` at the flush."""
         self._writes.append(_Staged(write, result, source, change))
         self._dirty.add((write.resource_name, write.parent_id))
+        self._dirty_records.add((write.resource_name, write.parent_id, write.object_id))
         if self.immediate:
             self.flush()
 
@@ -178,6 +184,9 @@ class UnitOfWork:
         del self._writes[writes - self._flushed_writes :]
         del self._permission_changes[changes - self._flushed_changes :]
         self._dirty = {(s.write.resource_name, s.write.parent_id) for s in self._writes}
+        self._dirty_records = {
+            (s.write.resource_name, s.write.parent_id, s.write.object_id) for s in self._writes
+        }
         self._dirty_objects = set().union(*(ids for ids, _ in self._permission_changes))
 
     # -- flushing -----------------------------------------------------------
@@ -195,6 +204,7 @@ class UnitOfWork:
         self._flushed_changes += len(changes)
         self._flushed_writes += len(staged)
         self._dirty.clear()
+        self._dirty_records.clear()
         self._dirty_objects.clear()
         if not (changes or staged):
             return
