@@ -69,6 +69,7 @@ __all__ = [
     "get_app",
     "kiln_config",
     "register_heartbeat",
+    "reset_global_app",
 ]
 
 logger = logging.getLogger("kiln.app")

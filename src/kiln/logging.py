@@ -49,8 +49,10 @@ __all__ = [
     "UDPHandler",
     "configure",
     "install_request_summary",
+    "log_summary",
     "logstash_event",
     "printable",
+    "start_timer",
 ]
 
 SUMMARY_LOGGER = "request.summary"

@@ -37,6 +37,8 @@ __all__ = [
     "current_principals",
     "identity_fields",
     "install_auth",
+    "note_identity",
+    "principals_of",
 ]
 
 _IDENTITY = "kiln.identity"

@@ -57,7 +57,19 @@ if TYPE_CHECKING:
     from kiln._state import KilnState
     from kiln.auth.web import Memo
 
-__all__ = ["ResourceDispatcher", "ResourceRouter", "Route", "serve"]
+__all__ = [
+    "ResourceDispatcher",
+    "ResourceRouter",
+    "Route",
+    "check_accept",
+    "error_reply",
+    "foreign_hooks",
+    "read_body",
+    "request_of",
+    "serve",
+    "url_root",
+    "write",
+]
 
 logger = logging.getLogger("kiln.resource")
 

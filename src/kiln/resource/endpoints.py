@@ -77,6 +77,7 @@ __all__ = [
     "Reply",
     "Request",
     "check_permission_settings",
+    "http_date",
     "seen_timestamp",
 ]
 

@@ -51,6 +51,7 @@ __all__ = [
     "Authorization",
     "Authorizer",
     "check_permission_settings",
+    "flask_request",
     "json_too_deep",
     "mount_resources",
     "reply_response",
