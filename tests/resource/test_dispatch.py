@@ -143,10 +143,9 @@ def build(tmp_path, name: str, *, flask_path: bool):
 
 
 def send(client, method, path, headers, body):
-    if isinstance(body, bytes):
-        data = body
-    else:
-        data = orjson.dumps(body) if body is not None else None
+    data = body
+    if body is not None and not isinstance(body, bytes):
+        data = orjson.dumps(body)
     headers = dict(headers)
     if data is not None:
         headers.setdefault("Content-Type", "application/json")
