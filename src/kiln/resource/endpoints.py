@@ -465,10 +465,14 @@ class _Call:
         self.scope("read")
         head = method == "HEAD"
         counting = head or settings.count_on_get
-        # One snapshot: the ETag, the records and the count describe the same state.
-        with model.snapshot():
+        total = None
+        if counting:
+            # One snapshot: the ETag, the records and the count describe the same state.
+            with model.snapshot():
+                page = model.page(query, preconditions)
+                total = model.count(query)
+        else:
             page = model.page(query, preconditions)
-            total = model.count(query) if counting else None
         records = page.records
         if query.fields is not None:
             records = [select_fields(record, query.fields) for record in records]

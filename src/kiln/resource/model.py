@@ -171,15 +171,23 @@ class Model:
     def check_collection(self, preconditions: Preconditions) -> int:
         """Collection-level preconditions; returns the collection timestamp."""
         current = self.timestamp()
+        self._check_timestamp(current, preconditions)
+        return current
+
+    @staticmethod
+    def _check_timestamp(current: int, preconditions: Preconditions) -> None:
         if isinstance(preconditions.if_none_match, int) and current <= preconditions.if_none_match:
             raise NotModified(current)
         if preconditions.if_match is not None and preconditions.if_match != current:
             raise _modified_meanwhile(None)
-        return current
 
     def page(self, query: Query, preconditions: Preconditions = Preconditions()) -> Page:
-        """A page of records, honouring filters, sort, limit and ``_token``."""
-        timestamp = self.check_collection(preconditions)
+        """A page of records, honouring filters, sort, limit and ``_token``.
+
+        The records and the collection timestamp are read together (one
+        statement where the backend can), then the preconditions are checked
+        on that timestamp.
+        """
         context = pagination_context(
             self.resource_name, self.parent_id, query.filters, query.sorting
         )
@@ -192,7 +200,7 @@ class Model:
                 )
             rules = keyset_rules(query.sorting, query.token["last"])
         limit = query.limit
-        records = self._read().list_all(
+        records, timestamp = self._read().list_page(
             self.resource_name,
             self.parent_id,
             filters=query.filters + self.scope,
@@ -201,6 +209,7 @@ class Model:
             limit=None if limit is None else limit + 1,
             include_deleted=query.include_deleted,
         )
+        self._check_timestamp(timestamp, preconditions)
         next_token = None
         if limit is not None and len(records) > limit:
             records = records[:limit]

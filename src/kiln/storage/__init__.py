@@ -496,6 +496,37 @@ class StorageBase(abc.ABC):
         filters on other fields see them as missing those fields).
         """
 
+    def list_page(
+        self,
+        resource_name: str,
+        parent_id: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sorting: Sequence[Sort] = (),
+        pagination_rules: Sequence[Sequence[Filter]] = (),
+        limit: int | None = None,
+        include_deleted: bool = False,
+    ) -> tuple[list[Record], int]:
+        """:meth:`list_all`, with the collection timestamp of the same state:
+        ``(records, timestamp)`` read together (an ``ETag`` that describes the
+        page exactly).
+
+        This implementation reads both in one :meth:`snapshot`; backends
+        override it to read both in one statement.
+        """
+        with self.snapshot():
+            timestamp = self.collection_timestamp(resource_name, parent_id)
+            records = self.list_all(
+                resource_name,
+                parent_id,
+                filters=filters,
+                sorting=sorting,
+                pagination_rules=pagination_rules,
+                limit=limit,
+                include_deleted=include_deleted,
+            )
+        return records, timestamp
+
     @abc.abstractmethod
     def count_all(
         self, resource_name: str, parent_id: str, *, filters: Sequence[Filter] = ()
