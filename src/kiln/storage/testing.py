@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from kiln.exceptions import BackendError
 from kiln.storage import (
+    ABSENT,
     Filter,
     Operator,
     PreconditionFailed,
@@ -36,6 +37,8 @@ from kiln.storage import (
     Sort,
     StorageBase,
     UnicityError,
+    Write,
+    WriteConflict,
     keyset_rules,
 )
 from kiln.storage._python_filters import glob_match, select, sort_records
@@ -1039,6 +1042,177 @@ class StorageContract:
         follower.join()
         assert problems == []
         assert set(created) <= set(seen)
+
+    # -- units of work: apply ---------------------------------------------
+
+    def test_apply_makes_its_writes_in_order_and_returns_their_timestamps(
+        self, storage: StorageBase
+    ) -> None:
+        old = storage.create(R, P, {"id": "old", "n": 0})
+        doomed = storage.create(R, P, {"id": "doomed"})
+        stamps = storage.apply(
+            [
+                Write(R, P, "new", {"n": 1, "id": "ignored", "last_modified": 1}, ABSENT),
+                Write(R, P, "old", {"n": 2}, old["last_modified"]),
+                Write(R, P, "doomed", None, doomed["last_modified"]),
+            ]
+        )
+        assert len(stamps) == 3
+        assert stamps == sorted(stamps)
+        assert len(set(stamps)) == 3
+        assert stamps[0] > doomed["last_modified"]
+        assert storage.get(R, P, "new") == {"id": "new", "last_modified": stamps[0], "n": 1}
+        assert storage.get(R, P, "old") == {"id": "old", "last_modified": stamps[1], "n": 2}
+        with pytest.raises(RecordNotFoundError):
+            storage.get(R, P, "doomed")
+        tombstones = storage.list_all(R, P, include_deleted=True, filters=[Filter("deleted", True)])
+        assert tombstones == [{"id": "doomed", "last_modified": stamps[2], "deleted": True}]
+        assert storage.collection_timestamp(R, P) == stamps[2]
+
+    def test_apply_spans_collections(self, storage: StorageBase) -> None:
+        a, b = storage.apply([Write(R, P, "a", {}, ABSENT), Write(R, "other", "b", {}, ABSENT)])
+        assert storage.collection_timestamp(R, P) == a
+        assert storage.collection_timestamp(R, "other") == b
+        assert _ids(storage.list_all(R, "other")) == ["b"]
+
+    def test_apply_of_nothing_writes_nothing(self, storage: StorageBase) -> None:
+        assert storage.apply([]) == []
+        assert storage.collection_timestamp(R, P) == 0
+
+    def test_apply_recreates_a_deleted_record(self, storage: StorageBase) -> None:
+        storage.create(R, P, {"id": "a"})
+        tombstone = storage.delete(R, P, "a")
+        (stamp,) = storage.apply([Write(R, P, "a", {"n": 1}, ABSENT)])
+        assert stamp > tombstone["last_modified"]
+        assert storage.get(R, P, "a")["n"] == 1
+
+    @pytest.mark.parametrize("case", ["create-live", "stale-update", "update-gone", "delete-gone"])
+    def test_apply_refuses_a_write_that_finds_the_record_other_than_expected(
+        self, storage: StorageBase, case: str
+    ) -> None:
+        live = storage.create(R, P, {"id": "live", "n": 0})
+        storage.create(R, P, {"id": "gone"})
+        gone = storage.delete(R, P, "gone")
+        write = {
+            "create-live": Write(R, P, "live", {"n": 1}, ABSENT),
+            "stale-update": Write(R, P, "live", {"n": 1}, live["last_modified"] - 1),
+            "update-gone": Write(R, P, "gone", {"n": 1}, gone["last_modified"]),
+            "delete-gone": Write(R, P, "gone", None, gone["last_modified"]),
+        }[case]
+        with pytest.raises(WriteConflict) as info:
+            storage.apply([write])
+        assert info.value.index == 0
+        assert storage.get(R, P, "live") == live
+        assert storage.collection_timestamp(R, P) == gone["last_modified"]
+
+    def test_apply_refuses_a_delete_that_expects_no_record(self, storage: StorageBase) -> None:
+        with pytest.raises(ValueError, match="ABSENT"):
+            storage.apply([Write(R, P, "a", None, ABSENT)])
+
+    def test_apply_that_conflicts_applies_none_of_its_writes(
+        self, transactional: StorageBase
+    ) -> None:
+        live = transactional.create(R, P, {"id": "live"})
+        with pytest.raises(WriteConflict) as info:
+            transactional.apply(
+                [
+                    Write(R, P, "first", {}, ABSENT),
+                    Write(R, "other", "second", {}, ABSENT),
+                    Write(R, P, "live", {"n": 1}, ABSENT),
+                ]
+            )
+        assert info.value.index == 2
+        assert _ids(transactional.list_all(R, P)) == ["live"]
+        assert transactional.list_all(R, "other") == []
+        assert transactional.collection_timestamp(R, P) == live["last_modified"]
+        assert transactional.collection_timestamp(R, "other") == 0
+
+    def test_apply_checks_unique_fields_against_the_collection_and_its_own_writes(
+        self, storage: StorageBase
+    ) -> None:
+        storage.create(R, P, {"id": "a", "name": "taken"})
+        with pytest.raises(WriteConflict):
+            storage.apply([Write(R, P, "b", {"name": "taken"}, ABSENT, ("name",))])
+        with pytest.raises(WriteConflict) as info:
+            storage.apply(
+                [
+                    Write(R, P, "c", {"name": "new"}, ABSENT, ("name",)),
+                    Write(R, P, "d", {"name": "new"}, ABSENT, ("name",)),
+                ]
+            )
+        assert info.value.index == 1
+        (stamp,) = storage.apply([Write(R, P, "e", {"name": None}, ABSENT, ("name",))])
+        assert storage.get(R, P, "e")["last_modified"] == stamp
+
+    def test_apply_keeps_forced_timestamps_as_create_update_and_delete_do(
+        self, storage: StorageBase
+    ) -> None:
+        current = storage.create(R, P, {"id": "a"})["last_modified"]
+        high = current + 1_000_000
+        stamps = storage.apply(
+            [
+                Write(R, P, "b", {}, ABSENT, forced=high),
+                Write(R, P, "a", {"n": 1}, current, forced=current + 10),
+            ]
+        )
+        assert stamps == [high, current + 10]
+        assert storage.collection_timestamp(R, P) == high
+        # Not later than the record's: a new timestamp instead.
+        (stamp,) = storage.apply([Write(R, P, "a", None, current + 10, forced=current)])
+        assert stamp > high
+
+    def test_apply_joins_the_transaction_and_may_end_it(self, transactional: StorageBase) -> None:
+        with transactional.transaction():
+            transactional.create(R, P, {"id": "a"})
+            transactional.apply([Write(R, P, "b", {}, ABSENT)], commit=True)
+        assert _ids(transactional.list_all(R, P, sorting=[Sort("id", 1)])) == ["a", "b"]
+
+    def test_list_page_reads_the_records_with_their_collection_timestamp(
+        self, storage: StorageBase
+    ) -> None:
+        assert storage.list_page(R, P) == ([], 0)
+        first = storage.create(R, P, {"id": "a", "n": 1})
+        second = storage.create(R, P, {"id": "b", "n": 2})
+        records, timestamp = storage.list_page(
+            R, P, filters=[Filter("n", 1, Operator.GT)], sorting=[Sort("id", 1)], limit=5
+        )
+        assert (records, timestamp) == ([second], second["last_modified"])
+        records, timestamp = storage.list_page(R, P, filters=[Filter("n", 9)])
+        assert (records, timestamp) == ([], second["last_modified"])
+        assert first["last_modified"] < timestamp
+
+    def test_concurrent_applies_let_exactly_one_compare_and_swap_win(
+        self, storage: StorageBase
+    ) -> None:
+        created = storage.create(R, P, {"id": "a", "n": 0})
+
+        def write(index: int) -> list[int]:
+            return storage.apply([Write(R, P, "a", {"n": index}, created["last_modified"])])
+
+        results = run_threads(8, write)
+        winners = [r for r in results if isinstance(r, list)]
+        assert len(winners) == 1
+        assert all(isinstance(r, WriteConflict) for r in results if r not in winners)
+        assert storage.get(R, P, "a")["last_modified"] == winners[0][0]
+
+    def test_concurrent_applies_get_unique_timestamps_in_commit_order(
+        self, storage: StorageBase
+    ) -> None:
+        def write(index: int) -> list[int]:
+            stamps: list[int] = []
+            for n in range(10):
+                stamps += storage.apply(
+                    [Write(R, P, f"{index}-{n}-{k}", {"w": index}, ABSENT) for k in range(3)]
+                )
+            return stamps
+
+        results = run_threads(6, write)
+        assert not [r for r in results if isinstance(r, Exception)]
+        stamps = [stamp for per_thread in results for stamp in per_thread]
+        assert len(set(stamps)) == len(stamps) == 180
+        for per_thread in results:
+            assert per_thread == sorted(per_thread)
+        assert storage.collection_timestamp(R, P) == max(stamps)
 
     # -- failures ------------------------------------------------------
 
