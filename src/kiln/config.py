@@ -483,6 +483,8 @@ class Configuration:
         self.sources: list[str] = []
         self.last_updated: float | None = None
         self.last_error: str | None = None
+        #: The settings read from one tree: ``(tree, {key: value})``.
+        self._settings: tuple[Any, dict[str, Any]] = (None, {})
 
     @classmethod
     def from_mapping(cls, tree: Mapping[str, Any]) -> Configuration:
@@ -593,12 +595,28 @@ class Configuration:
         return lookup(self.config, key, default)
 
     def setting(self, key: str) -> Any:
-        """The value of a known key, falling back to its registered default."""
-        value = lookup(self.config, key, _MISSING)
+        """The value of a known key, falling back to its registered default.
+
+        Values are remembered per config tree (a reload or :meth:`set` makes a
+        new tree), so reading a setting on every request costs a dict lookup.
+        """
+        tree = self.config
+        tree_of, values = self._settings
+        if tree_of is not tree:
+            values = {}
+            self._settings = (tree, values)
+        else:
+            value = values.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
+        value = lookup(tree, key, _MISSING)
         if value is _MISSING:
             default = SETTINGS[key].default
-            # Callers may mutate what they get: copy mutable defaults only.
-            return copy.deepcopy(default) if isinstance(default, dict | list) else default
+            # Callers may mutate what they get: copy mutable defaults, never keep them.
+            if isinstance(default, dict | list):
+                return copy.deepcopy(default)
+            value = default
+        values[key] = value
         return value
 
     def origin(self, key: str) -> str | None:
