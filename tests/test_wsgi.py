@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from flask import Flask
 
 from kiln.application import get_app
-from kiln.wsgi import WORKER_BOOT_ERROR
+from kiln.wsgi import WORKER_BOOT_ERROR, claim_report
 from tests.test_cli import (
     BIN,
     clean_env,
@@ -165,3 +166,33 @@ def test_an_absent_config_file_is_reported_by_path(tmp_path):
     )
     assert process.returncode == WORKER_BOOT_ERROR
     assert f"kiln: cannot start: Config file '{missing}' does not exist." in process.stderr
+
+
+@pytest.mark.parametrize("workers", ["2", "4"])
+def test_gunicorn_with_several_workers_reports_a_broken_config_once(tmp_path, workers):
+    path = write(tmp_path / "c.json", "{oops")
+    args = gunicorn_args("kiln.wsgi:application", free_port())
+    args[args.index("--workers") + 1] = workers
+    process = subprocess.run(
+        args,
+        cwd=tmp_path,
+        env=clean_env(KILN_CONFIG=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == WORKER_BOOT_ERROR
+    assert process.stderr.count(f"kiln: cannot start: Config file '{path}' is not valid") == 1
+    assert "Traceback" not in process.stderr
+    assert "Reason: Worker failed to boot." in process.stderr
+
+
+def test_the_first_worker_of_an_arbiter_to_fail_claims_the_report(tmp_path):
+    claims = str(tmp_path / "claims")
+    assert claim_report("100@5", claims) is None
+    assert claim_report("100@5", claims) == os.getpid()
+    assert claim_report("100@6", claims) is None  # the same id, a later arbiter
+    assert Path(claims).read_text() == f"100@6 {os.getpid()}"
+    Path(claims).write_text("whatever was there")
+    assert claim_report("100@6", claims) is None
+    assert (Path(claims).stat().st_mode & 0o777) == 0o600
