@@ -428,9 +428,10 @@ for _setting in (
     Setting("http_host", (str, None), None, "Host forced in absolute URLs.", True),
     Setting(
         "error_info_link",
-        (str,),
-        "https://github.com/kiln-framework/kiln/issues",
-        "`info` link of 500 errors.",
+        (str, None),
+        None,
+        "`info` link of 500 errors (where your users report a problem). "
+        "Default: `project.docs`; no link when both are unset.",
         True,
     ),
     Setting("retry_after_seconds", (int,), 3, "`Retry-After` on 503 responses.", True),

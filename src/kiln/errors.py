@@ -255,8 +255,10 @@ def _retry_after() -> int:
     return int(_setting("retry_after_seconds"))
 
 
-def _info_link() -> str:
-    return str(_setting("error_info_link"))
+def _info_link() -> str | None:
+    # The service's own page: a 500 is a bug of the service, not of kiln.
+    link = _setting("error_info_link") or _setting("project.docs")
+    return str(link) if link else None
 
 
 def install_error_handlers(app: Flask) -> None:
