@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +15,7 @@ from kiln.cli import main
 from kiln.config import validate
 from tests.pgschema import fresh_schema
 from tests.test_cli import clean_env, free_port, isolated_global_config, running, write
-from tests.test_wsgi import gunicorn_args
+from tests.test_wsgi import gunicorn_args, start_gunicorn
 
 VIEWS = """\
 from kiln import resource
@@ -72,15 +71,17 @@ def missing_database_url(postgresql_url: str) -> tuple[str, str]:
     return urlsplit(postgresql_url)._replace(path=f"/{name}").geturl(), name
 
 
-def start_gunicorn(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        gunicorn_args("kiln.wsgi:application", free_port()),
-        cwd=tmp_path,
-        env=clean_env(KILN_CONFIG=str(config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def first_error(cli, config: Path) -> str:
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 1
+    return result.stderr.splitlines()[0]
+
+
+def migrated_then_checked(cli, config: Path) -> list[str]:
+    assert cli("-c", str(config), "migrate").exit_code == 0
+    result = cli("-c", str(config), "check")
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
 
 
 # --------------------------------------------------------------------------
@@ -242,23 +243,16 @@ def test_kiln_check_says_a_new_sqlite_file_will_be_created_and_writes_nothing(cl
 def test_kiln_check_wants_a_migrated_sqlite_file_when_startup_creates_nothing(cli, views, tmp_path):
     text = f"views: [{views()}]\nstorage: {{url: a.db, initialize_on_startup: false}}\n"
     config = write(tmp_path / "service.yaml", text)
-    result = cli("-c", str(config), "check")
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == (
+    assert first_error(cli, config) == (
         "kiln: error: storage (sqlite): the file 'a.db' does not exist and "
         "storage.initialize_on_startup is false: create it with `kiln migrate`."
     )
     (tmp_path / "a.db").touch()
-    result = cli("-c", str(config), "check")
-    assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == (
+    assert first_error(cli, config) == (
         "kiln: error: storage (sqlite): answers, but its schema is not up to date "
         "(5 steps missing, from 'create table schema_versions'): run `kiln migrate`."
     )
-    assert cli("-c", str(config), "migrate").exit_code == 0
-    result = cli("-c", str(config), "check")
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[:3] == [
+    assert migrated_then_checked(cli, config)[:3] == [
         "storage (sqlite): ready.",
         "permission (sqlite): ready.",
         "cache (sqlite): ready.",
@@ -286,16 +280,11 @@ def test_kiln_check_reports_a_postgresql_schema_to_migrate(cli, views, tmp_path,
         )
         storage["initialize_on_startup"] = False
         write(config, json.dumps({"views": [views()], "storage": storage}))
-        result = cli("-c", str(config), "check")
-        assert result.exit_code == 1
-        assert result.stderr.splitlines()[0] == (
+        assert first_error(cli, config) == (
             "kiln: error: storage (postgresql): answers, but its schema is not up to date "
             "(6 steps missing, from 'create table schema_versions'): run `kiln migrate`."
         )
-        assert cli("-c", str(config), "migrate").exit_code == 0
-        result = cli("-c", str(config), "check")
-        assert result.exit_code == 0, result.output
-        assert "storage (postgresql): ready." in result.stdout.splitlines()
+        assert "storage (postgresql): ready." in migrated_then_checked(cli, config)
 
 
 def test_a_postgresql_database_that_does_not_exist_is_named(cli, views, tmp_path, postgresql_url):
