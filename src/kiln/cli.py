@@ -307,7 +307,7 @@ def init(directory: Path, name: str | None) -> None:
     click.echo(
         f"\nNext:\n  cd {directory}\n"
         "  pip install -e '.[test]'             # the service, and pytest for its tests\n"
-        "  KILN_CONFIG=config.yaml kiln serve   # http://127.0.0.1:8888/v1/ (-p PORT: another)\n"
+        "  KILN_CONFIG=config.yaml kiln serve   # http://127.0.0.1:8888/v1/ (or -p PORT)\n"
         "  python -m pytest"
     )
 
