@@ -370,8 +370,11 @@ def test_a_sqlite_url_shared_by_several_backends_is_reported_once():
     assert len(validate({"storage": {"url": "sqlite:///a.db"}})) == 1
 
 
-@pytest.mark.parametrize("url", [":memory:", "kiln.sqlite", "data:file.db"])
-def test_sqlite_paths_in_existing_directories_pass(url):
+@pytest.mark.parametrize(
+    "url",
+    [":memory:", "kiln.sqlite", "data:file.db", "file:/no/such/k.db?mode=ro", "file:///a.db"],
+)
+def test_sqlite_paths_in_existing_directories_and_sqlite_uris_pass(url):
     assert validate({"storage": {"url": url}}) == []
 
 
