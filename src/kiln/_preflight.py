@@ -97,19 +97,20 @@ def sqlite_url_problems(tree: Mapping[str, Any], origins: Mapping[str, str]) -> 
 
 def _sqlite_url_problem(backend: Backend) -> str | None:
     url = backend.url
-    scheme = _URL.match(url)
-    if url == ":memory:" or (scheme and scheme.group(1).lower() == "file"):
+    match = _URL.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if url == ":memory:" or scheme == "file":
         return None  # SQLite's own forms: its URI filenames (file:data.db?mode=ro) are its business
-    if scheme and scheme.group(1).lower().startswith("sqlite"):
+    if scheme.startswith("sqlite"):
         return (
             f"is a SQLAlchemy URL ({url!r}), but kiln's SQLite backend takes a file path: "
             f"write `{backend.url_key}: {_sqlite_path(url)}`."
         )
-    if scheme and url[scheme.end() :].startswith("//"):
-        name = _SCHEME_BACKENDS.get(scheme.group(1).lower())
+    if match and url[match.end() :].startswith("//"):
+        name = _SCHEME_BACKENDS.get(scheme)
         fix = f"set `{backend.backend_key}: {name}`" if name else "give it a file path"
         # The URL itself is left out: it may hold a password.
-        return f"is a {scheme.group(1)}:// URL, but the {backend.kind} backend is 'sqlite': {fix}."
+        return f"is a {scheme}:// URL, but the {backend.kind} backend is 'sqlite': {fix}."
     directory = os.path.dirname(os.path.abspath(url))
     if not os.path.isdir(directory):
         return (
