@@ -10,19 +10,25 @@ EXAMPLE_CONFIG ?= examples/mushrooms/config.yaml
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev serve test test-fast lint format typecheck docs clean distclean maintainer-clean
 
-help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## Show this help (coloured on a terminal only).
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-20s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	@$(PYTHON3) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kiln needs Python >= 3.11; set PYTHON3=/path/to/python3.11")'
 	$(PYTHON3) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The distribution was called `kiln` before `kiln-framework`: drop that name from older venvs.
+UNINSTALL_OLD_NAME = $(BIN)/python -m pip uninstall --quiet --yes kiln 2>/dev/null || true
+
 $(VENV)/.install.stamp: $(BIN)/python pyproject.toml
+	@$(UNINSTALL_OLD_NAME)
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
 $(VENV)/.install-dev.stamp: $(BIN)/python pyproject.toml
+	@$(UNINSTALL_OLD_NAME)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@ $(VENV)/.install.stamp
 

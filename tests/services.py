@@ -22,7 +22,7 @@ skipping.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -164,8 +164,17 @@ def postgresql_url(pytestconfig: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url(pytestconfig: pytest.Config) -> str:
-    return require(pytestconfig, "redis")
+def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    url = require(pytestconfig, "redis")
+    yield url
+    # The tests empty the database before they use it; empty it after them too.
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,21 @@ def test_the_default_import_name_is_kilnapp():
     assert build().name == "kilnapp"
 
 
+def test_route_json_is_compact_like_resource_json_even_in_debug_mode(views_dir):
+    name = views_dir(
+        """
+from kiln import app
+
+@app.route("/v1/pair", methods=["GET"])
+def pair():
+    return {"a": [1, 2], "b": {"c": None}}
+"""
+    )
+    app = build({"views": [name], "debug": {"enabled": True}})
+    body = app.test_client().get("/v1/pair").get_data(as_text=True)
+    assert body == '{"a":[1,2],"b":{"c":null}}\n'
+
+
 def test_flask_init_with_an_unknown_argument_fails_startup():
     with pytest.raises(StartupError, match=r"flask.init has an argument Flask\(\) does not take"):
         build({"flask": {"init": {"import_name": "x", "bogus": 1}}})
@@ -155,6 +170,16 @@ def test_a_views_module_that_fails_to_import_fails_startup_in_one_sentence(views
     assert "\n" not in message
 
 
+def test_a_kiln_error_raised_by_a_views_module_keeps_its_own_sentence(views_dir):
+    name = views_dir(
+        "from kiln.exceptions import StartupError\n"
+        "raise StartupError(\"Resource 'x': its schema is wrong.\")\n"
+    )
+    with pytest.raises(StartupError) as info:
+        build({"views": [name]})
+    assert str(info.value) == "Resource 'x': its schema is wrong."
+
+
 def test_a_missing_views_module_fails_startup():
     with pytest.raises(StartupError, match="No module named 'no_such_views_module'"):
         build({"views": ["no_such_views_module"]})
@@ -204,6 +229,10 @@ def failing_middleware(app):
     raise ValueError("cannot wrap")
 
 
+def misconfigured_middleware(app):
+    raise ConfigError("Config key 'tag.value' must be a string.")
+
+
 def test_middleware_given_as_a_mapping_wraps_the_app():
     spec = {f"{__name__}.Tag": {"value": "a"}}
     response = build({"middleware": spec}).test_client().get("/__lbheartbeat__")
@@ -235,6 +264,10 @@ def test_middleware_entries_apply_in_list_order():
         ({f"{__name__}.Tag": [1]}, "takes a mapping of keyword arguments"),
         ({f"{__name__}.Tag": {"bogus": 1}}, "failed to start: TypeError"),
         ({f"{__name__}.failing_middleware": {}}, "failed to start: ValueError: cannot wrap"),
+        (
+            {f"{__name__}.misconfigured_middleware": {}},
+            "failed to start: Config key 'tag.value' must be a string..$",
+        ),
         ([3], "must be a dotted path"),
     ],
 )

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -176,12 +177,46 @@ def test_help_is_available_on_every_command_with_dash_h(cli):
         assert "Usage:" in result.output
 
 
-def test_settings_lists_every_key_with_its_default(cli):
+def test_top_level_help_summaries_are_whole_sentences(cli):
+    result = cli("--help")
+    commands = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in commands] == [
+        "check",
+        "devserver",
+        "init",
+        "migrate",
+        "serve",
+        "settings",
+    ]
+    for line in commands:
+        assert line.endswith("."), line
+        assert "..." not in line
+
+
+def test_serve_and_devserver_help_say_how_they_differ(cli):
+    serve = " ".join(cli("serve", "--help").output.split())
+    assert "Threaded" in serve
+    assert "For production use gunicorn" in serve
+    assert "`devserver` is Clay's variant of this command." in serve
+    devserver = " ".join(cli("devserver", "--help").output.split())
+    assert "Refuses to run unless debug.enabled is true" in devserver
+    assert "New projects use `kiln serve`." in devserver
+
+
+def test_init_help_lists_what_it_writes(cli):
+    text = " ".join(cli("init", "--help").output.split())
+    assert "a resource and a view, five passing tests" in text
+    assert "its `test` extra installs pytest" in text
+
+
+def test_settings_lists_every_key_with_its_type_default_and_reload(cli):
     result = cli("settings")
     assert result.exit_code == 0
-    assert 'debug.server.host = "127.0.0.1"  # Dev server address.' in result.output
-    assert "debug.server.port = 8888" in result.output
-    assert "views = []" in result.output
+    lines = result.output.splitlines()
+    assert 'debug.server.host = "127.0.0.1"  # a string, restart. Dev server address.' in lines
+    assert "debug.server.port = 8888  # an integer, restart. Dev server port." in lines
+    assert any(line.startswith("views = []  # a list, restart. ") for line in lines)
+    assert any(line.startswith("backoff = null  # an integer or null, reload. ") for line in lines)
 
 
 def test_settings_in_markdown_is_a_table_with_reload_and_choices(cli):
@@ -299,15 +334,13 @@ def test_config_option_makes_relative_paths_absolute(cli, tmp_path):
 # --------------------------------------------------------------------------
 
 
-def test_serve_uses_debug_server_defaults_and_the_debugger_on_loopback(cli, served, tmp_path):
+def test_serve_uses_debug_server_defaults_without_werkzeugs_debugger(cli, served, tmp_path):
     config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
     result = cli("-c", str(config), "serve")
     assert result.exit_code == 0, result.output
     assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
     assert served["options"] == {
         "use_reloader": True,
-        "use_debugger": True,
-        "use_evalex": True,
         "threaded": True,
         "extra_files": [str(config)],
     }
@@ -315,18 +348,20 @@ def test_serve_uses_debug_server_defaults_and_the_debugger_on_loopback(cli, serv
     assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)
 
 
-def test_serve_keeps_the_debugger_off_without_debug_enabled(cli, served):
+def test_serve_takes_the_address_from_its_options(cli, served):
     result = cli("serve", "--no-reload", "--port", "9999", "-H", "localhost")
     assert result.exit_code == 0
     assert (served["host"], served["port"]) == ("localhost", 9999)
-    assert served["options"]["use_debugger"] is False
     assert served["options"]["use_reloader"] is False
     assert "extra_files" not in served["options"]
 
 
+DEBUGGER_ON = "debug: {werkzeug: {use_debugger: true, use_evalex: true}}\n"
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "example.com"])
 def test_serve_keeps_the_debugger_off_on_a_non_loopback_host(cli, served, tmp_path, host):
-    config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
+    config = write(tmp_path / "c.yaml", DEBUGGER_ON)
     result = cli("-c", str(config), "serve", "--host", host)
     assert result.exit_code == 0
     assert served["options"]["use_debugger"] is False
@@ -339,7 +374,7 @@ def test_serve_keeps_the_debugger_off_on_a_non_loopback_host(cli, served, tmp_pa
 
 @pytest.mark.parametrize("host", ["127.0.0.2", "::1", "localhost"])
 def test_serve_allows_the_debugger_on_any_loopback_address(cli, served, tmp_path, host):
-    config = write(tmp_path / "c.yaml", "debug: {enabled: true}\n")
+    config = write(tmp_path / "c.yaml", DEBUGGER_ON)
     result = cli("-c", str(config), "serve", "--host", host)
     assert result.exit_code == 0
     assert served["options"]["use_debugger"] is True
@@ -375,8 +410,6 @@ def test_devserver_serves_clay_options_on_the_default_address(cli, served, tmp_p
     assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
     assert served["options"] == {
         "use_reloader": True,
-        "use_debugger": True,
-        "use_evalex": True,
         "threaded": False,
         "processes": 1,
         "extra_files": [str(config)],
@@ -385,7 +418,9 @@ def test_devserver_serves_clay_options_on_the_default_address(cli, served, tmp_p
 
 def test_devserver_turns_the_debugger_off_on_all_interfaces(cli, served, tmp_path):
     config = write(
-        tmp_path / "c.json", '{"debug": {"enabled": true, "server": {"host": "0.0.0.0"}}}'
+        tmp_path / "c.json",
+        '{"debug": {"enabled": true, "server": {"host": "0.0.0.0"},'
+        ' "werkzeug": {"use_debugger": true}}}',
     )
     result = cli("-c", str(config), "devserver")
     assert result.exit_code == 0
@@ -408,8 +443,12 @@ def test_init_writes_a_project_with_fresh_secrets(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "created alpha/config.yaml" in result.stdout
     assert "KILN_CONFIG=config.yaml kiln serve" in result.stdout
+    assert "pip install -e '.[test]'" in result.stdout
     for name in ("config.yaml", "alpha/views.py", "tests/test_service.py", "pyproject.toml"):
         assert (tmp_path / "alpha" / name).is_file()
+    project = tomllib.loads((tmp_path / "alpha" / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == ["kiln-framework"]
+    assert project["optional-dependencies"] == {"test": ["pytest>=8"]}
     cli("init", "beta")
     first, second = secrets_of(tmp_path / "alpha"), secrets_of(tmp_path / "beta")
     assert len(first) == len(second) == 2
@@ -475,7 +514,11 @@ def test_the_scaffolded_project_passes_its_tests_check_and_serves(cli, tmp_path)
         timeout=30,
     )
     assert check.returncode == 0, check.stderr
-    assert check.stdout.startswith("OK:")
+    assert check.stdout.splitlines() == [
+        "storage (sqlite): the file 'shop.sqlite' will be created at startup.",
+        "cache (sqlite): the file 'shop.sqlite' will be created at startup.",
+        f"OK: the config from {project / 'config.yaml'} is valid and the app builds.",
+    ]
 
 
 # --------------------------------------------------------------------------

@@ -649,3 +649,42 @@ def test_settings_of_every_component_are_validated_at_load():
         Configuration.from_mapping({"smtp": {"port": "twenty-five"}}).load()
     keys = {setting.key for setting in kiln_config.known_settings()}
     assert {"smtp.host", "statsd.host"} <= keys
+
+
+def test_a_check_over_several_keys_runs_after_each_keys_own_and_once(monkeypatch):
+    monkeypatch.setattr(kiln_config, "CHECKS", list(kiln_config.CHECKS))
+
+    def both_or_neither(tree, origins):
+        has = [key for key in ("a.x", "a.y") if lookup(tree, key) is not None]
+        return ["Config keys 'a.x' and 'a.y' go together."] if len(has) == 1 else []
+
+    assert kiln_config.register_check(both_or_neither) is both_or_neither
+    kiln_config.register_check(both_or_neither)
+    assert validate({"a": {"x": 1}}) == ["Config keys 'a.x' and 'a.y' go together."]
+    assert validate({"a": {"x": 1, "y": 2}}) == []
+    # A key's own problem comes alone: checks may assume well-typed keys.
+    assert validate({"a": {"x": 1}, "debug": {"enabled": "no"}}) == [
+        """Config key 'debug.enabled' must be a boolean, got "no" (str)."""
+    ]
+
+
+def test_unknown_keys_of_kilns_sections_are_logged_at_every_load(tmp_path, caplog):
+    path = tmp_path / "c.yaml"
+    path.write_text("storage: {backnd: memory}\nbakery: {flavour: rye}\n")
+    configuration = Configuration(paths=[str(path)], environ={})
+    with caplog.at_level(logging.WARNING, logger="kiln.config"):
+        configuration.load()
+        configuration.load()
+        configuration.load(warn=False)
+    assert [r.getMessage() for r in caplog.records if r.name == "kiln.config"] == [
+        f"Config key 'storage.backnd' (set in {path}) is not a kiln setting: "
+        "did you mean 'storage.backend'?",
+    ] * 2
+
+
+def test_a_section_of_kilns_that_is_not_a_mapping_is_an_error_unless_users_share_it():
+    assert validate({"debug": {"server": 8000}}) == [
+        "Config key 'debug.server' must be a mapping of settings ('debug.server.host', ...), "
+        "not the int 8000."
+    ]
+    assert validate({"testing": "on", "auth": {"bearer": 1}}) == []

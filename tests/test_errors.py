@@ -101,6 +101,26 @@ def test_an_unexpected_exception_is_a_500_envelope_without_internals(client, cap
     assert "ZeroDivisionError" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("tree", "info"),
+    [
+        ({"project": {"docs": "https://bakery.example/help"}}, "https://bakery.example/help"),
+        (
+            {"project": {"docs": "https://bakery.example/help"}, "error_info_link": "mailto:x@y"},
+            "mailto:x@y",
+        ),
+        ({}, None),
+    ],
+)
+def test_a_500_links_the_services_own_help_or_nothing(tree, info):
+    app = create_app(
+        Configuration.from_mapping({"views": [__name__], **tree}), configure_logging=False
+    )
+    body = app.test_client().get("/v1/boom").json
+    assert body.get("info") == info
+    assert "github.com" not in str(body)
+
+
 def test_a_backend_error_is_503_with_retry_after(client, caplog):
     response = client.get("/v1/backend")
     body = assert_envelope(response, 503, 201)

@@ -45,6 +45,7 @@ PUBLIC_MODULES = (
     "kiln.resource.dispatch",
     "kiln.resource.endpoints",
     "kiln.resource.events",
+    "kiln.resource.unit_of_work",
     "kiln.resource.views",
     "kiln.stats",
     "kiln.storage",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from flask import Flask
 
 from kiln.application import get_app
-from kiln.wsgi import WORKER_BOOT_ERROR
+from kiln.wsgi import WORKER_BOOT_ERROR, claim_report
 from tests.test_cli import (
     BIN,
     clean_env,
@@ -92,6 +93,20 @@ def gunicorn_args(target: str, port: int) -> list[str]:
     ]
 
 
+def start_gunicorn(cwd: Path, config: Path, workers: int = 1) -> subprocess.CompletedProcess[str]:
+    """Run gunicorn on ``config`` until it stops (it does at once on a broken config)."""
+    args = gunicorn_args("kiln.wsgi:application", free_port())
+    args[args.index("--workers") + 1] = str(workers)
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=clean_env(KILN_CONFIG=str(config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_gunicorn_serves_kiln_wsgi_application(tmp_path):
     write(tmp_path / "owner_views.py", VIEWS)
     write(tmp_path / "c.yaml", "project: {name: prod}\nowner: ada\nviews: [owner_views]\n")
@@ -118,14 +133,7 @@ def test_gunicorn_serves_kiln_wsgi_application(tmp_path):
 )
 def test_gunicorn_stops_at_once_on_a_broken_config(tmp_path, filename, text, message):
     path = write(tmp_path / filename, text)
-    process = subprocess.run(
-        gunicorn_args("kiln.wsgi:application", free_port()),
-        cwd=tmp_path,
-        env=clean_env(KILN_CONFIG=str(path)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    process = start_gunicorn(tmp_path, path)
     assert process.returncode != 0
     assert f"kiln: cannot start: {message.format(path=path)}" in process.stderr
     assert "Traceback" not in process.stderr
@@ -134,14 +142,7 @@ def test_gunicorn_stops_at_once_on_a_broken_config(tmp_path, filename, text, mes
 
 def test_gunicorn_worker_exits_with_gunicorns_boot_error_code(tmp_path):
     path = write(tmp_path / "c.json", "[]")
-    process = subprocess.run(
-        gunicorn_args("kiln.wsgi:application", free_port()),
-        cwd=tmp_path,
-        env=clean_env(KILN_CONFIG=str(path)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    process = start_gunicorn(tmp_path, path)
     assert process.returncode == WORKER_BOOT_ERROR
     assert f"exited with code {WORKER_BOOT_ERROR}" in process.stderr
     assert "must hold a mapping at its top level, not a list." in process.stderr
@@ -155,13 +156,27 @@ def test_the_worker_boot_error_code_matches_gunicorns():
 
 def test_an_absent_config_file_is_reported_by_path(tmp_path):
     missing = Path(tmp_path / "nowhere.yaml")
-    process = subprocess.run(
-        gunicorn_args("kiln.wsgi:application", free_port()),
-        cwd=tmp_path,
-        env=clean_env(KILN_CONFIG=str(missing)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    process = start_gunicorn(tmp_path, missing)
     assert process.returncode == WORKER_BOOT_ERROR
     assert f"kiln: cannot start: Config file '{missing}' does not exist." in process.stderr
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_gunicorn_with_several_workers_reports_a_broken_config_once(tmp_path, workers):
+    path = write(tmp_path / "c.json", "{oops")
+    process = start_gunicorn(tmp_path, path, workers)
+    assert process.returncode == WORKER_BOOT_ERROR
+    assert process.stderr.count(f"kiln: cannot start: Config file '{path}' is not valid") == 1
+    assert "Traceback" not in process.stderr
+    assert "Reason: Worker failed to boot." in process.stderr
+
+
+def test_the_first_worker_of_an_arbiter_to_fail_claims_the_report(tmp_path):
+    claims = str(tmp_path / "claims")
+    assert claim_report("100@5", claims) is None
+    assert claim_report("100@5", claims) == os.getpid()
+    assert claim_report("100@6", claims) is None  # the same id, a later arbiter
+    assert Path(claims).read_text() == f"100@6 {os.getpid()}"
+    Path(claims).write_text("whatever was there")
+    assert claim_report("100@6", claims) is None
+    assert (Path(claims).stat().st_mode & 0o777) == 0o600

@@ -2,7 +2,7 @@
 
 Try it with `make serve`, then::
 
-    curl -s -X POST http://127.0.0.1:8888/v1/mushrooms \\
+    curl -s -u alice:secret -X POST http://127.0.0.1:8888/v1/mushrooms \\
          -H 'Content-Type: application/json' \\
          -d '{"data": {"name": "Amanita muscaria", "edible": false, "cap_cm": 12}}'
     curl -s 'http://127.0.0.1:8888/v1/mushrooms?edible=false&_sort=-cap_cm&_limit=10'
@@ -23,7 +23,11 @@ from kiln import app, config, resource
 
 @resource.register()
 class Mushroom(resource.Resource):
-    """A mushroom species: names are unique, the Latin name cannot change."""
+    """A mushroom species: names are unique, the Latin name cannot change.
+
+    Everyone may read the catalogue; changing it takes a login
+    (``mushroom.write_principals`` in the config).
+    """
 
     schema = {
         "type": "object",

@@ -115,7 +115,7 @@ T = TypeVar("T")
 #: What is missing when ``psycopg`` or ``psycopg_pool`` cannot be imported.
 INSTALL_MESSAGE = (
     "The PostgreSQL backends need the psycopg 3 driver and psycopg_pool, which are not "
-    "installed. Install them with `pip install kiln[postgresql]`."
+    "installed. Install them with `pip install 'kiln-framework[postgresql]'`."
 )
 
 Params = Mapping[str, Any] | Sequence[Any] | None

@@ -4,7 +4,7 @@ The driver (redis-py, with the hiredis parser) is imported here and only
 here, lazily: importing this module registers the ``redis.*`` settings
 without needing the driver, and choosing a Redis backend without it fails
 at startup (:class:`~kiln.exceptions.ConfigError`: "Install it with
-``pip install kiln[redis]``").
+``pip install 'kiln-framework[redis]'``").
 
 :func:`acquire` returns the process's :class:`RedisConnection` for a URL
 (and client options), counting its users; :meth:`RedisConnection.release`
@@ -99,7 +99,7 @@ def import_driver(setting: str = "storage.backend") -> Any:
     except ImportError as exc:
         raise ConfigError(
             f"{setting} 'redis' needs the redis-py driver, which is not installed. "
-            "Install it with `pip install kiln[redis]`."
+            "Install it with `pip install 'kiln-framework[redis]'`."
         ) from exc
     return redis
 

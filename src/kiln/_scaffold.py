@@ -1,4 +1,4 @@
-"""Templates of ``kiln init``: a small runnable service with a passing test."""
+"""Templates of ``kiln init``: a small runnable service whose tests pass."""
 
 from __future__ import annotations
 
@@ -134,17 +134,30 @@ README = """# {name}
 
 A service built with kiln.
 
+    pip install -e '.[test]'               # the service, and pytest
     KILN_CONFIG=config.yaml kiln serve     # http://127.0.0.1:8888/v1/
     python -m pytest                       # the tests
+    kiln -c config.yaml check              # the config, the app and its backends
     KILN_CONFIG=config.yaml gunicorn kiln.wsgi:application   # production server
 """
 
 PYPROJECT = """\
+[build-system]
+requires = ["hatchling>=1.24"]
+build-backend = "hatchling.build"
+
 [project]
 name = "{module}"
 version = "1.0.0"
 requires-python = ">=3.11"
-dependencies = ["kiln"]
+dependencies = ["kiln-framework"]
+
+[project.optional-dependencies]
+# `pip install -e '.[test]'`: the service, and what its tests need.
+test = ["pytest>=8"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["{module}"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]

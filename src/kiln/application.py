@@ -187,6 +187,8 @@ def _new_flask(configuration: Configuration) -> Flask:
         raise StartupError(f"flask.init has an argument Flask() does not take: {exc}.") from None
     app.debug = bool(configuration.setting("debug.enabled"))
     app.config.update(configuration.setting("flask.config"))
+    # Routes' JSON as compact as the resources' (Flask indents it in debug mode).
+    app.json.compact = True  # type: ignore[attr-defined]
     return app
 
 
@@ -204,6 +206,8 @@ def _load_views(app: Flask, names: list[Any]) -> None:
 
 
 def _load_view_module(app: Flask, name: Any) -> None:
+    from kiln.exceptions import KilnError
+
     if not isinstance(name, str) or not name:
         raise StartupError(f"views entries must be module names, got {name!r}.")
     if name in _module_rules and name in sys.modules:
@@ -215,6 +219,8 @@ def _load_view_module(app: Flask, name: Any) -> None:
         before = {id(rule) for rule in app.url_map.iter_rules()}
         try:
             module = importlib.import_module(name)
+        except KilnError:
+            raise  # already one sentence naming what is wrong (a resource's schema, a key)
         except Exception as exc:
             raise StartupError(
                 f"views module {name!r} failed to import: {_describe(exc)}. "
@@ -272,6 +278,10 @@ def _wrap_middleware(app: Flask, spec: Any) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    from kiln.exceptions import KilnError
+
+    if isinstance(exc, KilnError):
+        return str(exc)  # kiln's own errors are sentences; their class name adds nothing
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 

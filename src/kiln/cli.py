@@ -2,13 +2,16 @@
 
 ::
 
-    kiln serve                 dev server on 127.0.0.1:8888 (reloader, loopback debugger)
-    kiln devserver             Clay's dev server: refuses to run unless debug.enabled
+    kiln serve                 development server on 127.0.0.1:8888 (threaded, reloader)
+    kiln devserver             Clay's development server: refuses to run unless debug.enabled
     kiln init DIR              scaffold a runnable service with generated secrets
-    kiln check                 validate a config (and build the app); exit 1 when wrong
+    kiln check [--strict]      check the config, build the app, open its backends
     kiln migrate [--dry-run]   create or upgrade the storage, permission and cache schemas
     kiln settings              list every known config key
     kiln --version
+
+Production runs under gunicorn (``gunicorn kiln.wsgi:application``), not
+under these development servers.
 
 ``--config FILE`` (repeatable) names the config files; without it
 ``KILN_CONFIG`` (or ``CLAY_CONFIG``) does. Errors print one sentence and
@@ -98,6 +101,8 @@ def _run(host: str, port: int, options: dict[str, Any]) -> None:
     if options.get("use_reloader"):
         # Editing a config file restarts the server, as editing code does.
         options.setdefault("extra_files", list(CONFIG.sources))
+    # Werkzeug's debugger stays off unless debug.werkzeug turns it on: every
+    # error is a JSON response, so it would never show anything.
     if options.get("use_debugger") and not _is_loopback(host):
         click.echo(
             f"kiln: the interactive debugger stays off on {host}: it would let anyone "
@@ -109,75 +114,103 @@ def _run(host: str, port: int, options: dict[str, Any]) -> None:
     run_simple(host, port, application, **options)
 
 
-@main.command()
+@main.command(short_help="Run the development server (kiln's own).")
 @click.option("--host", "-H", default=None, help="Address to bind [debug.server.host].")
 @click.option("--port", "-p", type=int, default=None, help="Port [debug.server.port].")
-@click.option("--reload/--no-reload", default=True, help="Restart when code changes.")
+@click.option(
+    "--reload/--no-reload", default=True, help="Restart when code or a config file changes."
+)
 @_guarded
 def serve(host: str | None, port: int | None, reload: bool) -> None:
-    """Serve the app with the development server (default 127.0.0.1:8888)."""
+    """Run the development server on 127.0.0.1:8888 (or -H/-p, or debug.server).
+
+    Threaded, restarts when code or a config file changes, reloads the
+    config on SIGHUP. For production use gunicorn (`gunicorn
+    kiln.wsgi:application`). `devserver` is Clay's variant of this command.
+    """
     from kiln.config import CONFIG
 
     if host is None:
         host = CONFIG.setting("debug.server.host")
     if port is None:
         port = CONFIG.setting("debug.server.port")
-    debug = bool(CONFIG.setting("debug.enabled"))
-    options: dict[str, Any] = {
-        "use_reloader": reload,
-        "use_debugger": debug,
-        "use_evalex": debug,
-        "threaded": True,
-    }
+    options: dict[str, Any] = {"use_reloader": reload, "threaded": True}
     options.update(CONFIG.setting("debug.werkzeug"))
     _run(str(host), int(port), options)
 
 
-@main.command()
+@main.command(short_help="Run Clay's development server (for Clay projects).")
 @_guarded
 def devserver() -> None:
-    """Clay's dev server: runs only when debug.enabled is true."""
+    """Run Clay's development server: `serve` as Clay's `clay-devserver` did.
+
+    Refuses to run unless debug.enabled is true, takes no options (the
+    address is debug.server.host and port) and serves one request at a
+    time. New projects use `kiln serve`.
+    """
     from kiln.config import CONFIG
 
     if not CONFIG.setting("debug.enabled"):
         click.echo(DEVSERVER_REFUSAL, err=True)
         raise SystemExit(255)
-    options: dict[str, Any] = {
-        "use_reloader": True,
-        "use_debugger": True,
-        "use_evalex": True,
-        "threaded": False,
-        "processes": 1,
-    }
+    options: dict[str, Any] = {"use_reloader": True, "threaded": False, "processes": 1}
     options.update(CONFIG.setting("debug.werkzeug"))
     _run(
         str(CONFIG.setting("debug.server.host")), int(CONFIG.setting("debug.server.port")), options
     )
 
 
-@main.command()
+@main.command(short_help="Check the config, the app and its backends.")
+@click.option("--strict", is_flag=True, help="Fail on warnings (unknown keys) too.")
 @_guarded
-def check() -> None:
-    """Validate the config, import its views and middleware; exit 1 when wrong."""
-    from kiln.application import create_app
-    from kiln.config import CONFIG, flag_warnings, validate
+def check(strict: bool) -> None:
+    """Check the config, build the app and open its backends; exit 1 when wrong.
+
+    Validates every key kiln knows, warns about keys of kiln's sections it
+    does not know (errors with --strict) and malformed feature flags,
+    imports the views and middleware, then opens the storage, permission
+    and cache backends and reads their schema versions. Writes nothing.
+    """
+    from kiln import _preflight
+    from kiln.application import close_app, create_app
+    from kiln.config import CONFIG, flag_warnings, unknown_keys, validate
 
     tree, origins = CONFIG.build()
     problems = validate(tree, origins)
-    for warning in flag_warnings(tree):
-        click.echo(f"kiln: warning: {warning}", err=True)
-    if problems:
-        for problem in problems:
-            click.echo(f"kiln: error: {problem}", err=True)
+    warnings = [*unknown_keys(tree, origins), *flag_warnings(tree)]
+    for warning in warnings:
+        click.echo(f"kiln: {'error' if strict else 'warning'}: {warning}", err=True)
+    for problem in problems:
+        click.echo(f"kiln: error: {problem}", err=True)
+    if problems or (strict and warnings):
         raise SystemExit(1)
+    CONFIG.load(strict=True, warn=False)
+    schema_at_startup = bool(CONFIG.setting("storage.initialize_on_startup"))
     # Build the app as a server would, but write nothing (no schema, no file).
     CONFIG.set("storage.initialize_on_startup", False)
-    create_app(CONFIG, configure_logging=False)
+    app = create_app(CONFIG, configure_logging=False)
+    try:
+        state = app.extensions["kiln"]
+        built = {
+            kind: getattr(state, kind)
+            for kind in _preflight.KINDS
+            if getattr(state, kind) is not None
+        }
+        reports = _preflight.probe(built, CONFIG.config, schema_at_startup=schema_at_startup)
+    finally:
+        close_app(app)
+    for report in reports:
+        if report.ok:
+            click.echo(str(report))
+        else:
+            click.echo(f"kiln: error: {report}", err=True)
+    if not all(report.ok for report in reports):
+        raise SystemExit(1)
     sources = ", ".join(CONFIG.sources) or "no file (defaults and environment only)"
     click.echo(f"OK: the config from {sources} is valid and the app builds.")
 
 
-@main.command()
+@main.command(short_help="Create or upgrade the backends' schemas.")
 @click.option("--dry-run", is_flag=True, help="Print the steps without running any.")
 @_guarded
 def migrate(dry_run: bool) -> None:
@@ -214,7 +247,7 @@ def migrate(dry_run: bool) -> None:
         click.echo("Dry run: nothing was written.")
 
 
-@main.command()
+@main.command(short_help="List every config key kiln knows.")
 @click.option(
     "--format",
     "output",
@@ -223,7 +256,12 @@ def migrate(dry_run: bool) -> None:
     help="Output format.",
 )
 def settings(output: str) -> None:
-    """List every config key kiln knows, with its type and default."""
+    """List every config key kiln knows: its type, default, whether a reload
+    applies it, and what it does.
+
+    Text lines read `key = default  # type, reload|restart. Description`;
+    markdown is the table of docs/settings.md.
+    """
     import orjson
 
     from kiln.config import known_settings
@@ -232,7 +270,10 @@ def settings(output: str) -> None:
     if output == "text":
         for setting in rows:
             default = orjson.dumps(setting.default).decode()
-            click.echo(f"{setting.key} = {default}  # {setting.doc}")
+            reload = "reload" if setting.reload else "restart"
+            click.echo(
+                f"{setting.key} = {default}  # {setting._type_names()}, {reload}. {setting.doc}"
+            )
         return
     click.echo("# Configuration reference\n")
     click.echo("Generated by `make docs` (`kiln settings --format markdown`): do not edit.\n")
@@ -248,19 +289,27 @@ def settings(output: str) -> None:
         click.echo(f"| `{setting.key}` | {types} | `{default}` | {reload} | {doc} |")
 
 
-@main.command()
+@main.command(short_help="Create a runnable service in a new directory.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Project name (default: the directory's name).")
 @_guarded
 def init(directory: Path, name: str | None) -> None:
-    """Create a runnable service in DIRECTORY (config, views, a test)."""
+    """Create a runnable service in DIRECTORY (new, or empty).
+
+    Writes config.yaml (with fresh secrets), a package with a resource and a
+    view, five passing tests, pyproject.toml (its `test` extra installs
+    pytest), README.md and .gitignore.
+    """
     from kiln import _scaffold
 
     written = _scaffold.write(directory, name or directory.resolve().name, secrets.token_hex)
     for path in written:
         click.echo(f"created {path}")
     click.echo(
-        f"\nNext:\n  cd {directory}\n  KILN_CONFIG=config.yaml kiln serve\n  python -m pytest"
+        f"\nNext:\n  cd {directory}\n"
+        "  pip install -e '.[test]'             # the service, and pytest for its tests\n"
+        "  KILN_CONFIG=config.yaml kiln serve   # http://127.0.0.1:8888/v1/ (or -p PORT)\n"
+        "  python -m pytest"
     )
 
 

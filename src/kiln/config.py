@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import importlib
 import logging
@@ -66,6 +67,8 @@ __all__ = [
     "get_logger",
     "install_reload_signal",
     "load",
+    "register_check",
+    "unknown_keys",
 ]
 
 logger = logging.getLogger("kiln.config")
@@ -309,10 +312,25 @@ class Setting:
 #: Every known key, by dotted name. Components add theirs with :func:`register_setting`.
 SETTINGS: dict[str, Setting] = {}
 
-#: kiln modules that register settings when imported; loaded before settings
-#: are validated or listed, so every key is checked at startup.
+#: A check of keys that depend on one another: ``check(tree, origins)`` returns
+#: one sentence per problem.
+TreeCheck = Callable[[Mapping[str, Any], Mapping[str, str]], list[str]]
+
+#: Checks run by :func:`validate` after every key's own; components add theirs
+#: with :func:`register_check`.
+CHECKS: list[TreeCheck] = []
+
+#: kiln's sections that also hold their users' keys: authentication policies
+#: read ``auth.<policy>.*``, and Clay's manual puts a test suite's own
+#: settings under ``testing`` (``testing.database``). In them only near
+#: misses of kiln's keys are reported (``auth.userid_hmac_secrt``).
+SHARED_SECTIONS = frozenset({"auth", "testing"})
+
+#: kiln modules that register settings or checks when imported; loaded before
+#: settings are validated or listed, so every key is checked at startup.
 SETTING_MODULES = [
     "kiln._postgresql",
+    "kiln._preflight",
     "kiln._redis",
     "kiln.auth",
     "kiln.cache",
@@ -339,6 +357,19 @@ def register_setting(setting: Setting) -> Setting:
     """Declare a known key so that startup and ``kiln check`` validate it."""
     SETTINGS[setting.key] = setting
     return setting
+
+
+def register_check(check: TreeCheck) -> TreeCheck:
+    """Run ``check(tree, origins)`` in :func:`validate`, after every key's own check.
+
+    For rules that involve several keys (a URL whose form depends on the
+    backend). ``check`` must accept values of any type: keys of the wrong
+    type are reported by their own check first. Returns ``check``, so it can
+    be used as a decorator.
+    """
+    if check not in CHECKS:
+        CHECKS.append(check)
+    return check
 
 
 _NUMBER = (int, float)
@@ -397,9 +428,10 @@ for _setting in (
     Setting("http_host", (str, None), None, "Host forced in absolute URLs.", True),
     Setting(
         "error_info_link",
-        (str,),
-        "https://github.com/kiln-framework/kiln/issues",
-        "`info` link of 500 errors.",
+        (str, None),
+        None,
+        "`info` link of 500 errors (where your users report a problem). "
+        "Default: `project.docs`; no link when both are unset.",
         True,
     ),
     Setting("retry_after_seconds", (int,), 3, "`Retry-After` on 503 responses.", True),
@@ -525,7 +557,12 @@ class Configuration:
         return tree, origins
 
     def load(
-        self, signum: int | None = None, frame: FrameType | None = None, *, strict: bool = False
+        self,
+        signum: int | None = None,
+        frame: FrameType | None = None,
+        *,
+        strict: bool = False,
+        warn: bool = True,
     ) -> bool:
         """(Re)load every source and swap the new tree in atomically.
 
@@ -533,7 +570,10 @@ class Configuration:
         handler, as in Clay. On error the last good tree stays in place, the
         error is logged and kept in :attr:`last_error`, and ``False`` is
         returned. The first load of a process (or ``strict=True``) raises
-        instead: a service must not start on a broken config.
+        instead: a service must not start on a broken config. A key of
+        kiln's own sections that kiln does not know (:func:`unknown_keys`)
+        is logged as a warning, unless ``warn`` is false (``kiln check``
+        prints them itself).
 
         :raises ConfigError: on a first or strict load whose sources are wrong.
         """
@@ -557,6 +597,9 @@ class Configuration:
             self.last_error = None
             self._flag_warnings.clear()
             listeners = list(self._listeners)
+        if warn:
+            for warning in unknown_keys(tree, origins):
+                logger.warning("%s", warning)
         if not first:
             logger.info("Config reloaded from %s", ", ".join(self.sources) or "no file")
         for listener in listeners:
@@ -705,20 +748,88 @@ def _flag_problem(flag: Any) -> str | None:
 def validate(tree: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> list[str]:
     """Check the known keys of ``tree``; return one sentence per problem.
 
-    Unknown keys are allowed (applications add their own).
+    Each key's own check comes first (type, choices), then the registered
+    checks of keys that depend on one another (:func:`register_check`).
+    Unknown keys are allowed (applications add their own; see
+    :func:`unknown_keys` for those in kiln's sections).
     """
     _register_all()
+    origins = origins or {}
     problems = []
+    for section, names in sorted(_sections().items()):
+        node = lookup(tree, section, None)
+        if node is not None and not isinstance(node, Mapping) and not _shared(section):
+            problems.append(
+                f"Config key {section!r}{_set_in(origins, section)} must be a mapping of "
+                f"settings ('{section}.{min(names)}', ...), not the "
+                f"{type(node).__name__} {node!r}."
+            )
     for key, setting in SETTINGS.items():
         value = lookup(tree, key, _MISSING)
         if value is _MISSING:
             continue
         problem = setting.check(value)
         if problem:
-            where = _origin_of(origins or {}, key)
-            suffix = f" (set in {where})" if where else ""
-            problems.append(f"Config key {key!r}{suffix} {problem}.")
+            problems.append(f"Config key {key!r}{_set_in(origins, key)} {problem}.")
+    if not problems:
+        for check in CHECKS:
+            problems.extend(check(tree, origins))
     return problems
+
+
+def unknown_keys(tree: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> list[str]:
+    """Describe each key inside kiln's own sections that kiln does not know.
+
+    A section is kiln's when a known key lives in it (``storage``,
+    ``debug.server``). Such a key does nothing, so it is most likely a typo:
+    the sentence names the closest known key. Top-level keys (applications'
+    own sections), the inside of mapping-valued settings (``flask.config``,
+    ``features``) and the users' keys of :data:`SHARED_SECTIONS` are free.
+    """
+    _register_all()
+    origins = origins or {}
+    found = []
+    for section, known in sorted(_sections().items()):
+        node = lookup(tree, section, None)
+        if not isinstance(node, Mapping):
+            continue
+        shared = _shared(section)
+        for name in map(str, node):
+            if name in known:
+                continue
+            guesses = difflib.get_close_matches(name, known, 1, 0.8 if shared else 0.6)
+            key = f"{section}.{name}"
+            where = _set_in(origins, key)
+            if guesses:
+                found.append(
+                    f"Config key {key!r}{where} is not a kiln setting: "
+                    f"did you mean '{section}.{guesses[0]}'?"
+                )
+            elif not shared:
+                found.append(
+                    f"Config key {key!r}{where} is not a kiln setting and does nothing: "
+                    f"`kiln settings` lists the keys of {section!r}."
+                )
+    return found
+
+
+def _sections() -> dict[str, set[str]]:
+    """kiln's sections (every proper prefix of a known key) and the names each holds."""
+    sections: dict[str, set[str]] = {}
+    for key in SETTINGS:
+        parts = key.split(".")
+        for end in range(1, len(parts)):
+            sections.setdefault(".".join(parts[:end]), set()).add(parts[end])
+    return sections
+
+
+def _shared(section: str) -> bool:
+    return section.split(".", 1)[0] in SHARED_SECTIONS
+
+
+def _set_in(origins: Mapping[str, str], key: str) -> str:
+    where = _origin_of(origins, key)
+    return f" (set in {where})" if where else ""
 
 
 def flag_warnings(tree: Mapping[str, Any]) -> list[str]:

@@ -95,9 +95,9 @@ ROLES = ("read", "write")
 #: How to install the drivers kiln knows, for the error raised when one is missing.
 INSTALL_HINTS = {
     "sqlite3": "it ships with Python; rebuild Python with SQLite support",
-    "psycopg": "install it with `pip install kiln[postgresql]`",
+    "psycopg": "install it with `pip install 'kiln-framework[postgresql]'`",
     "psycopg2": "install it with `pip install psycopg2-binary`",
-    "pymysql": "install it with `pip install kiln[mysql]`",
+    "pymysql": "install it with `pip install 'kiln-framework[mysql]'`",
     "MySQLdb": "install it with `pip install mysqlclient`",
 }
 

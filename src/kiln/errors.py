@@ -248,7 +248,9 @@ def backend_error(exc: BackendError, config: Configuration) -> HTTPError:
 def unexpected_error(exc: BaseException, config: Configuration) -> HTTPError:
     """The 500 answering an exception no handler expected, which is logged."""
     logger.error("Unhandled exception in a view", exc_info=exc)
-    return HTTPError(500, ERRORS.UNDEFINED, info=str(config.setting("error_info_link")))
+    # The service's own page: a 500 is a bug of the service, not of kiln.
+    link = config.setting("error_info_link") or config.setting("project.docs")
+    return HTTPError(500, ERRORS.UNDEFINED, info=str(link) if link else None)
 
 
 def _plain(description: str | None) -> str | None:

@@ -12,7 +12,9 @@ from tests.docs.conftest import example_config
 from tests.resource.live_server import serve_in_thread
 from tests.services import in_ci
 
-PACKAGES = ("chromium", "chromium-driver")
+#: What the test runs, and the Debian package that installs it.
+PARTS = {"chromium": "chromium", "chromedriver": "chromium-driver"}
+PACKAGES = tuple(PARTS.values())
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -20,6 +22,13 @@ def _browser() -> tuple[str, str] | None:
     chromium = shutil.which("chromium")
     driver = shutil.which("chromedriver")
     return (chromium, driver) if chromium and driver else None
+
+
+def missing_parts_reason() -> str:
+    missing = [name for name in PARTS if shutil.which(name) is None]
+    packages = " ".join(PARTS[name] for name in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{' and '.join(missing)} {verb} not installed (apt-get install {packages})"
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +43,25 @@ def browser() -> tuple[str, str]:
         )
         found = _browser()
     if found is None:
-        reason = f"Chromium is not installed (apt-get install {' '.join(PACKAGES)})"
+        reason = missing_parts_reason()
         if in_ci():
             pytest.fail(f"CI=true and {reason}", pytrace=False)
         pytest.skip(reason)
     return found
+
+
+def test_the_skip_reason_names_the_missing_driver(tmp_path, monkeypatch):
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert missing_parts_reason() == (
+        "chromedriver is not installed (apt-get install chromium-driver)"
+    )
+    fake.unlink()
+    assert missing_parts_reason() == (
+        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+    )
 
 
 @pytest.mark.slow

@@ -222,7 +222,9 @@ def test_a_missing_driver_fails_at_startup_saying_how_to_install_it(monkeypatch)
     config = Configuration.from_mapping(
         {"storage": {"backend": "postgresql", "url": "postgresql://kiln@db.invalid/kiln"}}
     )
-    with pytest.raises(StartupError, match=r"Install them with `pip install kiln\[postgresql\]`"):
+    with pytest.raises(
+        StartupError, match=r"Install them with `pip install 'kiln-framework\[postgresql\]'`"
+    ):
         load_storage(config)
 
 

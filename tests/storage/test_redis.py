@@ -537,7 +537,7 @@ def test_a_missing_driver_fails_at_startup_with_the_install_command(monkeypatch,
         load_storage(config)
     assert str(info.value) == (
         "storage.backend 'redis' needs the redis-py driver, which is not installed. "
-        "Install it with `pip install kiln[redis]`."
+        "Install it with `pip install 'kiln-framework[redis]'`."
     )
 
 

@@ -18,6 +18,8 @@ Sans-IO: nothing here touches Flask.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,9 +117,9 @@ class Schema:
                 _with_properties(json_schema), validate_formats=True
             )
         except (jsonschema_rs.ValidationError, ValueError) as exc:
-            first = str(exc).splitlines()[0]
+            errors = "; ".join(_schema_errors(json_schema, exc))
             raise StartupError(
-                f"Resource {resource_name!r}: its schema is not valid JSON Schema: {first}"
+                f"Resource {resource_name!r}: its schema is not valid JSON Schema: {errors}."
             ) from None
         properties = json_schema.get("properties", {})
         closed = (
@@ -162,6 +164,55 @@ class Schema:
         ]
         unique = {(d["name"], d["description"]): d for d in details}
         return [unique[key] for key in sorted(unique)]
+
+
+#: The meta-schema of a schema without ``$schema``.
+_DEFAULT_META_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
+_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+
+
+def _schema_errors(json_schema: dict[str, Any], exc: Exception) -> list[str]:
+    """Every error of an invalid schema, each at its place in the schema (``#/properties/a``).
+
+    The compiler stops at the first error; the schema's meta-schema (the
+    draft its ``$schema`` names) lists them all. The compiler's own error
+    is added when the meta-schema saw nothing at its place (a ``$ref`` to
+    nowhere, an unknown draft).
+    """
+    meta = json_schema.get("$schema", _DEFAULT_META_SCHEMA)
+    try:
+        meta_validator = jsonschema_rs.validator_for(
+            {"$schema": meta, "$ref": meta}, validate_formats=True
+        )
+        errors = list(meta_validator.iter_errors(json_schema))
+    except (jsonschema_rs.ReferencingError, ValueError):  # an unknown draft, a non-JSON value
+        errors = []
+    found = {_pointer(error.instance_path): _schema_error_message(error) for error in errors}
+    compiler_path = _pointer(getattr(exc, "instance_path", []))
+    found.setdefault(compiler_path, str(exc).splitlines()[0].rstrip("."))
+    return [f"{pointer}: {message}" for pointer, message in found.items()]
+
+
+def _pointer(path: Any) -> str:
+    """A JSON Pointer fragment (RFC 6901): ``#/properties/name/type``; ``#`` is the root."""
+    parts = (str(part).replace("~", "~0").replace("/", "~1") for part in path)
+    return "#" + "".join(f"/{part}" for part in parts)
+
+
+def _schema_error_message(error: Any) -> str:
+    path = list(error.instance_path)
+    if (
+        path
+        and path[-1] == "type"
+        and isinstance(error.kind, jsonschema_rs.ValidationErrorKind.AnyOf)
+    ):
+        # The meta-schema's own words are "not valid under any of the schemas
+        # listed in the 'anyOf' keyword": name the types instead.
+        value = error.instance
+        guesses = difflib.get_close_matches(value, _TYPES, 1, 0.6) if isinstance(value, str) else []
+        hint = f'did you mean "{guesses[0]}"?' if guesses else "one of " + ", ".join(_TYPES)
+        return f"{json.dumps(value)} is not a type ({hint})"
+    return str(error.message)
 
 
 def _details(error: Any) -> list[ErrorDetail]:
