@@ -53,7 +53,6 @@ from kiln.resource.dispatch import (
     Route,
     check_accept,
     error_reply,
-    foreign_hooks,
     url_root,
 )
 from kiln.resource.endpoints import Reply, Request
@@ -283,8 +282,7 @@ class _Batch:
             found is None
             or found[0].kind == "batch"
             or method not in found[0].methods
-            or found[0] in router.shadowed(self.app)
-            or foreign_hooks(self.app)
+            or not router.serves(self.app, found[0])
         ):
             return None
         return found

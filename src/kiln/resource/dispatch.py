@@ -165,6 +165,8 @@ class ResourceRouter:
         self._by_length: dict[int, list[Route]] = {}
         #: ``(rules known, routes left to Flask)``, computed for a url_map size.
         self._shadowed: tuple[int, frozenset[Route]] = (-1, frozenset())
+        #: Whether the app has Flask hooks of its own, once that cannot change.
+        self._hooked: bool | None = None
 
     def add(self, route: Route) -> None:
         self.routes.append(route)
@@ -178,6 +180,19 @@ class ResourceRouter:
             if variables is not None:
                 return route, variables
         return None
+
+    def serves(self, app: Flask, route: Route) -> bool:
+        """Whether ``route`` is served here rather than by Flask: no other rule
+        of ``app`` could take its paths, and ``app`` has no Flask hook of its own."""
+        if route in self.shadowed(app):
+            return False
+        hooked = self._hooked
+        if hooked is None:
+            hooked = foreign_hooks(app)
+            # Once Flask has served a request, no hook can be added any more.
+            if getattr(app, "_got_first_request", False):
+                self._hooked = hooked
+        return not hooked and not any(signal.receivers for signal in _REQUEST_SIGNALS)
 
     def shadowed(self, app: Flask) -> frozenset[Route]:
         """The routes another of ``app``'s rules could take (left to Flask)."""
@@ -198,7 +213,7 @@ class ResourceRouter:
 
 
 def foreign_hooks(app: Flask) -> bool:
-    """Whether ``app`` has Flask hooks, handlers or signal receivers kiln did not install."""
+    """Whether ``app`` has Flask hooks or handlers kiln did not install."""
     for registry in (
         app.before_request_funcs,
         app.after_request_funcs,
@@ -215,7 +230,7 @@ def foreign_hooks(app: Flask) -> bool:
         for by_class in handlers.values():
             if any(not getattr(h, "_kiln_hook", False) for h in by_class.values()):
                 return True
-    return any(signal.receivers for signal in _REQUEST_SIGNALS)
+    return False
 
 
 class ResourceDispatcher:
@@ -237,9 +252,10 @@ class ResourceDispatcher:
             if (
                 found is not None
                 and environ["REQUEST_METHOD"] in found[0].methods
-                and found[0] not in self.router.shadowed(self.app)
-                and not foreign_hooks(self.app)
+                and self.router.serves(self.app, found[0])
             ):
+                # As Flask does once it served a request: no hook may be added later.
+                self.app._got_first_request = True
                 return self._serve(environ, start_response, path, *found)
         return self.flask_app(environ, start_response)
 
