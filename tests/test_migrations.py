@@ -4,9 +4,9 @@ from importlib import resources
 
 import pytest
 
-from kiln._postgresql import Migration, PostgreSQLDatabase, load_migrations, parse_migration
+from kiln._postgresql import PostgreSQLDatabase
 from kiln.exceptions import StartupError
-from kiln.permission.postgresql import migrations as permission_migrations
+from kiln.migrations import Migration, load_migrations, parse_migration, shipped
 from kiln.storage.postgresql import migrations as storage_migrations
 from tests.pgschema import fresh_schema
 
@@ -47,7 +47,7 @@ def test_the_shipped_migrations_are_numbered_files(tmp_path):
         "create index records_last_modified",
         "create table timestamps",
     ]
-    assert permission_migrations()[0].steps[0][0] == "create table user_principals"
+    assert shipped("postgresql", "permission")[0].steps[0][0] == "create table user_principals"
     folder = resources.files("kiln.migrations").joinpath("postgresql", "cache")
     assert [entry.name for entry in folder.iterdir() if entry.name.endswith(".sql")] == [
         "0001_cache.sql"

@@ -31,15 +31,9 @@ from kiln.storage import (
     keyset_rules,
     load_storage,
 )
+from kiln.storage._postgresql_sql import implied_bound, jsonb_text, like_pattern
 from kiln.storage._python_filters import select, sort_records
-from kiln.storage.postgresql import (
-    PostgreSQLStorage,
-    implied_bound,
-    jsonb_text,
-    like_pattern,
-    list_query,
-    migrations,
-)
+from kiln.storage.postgresql import PostgreSQLStorage, list_query, migrations
 from kiln.storage.testing import StorageContract, run_threads
 from tests.pgschema import CLOSED_PORT_URL, fresh_schema
 

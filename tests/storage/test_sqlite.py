@@ -8,7 +8,8 @@ from kiln._sqlite import SQLiteDatabase
 from kiln.config import Configuration
 from kiln.exceptions import BackendError, ConfigError
 from kiln.storage import Filter, Operator, load_storage
-from kiln.storage.sqlite import SQLiteStorage, compile_where
+from kiln.storage._sqlite_sql import compile_where
+from kiln.storage.sqlite import SQLiteStorage
 from kiln.storage.testing import StorageContract
 
 

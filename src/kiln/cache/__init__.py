@@ -35,9 +35,15 @@ class CacheBase(abc.ABC):
     def flush(self) -> None:
         """Remove every key of this prefix."""
 
-    @abc.abstractmethod
     def heartbeat(self) -> bool:
         """Whether a set/get/delete round trip works; never raises."""
+        try:
+            self.set("__heartbeat__", True, 60)
+            ok = self.get("__heartbeat__") is True
+            self.delete("__heartbeat__")
+        except Exception:
+            return False
+        return ok
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections and files. The default does nothing."""

@@ -1,6 +1,6 @@
 """Permissions in PostgreSQL tables, by default in the storage's database.
 
-Layout (schema version 1)::
+Layout (schema version 1, ``kiln/migrations/postgresql/permission``)::
 
     user_principals(user_id, principal)
         PRIMARY KEY (user_id, principal)                 user_principals(user_id)
@@ -27,30 +27,16 @@ call are answered by one statement.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import Any
 
-from kiln._postgresql import (
-    Migration,
-    Params,
-    PostgreSQLDatabase,
-    database_for,
-    load_migrations,
-)
+from kiln._postgresql import Params, PostgreSQLDatabase, database_for
+from kiln._sql import SQLBackend
 from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
 
 __all__ = ["PostgreSQLPermission", "load"]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
-
-
-@functools.cache
-def migrations() -> tuple[Migration, ...]:
-    """The numbered migrations of the permission schema
-    (``kiln/migrations/postgresql/permission``)."""
-    return load_migrations(resources.files("kiln.migrations").joinpath("postgresql", "permission"))
 
 
 _ACE = "access_control_entries"
@@ -102,7 +88,7 @@ def pattern_query(
     )
 
 
-class PostgreSQLPermission(PermissionBase):
+class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
     """Permission tables in a PostgreSQL database.
 
     Settings (read by :func:`kiln.permission.load_permission`):
@@ -112,31 +98,18 @@ class PostgreSQLPermission(PermissionBase):
     ``storage.statement_timeout_ms``.
     """
 
+    component = "permission"
+    heartbeat_table = _ACE
+
     def __init__(self, database: PostgreSQLDatabase | str) -> None:
         if isinstance(database, str):
             database = PostgreSQLDatabase.shared(database)
         self.database = database
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("permission", migrations(), dry_run=dry_run)
+    # -- lifecycle (initialize_schema, heartbeat, close, transaction: SQLBackend)
 
     def flush(self) -> None:
         self._write(("DELETE FROM user_principals", None), (f"DELETE FROM {_ACE}", None))  # noqa: S608
-
-    def heartbeat(self) -> bool:
-        try:
-            self._read(f"SELECT 1 FROM {_ACE} LIMIT 1", None)  # noqa: S608
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.database.close()
-
-    def transaction(self) -> Any:
-        return self.database.transaction()
 
     def _write(self, *statements: tuple[str, Params]) -> None:
         db = self.database

@@ -1,6 +1,6 @@
 """Permissions in SQLite tables, by default in the storage's file.
 
-Layout (schema version 1)::
+Layout (schema version 1, ``kiln/migrations/sqlite/permission``)::
 
     user_principals(user_id, principal)
         PRIMARY KEY (user_id, principal)             user_principals(user_id)
@@ -30,6 +30,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.permission import (
     BoundPermissions,
@@ -44,39 +45,8 @@ __all__ = ["SQLitePermission", "load"]
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module and ``?`` placeholders; every value is bound.
 
-SCHEMA_VERSION = 1
 #: Principals bound per query (SQLite limits the number of parameters).
 MAX_PRINCIPALS_PER_QUERY = 500
-
-_SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table schema_versions",
-        "CREATE TABLE IF NOT EXISTS schema_versions ("
-        " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-    ),
-    (
-        "create table user_principals",
-        "CREATE TABLE IF NOT EXISTS user_principals ("
-        " user_id TEXT NOT NULL, principal TEXT NOT NULL,"
-        " PRIMARY KEY (user_id, principal)) WITHOUT ROWID",
-    ),
-    (
-        "create index user_principals_principal",
-        "CREATE INDEX IF NOT EXISTS user_principals_principal"
-        " ON user_principals (principal, user_id)",
-    ),
-    (
-        "create table access_control_entries",
-        "CREATE TABLE IF NOT EXISTS access_control_entries ("
-        " object_id TEXT NOT NULL, permission TEXT NOT NULL, principal TEXT NOT NULL,"
-        " PRIMARY KEY (object_id, permission, principal)) WITHOUT ROWID",
-    ),
-    (
-        "create index access_control_entries_principal",
-        "CREATE INDEX IF NOT EXISTS access_control_entries_principal"
-        " ON access_control_entries (principal, permission, object_id)",
-    ),
-)
 
 _ACE = "access_control_entries"
 _SLASHES = "length(CAST(object_id AS BLOB)) - length(CAST(replace(object_id, '/', '') AS BLOB))"
@@ -111,22 +81,22 @@ def prefix_range(prefix: str) -> tuple[str, str | None]:
     return prefix, stem[:-1] + chr(following)
 
 
-class SQLitePermission(PermissionBase):
+class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
     """Permission tables in a SQLite database.
 
     Settings (read by :func:`kiln.permission.load_permission`):
     ``permission.url`` (default: ``storage.url``), ``storage.busy_timeout_seconds``.
     """
 
+    component = "permission"
+    heartbeat_table = _ACE
+
     def __init__(self, database: SQLiteDatabase | str = "kiln.sqlite") -> None:
         if isinstance(database, str):
             database = SQLiteDatabase.shared(database)
         self.database = database
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("permission", SCHEMA_VERSION, _SCHEMA, dry_run=dry_run)
+    # -- lifecycle (initialize_schema, heartbeat, close, transaction: SQLBackend)
 
     def flush(self) -> None:
         db = self.database
@@ -134,20 +104,6 @@ class SQLitePermission(PermissionBase):
             db.begin_write(conn)
             conn.execute("DELETE FROM user_principals")
             conn.execute(f"DELETE FROM {_ACE}")  # noqa: S608
-
-    def heartbeat(self) -> bool:
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(f"SELECT 1 FROM {_ACE} LIMIT 1").fetchall()  # noqa: S608
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.database.close()
-
-    def transaction(self) -> Any:
-        return self.database.transaction()
 
     def _write(self, statement: str, rows: Sequence[Sequence[str]]) -> None:
         db = self.database
