@@ -1,9 +1,10 @@
 """Cache backends: small JSON values with time-to-live.
 
 One abstract base class, :class:`CacheBase`, whose docstrings are the
-contract; implementations :mod:`kiln.cache.memory`, :mod:`kiln.cache.sqlite`
-and :mod:`kiln.cache.redis` (PostgreSQL comes later); and the contract
-suite :mod:`kiln.cache.testing`.
+contract (its :meth:`~CacheBase.heartbeat`, a set/get/delete round trip,
+serves every backend); implementations :mod:`kiln.cache.memory`,
+:mod:`kiln.cache.sqlite`, :mod:`kiln.cache.postgresql` and
+:mod:`kiln.cache.redis`; and the contract suite :mod:`kiln.cache.testing`.
 
 Every key is stored under the backend's ``prefix`` (``cache.prefix``), so
 several services can share one database. Values are anything

@@ -27,12 +27,11 @@ call are answered by one statement.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kiln._postgresql import Params, PostgreSQLDatabase, database_for
 from kiln._sql import SQLBackend
-from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
+from kiln.permission import BoundPermissions, PermissionBase, bound_pairs
 
 __all__ = ["PostgreSQLPermission", "load"]
 
@@ -180,13 +179,11 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
         )
 
     @staticmethod
-    def _pairs(
-        object_id: str, permission: str, get_bound_permissions: BoundPermissions | None
-    ) -> dict[str, list[bytes]]:
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
+    def _pairs(pairs: set[tuple[str, str]]) -> dict[str, list[bytes]]:
+        ordered = sorted(pairs)
         return {
-            "objects": [encode(o) for o, _ in pairs],
-            "permissions": [encode(p) for _, p in pairs],
+            "objects": [encode(o) for o, _ in ordered],
+            "permissions": [encode(p) for _, p in ordered],
         }
 
     def object_permission_authorized_principals(
@@ -197,55 +194,33 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
     ) -> set[str]:
         return self._column(
             f"SELECT DISTINCT a.principal FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}",  # noqa: S608
-            self._pairs(object_id, permission, get_bound_permissions),
+            self._pairs(bound_pairs(object_id, permission, get_bound_permissions)),
         )
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = [encode(p) for p in sorted(principal_set(principals))]
-        if object_id_match is None and get_bound_permissions is not None:
-            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
-        if not wanted:
-            return set()
-        if object_id_match is None:
+        wanted = [encode(p) for p in sorted(principals)]
+        if patterns is None:
             return self._column(
                 f"SELECT DISTINCT object_id FROM {_ACE}"  # noqa: S608
                 " WHERE principal = ANY(%(principals)s::bytea[]) AND permission = %(permission)s",
                 {"principals": wanted, "permission": encode(permission)},
             )
-        patterns = sorted(bound_pairs(object_id_match, permission, get_bound_permissions))
-        return self._column(*pattern_query(wanted, patterns))
+        return self._column(*pattern_query(wanted, sorted(patterns)))
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = [encode(p) for p in sorted(principal_set(principals))]
-        if not wanted:
-            return False
-        params = self._pairs(object_id, permission, get_bound_permissions)
+    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
         rows = self._read(
             f"SELECT 1 FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}"  # noqa: S608
             " WHERE a.principal = ANY(%(principals)s::bytea[]) LIMIT 1",
-            {**params, "principals": wanted},
+            {**self._pairs(pairs), "principals": [encode(p) for p in sorted(principals)]},
         )
         return bool(rows)
 
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         sql = f"SELECT permission, principal FROM {_ACE} WHERE object_id = %(object)s"  # noqa: S608
         params: dict[str, Any] = {"object": encode(object_id)}
-        if permissions is not None:
-            selected = principal_set(permissions, "permissions")
+        if selected is not None:
             sql += " AND permission = ANY(%(permissions)s::bytea[])"
             params["permissions"] = [encode(p) for p in sorted(selected)]
         rv: dict[str, set[str]] = {}
@@ -253,16 +228,10 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
             rv.setdefault(decode(perm), set()).add(decode(principal))
         return rv
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
-        replacements = {
-            perm: sorted(principal_set(principals, f"permissions[{perm!r}]"))
-            for perm, principals in permissions.items()
-        }
-        if not replacements:
-            return
-        rows = [(perm, who) for perm, principals in replacements.items() for who in principals]
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
+        rows = [
+            (perm, who) for perm, principals in replacements.items() for who in sorted(principals)
+        ]
         self._write(
             (
                 f"DELETE FROM {_ACE}"  # noqa: S608

@@ -27,7 +27,7 @@ checked with :func:`kiln.permission.match_object_id`, which is exact.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kiln._sql import SQLBackend
@@ -37,7 +37,6 @@ from kiln.permission import (
     PermissionBase,
     bound_pairs,
     match_object_id,
-    principal_set,
 )
 
 __all__ = ["SQLitePermission", "load"]
@@ -175,23 +174,14 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
         )
         return {row[0] for row in rows}
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = principal_set(principals)
-        if object_id_match is None and get_bound_permissions is not None:
-            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
         rv: set[str] = set()
-        if not wanted:
-            return rv
         with self.database.transaction() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in _chunks(principals):
                 in_principals = f"principal IN ({_placeholders(len(chunk))})"
-                if object_id_match is None:
+                if patterns is None:
                     rows = conn.execute(
                         f"SELECT DISTINCT object_id FROM {_ACE}"  # noqa: S608
                         f" WHERE {in_principals} AND permission = ?",
@@ -199,27 +189,18 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
                     )
                     rv.update(row[0] for row in rows)
                     continue
-                for pattern, perm in bound_pairs(
-                    object_id_match, permission, get_bound_permissions
-                ):
+                for pattern, perm in patterns:
                     rv.update(_matching_objects(conn, in_principals, chunk, pattern, perm))
         return rv
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = principal_set(principals)
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
-        pair_params = [value for pair in pairs for value in pair]
+    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
+        ordered = sorted(pairs)
+        pair_params = [value for pair in ordered for value in pair]
         with self.database.transaction() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in _chunks(principals):
                 row = conn.execute(
                     "WITH bound (object_id, permission) AS"  # noqa: S608
-                    f" (VALUES {_placeholders_pairs(len(pairs))})"
+                    f" (VALUES {_placeholders_pairs(len(ordered))})"
                     f" SELECT 1 FROM bound CROSS JOIN {_ACE} AS a"
                     " ON a.object_id = bound.object_id AND a.permission = bound.permission"
                     f" WHERE a.principal IN ({_placeholders(len(chunk))}) LIMIT 1",
@@ -229,10 +210,7 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
                     return True
         return False
 
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
-        selected = None if permissions is None else principal_set(permissions, "permissions")
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         rows = self._read(
             f"SELECT permission, principal FROM {_ACE} WHERE object_id = ?",  # noqa: S608
             [object_id],
@@ -243,13 +221,7 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
                 rv.setdefault(perm, set()).add(principal)
         return rv
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
-        replacements = {
-            perm: sorted(principal_set(principals, f"permissions[{perm!r}]"))
-            for perm, principals in permissions.items()
-        }
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         db = self.database
         with db.transaction() as conn:
             db.begin_write(conn)
@@ -261,7 +233,7 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
                 conn.executemany(
                     f"INSERT INTO {_ACE} (object_id, permission, principal)"  # noqa: S608
                     " VALUES (?, ?, ?)",
-                    [(object_id, perm, principal) for principal in principals],
+                    [(object_id, perm, principal) for principal in sorted(principals)],
                 )
 
     def delete_object_permissions(self, *object_ids: str) -> None:
