@@ -160,7 +160,9 @@ class PermissionBase(abc.ABC):
     their arguments here, once for every backend, then call the abstract
     method an implementation provides (``_accessible_objects``,
     ``_holds_any``, ``_permissions_of``, ``_replace_permissions``) with
-    plain sets; empty ones are answered here.
+    plain sets; empty ones are answered here. Likewise
+    :meth:`object_permission_authorized_principals` expands the bound
+    permissions and calls ``_holders``.
     """
 
     #: Capability flags; the contract suite skips tests of a missing capability.
@@ -226,7 +228,6 @@ class PermissionBase(abc.ABC):
     def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
         """The principals holding ``permission`` on ``object_id`` directly."""
 
-    @abc.abstractmethod
     def object_permission_authorized_principals(
         self,
         object_id: str,
@@ -239,6 +240,11 @@ class PermissionBase(abc.ABC):
         and every pair ``get_bound_permissions(object_id, permission)``
         returns (whose object ids are exact ids, not patterns).
         """
+        return self._holders(bound_pairs(object_id, permission, get_bound_permissions))
+
+    @abc.abstractmethod
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
+        """The principals holding one of the ``(object_id, permission)`` ``pairs``."""
 
     def principals_accessible_objects(
         self,
@@ -300,11 +306,12 @@ class PermissionBase(abc.ABC):
             return False
         return self._holds_any(wanted, bound_pairs(object_id, permission, get_bound_permissions))
 
-    @abc.abstractmethod
     def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
         """:meth:`check_permission` once its arguments are checked: whether one
         of ``principals`` (not empty) holds one of the ``(object_id,
-        permission)`` ``pairs``."""
+        permission)`` ``pairs``. This one reads every holder (:meth:`_holders`);
+        a backend may answer with less."""
+        return not self._holders(pairs).isdisjoint(principals)
 
     def object_permissions(
         self, object_id: str, permissions: Iterable[str] | None = None

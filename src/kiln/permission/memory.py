@@ -15,9 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
 )
 
@@ -142,15 +140,10 @@ class MemoryPermission(PermissionBase):
     def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
         return set(self._read().aces.get((object_id, permission), ()))
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         aces = self._read().aces
         rv: set[str] = set()
-        for key in bound_pairs(object_id, permission, get_bound_permissions):
+        for key in pairs:
             rv.update(aces.get(key, ()))
         return rv
 
@@ -170,10 +163,6 @@ class MemoryPermission(PermissionBase):
             if not holders.isdisjoint(principals)
             and any(p == perm and match_object_id(pattern, object_id) for pattern, p in patterns)
         }
-
-    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
-        aces = self._read().aces
-        return any(not aces.get(key, frozenset()).isdisjoint(principals) for key in pairs)
 
     def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         aces = self._read().aces

@@ -31,7 +31,7 @@ from typing import Any
 
 from kiln._postgresql import Params, PostgreSQLDatabase, database_for
 from kiln._sql import SQLBackend
-from kiln.permission import BoundPermissions, PermissionBase, bound_pairs
+from kiln.permission import PermissionBase
 
 __all__ = ["PostgreSQLPermission", "load"]
 
@@ -186,15 +186,10 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
             "permissions": [encode(p) for _, p in ordered],
         }
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         return self._column(
             f"SELECT DISTINCT a.principal FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}",  # noqa: S608
-            self._pairs(bound_pairs(object_id, permission, get_bound_permissions)),
+            self._pairs(pairs),
         )
 
     def _accessible_objects(

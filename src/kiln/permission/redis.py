@@ -34,9 +34,7 @@ from kiln._redis import (
     encode_key_part,
 )
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
 )
 
@@ -281,14 +279,6 @@ class RedisPermission(RedisBackend, PermissionBase):
         with self.connection.errors():
             return _strings(self.connection.client.smembers(self._ace_key(object_id, permission)))
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
-        return self._holders(bound_pairs(object_id, permission, get_bound_permissions))
-
     def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         return self._sunion([self._ace_key(o, p) for o, p in sorted(pairs)])
 
@@ -306,9 +296,6 @@ class RedisPermission(RedisBackend, PermissionBase):
             held = self._sunion([self._holder_key(p, perm) for p in wanted])
             rv.update(o for o in held if any(match_object_id(pat, o) for pat in perm_patterns))
         return rv
-
-    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
-        return not self._holders(pairs).isdisjoint(principals)
 
     def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         if selected is None:

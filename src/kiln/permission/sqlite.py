@@ -33,9 +33,7 @@ from typing import Any
 from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
 )
 
@@ -158,16 +156,11 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
         )
         return {row[0] for row in rows}
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
-        params = [value for pair in pairs for value in pair]
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
+        ordered = sorted(pairs)
+        params = [value for pair in ordered for value in pair]
         rows = self._read(
-            f"WITH bound (object_id, permission) AS (VALUES {_placeholders_pairs(len(pairs))})"  # noqa: S608
+            f"WITH bound (object_id, permission) AS (VALUES {_placeholders_pairs(len(ordered))})"  # noqa: S608
             f" SELECT DISTINCT a.principal FROM bound CROSS JOIN {_ACE} AS a"
             " ON a.object_id = bound.object_id AND a.permission = bound.permission",
             params,
