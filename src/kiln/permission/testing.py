@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kiln._contract import BackendContract
 from kiln.exceptions import BackendError
 from kiln.permission import PermissionBase
 from kiln.storage.testing import HOSTILE_STRINGS, run_threads
@@ -75,38 +75,16 @@ _perms = st.sampled_from(["read", "write"])
 _patterns = st.sampled_from(["/a", "/*", "/a/*", "/a*", "/*/*", "/a/b*", "/*/b/*", "*", "/a_b"])
 
 
-class PermissionContract:
-    """The permission contract, as pytest tests. Override :meth:`backend`."""
+class PermissionContract(BackendContract):
+    """The permission contract, as pytest tests. Override :meth:`backend`
+    (the fixtures and lifecycle tests come from
+    :class:`~kiln._contract.BackendContract`)."""
 
     @pytest.fixture
-    def backend(self) -> PermissionBase:
-        raise NotImplementedError("Override the backend fixture with a fresh backend.")
-
-    @pytest.fixture
-    def broken_backend(self) -> PermissionBase:
-        pytest.skip("This backend declares no way to make its engine fail.")
-
-    @pytest.fixture
-    def permission(self, backend: PermissionBase) -> Iterator[PermissionBase]:
-        backend.initialize_schema()
-        backend.flush()
-        yield backend
-        backend.close()
-
-    @pytest.fixture
-    def transactional(self, permission: PermissionBase) -> PermissionBase:
-        if not permission.supports_transactions:
-            pytest.skip("The backend declares supports_transactions = False.")
-        return permission
+    def permission(self, ready: PermissionBase) -> PermissionBase:
+        return ready
 
     # -- lifecycle -----------------------------------------------------
-
-    def test_initialize_schema_is_idempotent(self, permission: PermissionBase) -> None:
-        assert permission.initialize_schema() == []
-        assert permission.initialize_schema(dry_run=True) == []
-
-    def test_heartbeat_answers_true(self, permission: PermissionBase) -> None:
-        assert permission.heartbeat() is True
 
     def test_flush_removes_user_principals_and_aces(self, permission: PermissionBase) -> None:
         permission.add_user_principal("alice", "admins")

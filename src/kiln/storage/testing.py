@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kiln._contract import BackendContract
 from kiln.exceptions import BackendError
 from kiln.storage import (
     Filter,
@@ -228,38 +229,16 @@ _filters = st.builds(
 )
 
 
-class StorageContract:
-    """The storage contract, as pytest tests. Override :meth:`backend`."""
+class StorageContract(BackendContract):
+    """The storage contract, as pytest tests. Override :meth:`backend`
+    (the fixtures and lifecycle tests come from
+    :class:`~kiln._contract.BackendContract`)."""
 
     @pytest.fixture
-    def backend(self) -> StorageBase:
-        raise NotImplementedError("Override the backend fixture with a fresh backend.")
-
-    @pytest.fixture
-    def broken_backend(self) -> StorageBase:
-        pytest.skip("This backend declares no way to make its engine fail.")
-
-    @pytest.fixture
-    def storage(self, backend: StorageBase) -> Iterator[StorageBase]:
-        backend.initialize_schema()
-        backend.flush()
-        yield backend
-        backend.close()
-
-    @pytest.fixture
-    def transactional(self, storage: StorageBase) -> StorageBase:
-        if not storage.supports_transactions:
-            pytest.skip("The backend declares supports_transactions = False.")
-        return storage
+    def storage(self, ready: StorageBase) -> StorageBase:
+        return ready
 
     # -- lifecycle -----------------------------------------------------
-
-    def test_initialize_schema_is_idempotent(self, storage: StorageBase) -> None:
-        assert storage.initialize_schema() == []
-        assert storage.initialize_schema(dry_run=True) == []
-
-    def test_heartbeat_answers_true(self, storage: StorageBase) -> None:
-        assert storage.heartbeat() is True
 
     def test_flush_removes_records_tombstones_and_timestamps(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a"})
