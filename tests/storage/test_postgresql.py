@@ -36,25 +36,17 @@ from kiln.storage._postgresql_sql import implied_bound, jsonb_text, like_pattern
 from kiln.storage._python_filters import select, sort_records
 from kiln.storage.postgresql import PostgreSQLStorage, list_query, migrations
 from kiln.storage.testing import StorageContract, run_threads
-from tests.pgschema import CLOSED_PORT_URL, fresh_schema
-
-
-@pytest.fixture(scope="module")
-def schema_url(postgresql_url):
-    with fresh_schema(postgresql_url) as url:
-        yield url
+from tests.pgschema import fresh_schema
 
 
 class TestPostgreSQLStorage(StorageContract):
     @pytest.fixture
-    def backend(self, schema_url):
-        return PostgreSQLStorage(PostgreSQLDatabase(schema_url))
+    def backend(self, postgresql_database):
+        return PostgreSQLStorage(postgresql_database)
 
     @pytest.fixture
-    def broken_backend(self):
-        database = PostgreSQLDatabase(CLOSED_PORT_URL, pool_timeout=0.2, connect_timeout=1)
-        yield PostgreSQLStorage(database)
-        database.close()
+    def broken_backend(self, broken_postgresql_database):
+        return PostgreSQLStorage(broken_postgresql_database)
 
 
 # -- fixtures for the backend-specific tests -----------------------------------
@@ -63,10 +55,8 @@ R, P = "mushroom", "basicauth:alice"
 
 
 @pytest.fixture
-def database(schema_url):
-    database = PostgreSQLDatabase(schema_url)
-    yield database
-    database.close()
+def database(postgresql_database):
+    return postgresql_database
 
 
 @pytest.fixture

@@ -15,14 +15,12 @@ from kiln.storage.testing import StorageContract
 
 class TestSQLiteStorage(StorageContract):
     @pytest.fixture
-    def backend(self, tmp_path):
-        return SQLiteStorage(SQLiteDatabase(str(tmp_path / "kiln.sqlite")))
+    def backend(self, sqlite_database):
+        return SQLiteStorage(sqlite_database)
 
     @pytest.fixture
-    def broken_backend(self, tmp_path):
-        path = tmp_path / "not-a-database.sqlite"
-        path.write_bytes(b"this is not a SQLite file" * 100)
-        return SQLiteStorage(SQLiteDatabase(str(path)))
+    def broken_backend(self, broken_sqlite_database):
+        return SQLiteStorage(broken_sqlite_database)
 
 
 class TestInMemorySQLiteStorage(StorageContract):
