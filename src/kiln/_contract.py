@@ -7,17 +7,36 @@
 implementation's test class overrides, the optional ``broken_backend``,
 the ``ready`` backend the tests use (schema installed, emptied, closed
 afterwards), the ``transactional`` one, and the lifecycle tests every kind
-runs. Needs ``pytest``.
+runs; and the hypothesis settings of their property tests
+(:func:`property_settings`). Needs ``pytest`` and ``hypothesis``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-__all__ = ["BackendContract"]
+__all__ = ["BackendContract", "property_settings"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def property_settings(max_examples: int) -> Callable[[F], F]:
+    """Hypothesis settings of a contract's property test (``@given``), which
+    each backend's test class runs with its own fixtures."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            # Each backend's subclass runs this one method: that is the point.
+            HealthCheck.differing_executors,
+        ],
+    )
 
 
 class BackendContract:

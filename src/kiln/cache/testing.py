@@ -10,7 +10,8 @@ fresh backend using the prefix it is given::
 
 ``other_prefix_backend`` builds a second backend of the same store with
 another prefix (the prefix tests skip when not overridden), and
-``broken_backend`` one whose engine fails.
+``broken_backend`` one whose engine fails. The fixtures every suite shares,
+and the lifecycle tests, come from :class:`kiln._contract.BackendContract`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ __all__ = ["CacheContract"]
 
 
 class CacheContract(BackendContract):
-    """The cache contract, as pytest tests. Override :meth:`backend` (the
-    fixtures and lifecycle tests come from
-    :class:`~kiln._contract.BackendContract`)."""
+    """The cache contract, as pytest tests; override :meth:`backend`."""
 
     @pytest.fixture
     def prefix(self) -> str:

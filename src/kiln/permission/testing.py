@@ -11,7 +11,8 @@ Subclass :class:`PermissionContract` in a test module and override its
 Optionally override ``broken_backend`` with a backend whose engine fails
 (the driver-failure test skips otherwise). A backend without transactions
 declares ``supports_transactions = False`` and the matching tests skip.
-Needs ``pytest`` and ``hypothesis``.
+The fixtures every suite shares, and the lifecycle tests, come from
+:class:`kiln._contract.BackendContract`. Needs ``pytest`` and ``hypothesis``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import re
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kiln._contract import BackendContract
+from kiln._contract import BackendContract, property_settings
 from kiln.exceptions import BackendError
 from kiln.permission import PermissionBase
 from kiln.storage.testing import HOSTILE_STRINGS, run_threads
@@ -76,9 +77,7 @@ _patterns = st.sampled_from(["/a", "/*", "/a/*", "/a*", "/*/*", "/a/b*", "/*/b/*
 
 
 class PermissionContract(BackendContract):
-    """The permission contract, as pytest tests. Override :meth:`backend`
-    (the fixtures and lifecycle tests come from
-    :class:`~kiln._contract.BackendContract`)."""
+    """The permission contract, as pytest tests; override :meth:`backend`."""
 
     @pytest.fixture
     def permission(self, ready: PermissionBase) -> PermissionBase:
@@ -338,16 +337,7 @@ class PermissionContract(BackendContract):
         assert permission.user_principals(hostile) == set()
         assert permission.object_permission_principals("/safe", "read") == {"alice"}
 
-    @settings(
-        max_examples=60,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            # Each backend's subclass runs this one method: that is the point.
-            HealthCheck.differing_executors,
-        ],
-    )
+    @property_settings(60)
     @given(
         aces=st.sets(st.tuples(_ids | st.text(max_size=6), _perms, _principals), max_size=12),
         principals=st.lists(_principals | st.text(max_size=3), max_size=4),

@@ -11,7 +11,8 @@ Subclass :class:`StorageContract` in a test module and override its
 Optionally override ``broken_backend`` with a backend whose engine fails
 (the driver-failure tests skip otherwise). A backend without a capability
 declares it (``supports_transactions = False``) and the matching tests skip.
-Needs ``pytest`` and ``hypothesis``.
+The fixtures every suite shares, and the lifecycle tests, come from
+:class:`kiln._contract.BackendContract`. Needs ``pytest`` and ``hypothesis``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from kiln._contract import BackendContract
+from kiln._contract import BackendContract, property_settings
 from kiln.exceptions import BackendError
 from kiln.storage import (
     Filter,
@@ -230,9 +231,7 @@ _filters = st.builds(
 
 
 class StorageContract(BackendContract):
-    """The storage contract, as pytest tests. Override :meth:`backend`
-    (the fixtures and lifecycle tests come from
-    :class:`~kiln._contract.BackendContract`)."""
+    """The storage contract, as pytest tests; override :meth:`backend`."""
 
     @pytest.fixture
     def storage(self, ready: StorageBase) -> StorageBase:
@@ -766,16 +765,7 @@ class StorageContract(BackendContract):
             rules = keyset_rules(sorting, page[-1])
         raise AssertionError("pagination did not end")  # pragma: no cover
 
-    @settings(
-        max_examples=40,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            # Each backend's subclass runs this one method: that is the point.
-            HealthCheck.differing_executors,
-        ],
-    )
+    @property_settings(40)
     @given(
         records=st.lists(_records(), max_size=14),
         filters=st.lists(_filters, max_size=2),
