@@ -374,21 +374,14 @@ class SQLiteDatabase:
     # -- schema --------------------------------------------------------
 
     def install_schema(
-        self,
-        component: str,
-        migrations: Sequence[Migration],
-        *,
-        dry_run: bool = False,
+        self, component: str, migrations: Sequence[Migration], *, dry_run: bool = False
     ) -> list[str]:
-        """Bring ``component``'s schema to its latest version, in one transaction.
+        """Apply ``component``'s ``migrations`` above its recorded version, as
+        :mod:`kiln.migrations` says; return the steps' descriptions (with
+        ``dry_run``, of what would be done: nothing is written).
 
-        Applies the ``migrations`` (:mod:`kiln.migrations`) numbered above the
-        version recorded in ``schema_versions`` (all of them on a new
-        database), then records the last number. Idempotent: an up-to-date
-        component is left alone, and nothing takes the write lock. Returns the
-        descriptions of the steps done (with ``dry_run``, that would be done;
-        nothing is written). Processes installing at once take turns on the
-        write lock, each planning again once it holds it.
+        An up-to-date component takes no write lock. Processes installing at
+        once take turns on it, each planning again once it holds it.
 
         :raises StartupError: the database holds a newer version than
             ``migrations`` know (an older kiln against an upgraded database).

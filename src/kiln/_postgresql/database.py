@@ -661,11 +661,7 @@ class PostgreSQLDatabase:
     # -- schema --------------------------------------------------------
 
     def install_schema(
-        self,
-        component: str,
-        migrations: Sequence[Migration],
-        *,
-        dry_run: bool = False,
+        self, component: str, migrations: Sequence[Migration], *, dry_run: bool = False
     ) -> list[str]:
         """Bring ``component``'s schema to its latest version, in one transaction.
 
