@@ -240,8 +240,6 @@ class RedisPermission(RedisBackend, PermissionBase):
 
     def _sunion(self, keys: list[str]) -> set[str]:
         """Members of the union of ``keys`` (in chunks, one round trip)."""
-        if not keys:
-            return set()
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=False)
             for chunk in _chunks(keys):
