@@ -6,7 +6,7 @@ import kiln  # noqa: F401
 from kiln.application import reset_global_app
 from kiln.config import Configuration
 
-pytest_plugins = ["tests.services", "tests.pgcluster"]
+pytest_plugins = ["tests.services", "tests.pgcluster", "tests.backends"]
 
 
 @pytest.fixture

@@ -14,13 +14,16 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.conninfo import make_conninfo
 
 from kiln import _scaffold
 from kiln.__about__ import __version__
@@ -637,6 +640,23 @@ def test_migrate_creates_every_schema_once_on_postgresql(cli, tmp_path, postgres
             rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
         assert sorted(rows) == [("cache", 1), ("permission", 1), ("storage", 1)]
         assert cli("-c", str(config), "migrate").stdout == NOTHING_TO_DO
+
+
+def test_migrate_names_a_database_that_does_not_exist_and_how_to_create_it(
+    cli, tmp_path, postgresql_url
+):
+    name = f"kiln_missing_{uuid.uuid4().hex[:8]}"
+    url = make_conninfo(postgresql_url, dbname=name)
+    config = write(
+        tmp_path / "service.yaml", json.dumps({"storage": {"backend": "postgresql", "url": url}})
+    )
+    result = cli("-c", str(config), "migrate")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"kiln: error: PostgreSQL database `{name}` does not exist on "
+        f"{urlsplit(postgresql_url).netloc.split('@')[-1]}: create it with `createdb {name}`, "
+        "then run `kiln migrate`."
+    ]
 
 
 def test_migrate_leaves_a_readonly_service_alone(cli, tmp_path):

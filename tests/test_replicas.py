@@ -118,6 +118,13 @@ def replicas_of(app) -> ReadReplicas:
     return replicas
 
 
+def _no_records(conn) -> bool:
+    try:
+        return conn.execute("SELECT count(*) FROM records").fetchone() == (0,)
+    except psycopg.errors.UndefinedTable:
+        return False  # the replica has not replayed the schema yet
+
+
 def reading_from_replica(app) -> None:
     """Start with an empty collection, replayed, and a replica fresh enough to serve."""
     storage = app.extensions["kiln"].storage
@@ -125,10 +132,7 @@ def reading_from_replica(app) -> None:
     replicas = replicas_of(app)
     for replica in replicas.replicas:
         with psycopg.connect(replica.database.url, autocommit=True) as conn:
-            wait_until(
-                lambda conn=conn: conn.execute("SELECT count(*) FROM records").fetchone() == (0,),
-                message="the replica replays the flush",
-            )
+            wait_until(lambda conn=conn: _no_records(conn), message="the replica replays the flush")
     wait_until(replicas.pick, message="a fresh replica")
 
 

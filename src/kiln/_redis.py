@@ -8,7 +8,9 @@ at startup (:class:`~kiln.exceptions.ConfigError`: "Install it with
 
 :func:`acquire` returns the process's :class:`RedisConnection` for a URL
 (and client options), counting its users; :meth:`RedisConnection.release`
-gives it back and the last user disconnects the pool. Each client has a
+gives it back and the last user disconnects the pool. :class:`RedisBackend`
+is what the three Redis backends share: their connection, their lifecycle
+methods, and no transactions. Each client has a
 blocking pool of at most ``redis.max_connections`` connections (a thread
 waits up to ``redis.timeout_seconds`` for one), connect and read timeouts
 (``redis.connect_timeout_seconds``, ``redis.timeout_seconds``) and **no
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -38,6 +41,7 @@ from kiln.exceptions import BackendError, ConfigError
 
 __all__ = [
     "LUA_ENCODE_KEY_PART",
+    "RedisBackend",
     "RedisConnection",
     "acquire",
     "connection_from_config",
@@ -208,6 +212,49 @@ def acquire(url: str, options: Options = DEFAULT_OPTIONS) -> RedisConnection:
             _registry[(url, options)] = connection
         connection.users += 1
         return connection
+
+
+class RedisBackend:
+    """The lifecycle of a Redis storage, permission or cache backend (a mixin,
+    listed before the backend kind's base class): keys under ``namespace``,
+    nothing to migrate, no transactions.
+
+    :param connection: a :class:`RedisConnection`, or a URL (then the
+        process's shared connection to it, :func:`acquire`); released once by
+        :meth:`close`.
+    :param namespace: prefix of every key of the backend.
+    """
+
+    def __init__(self, connection: RedisConnection | str, namespace: str) -> None:
+        if isinstance(connection, str):
+            connection = acquire(connection)
+        self.connection = connection
+        self.namespace = namespace
+        self._closed = False
+
+    def initialize_schema(self, dry_run: bool = False) -> list[str]:
+        """Nothing to create; checks that the server answers."""
+        with self.connection.errors():
+            self.connection.client.ping()
+        return []
+
+    def flush(self) -> None:
+        """Delete every key of the namespace."""
+        self.connection.delete_matching(self.namespace)
+
+    def heartbeat(self) -> bool:
+        """Whether the server answers ``PING``; never raises."""
+        return self.connection.ping()
+
+    def close(self) -> None:
+        """Release the connection (once, however often it is called)."""
+        if not self._closed:
+            self._closed = True
+            self.connection.release()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Groups nothing: each operation is its own unit of work."""
+        return contextlib.nullcontext()
 
 
 def connection_from_config(config: Any, kind: str) -> RedisConnection:

@@ -20,6 +20,11 @@ inside that window increase in commit order.
 (shared per process through :meth:`~SQLiteDatabase.shared`): a single
 connection, and every unit of work, reads included, holds a process lock.
 
+Schema. :meth:`SQLiteDatabase.install_schema` (``kiln migrate``) applies
+the numbered files of :mod:`kiln.migrations` (``sqlite/<component>/``) and
+records each component's version in ``schema_versions``: the mechanism
+PostgreSQL uses.
+
 Driver errors (``sqlite3.Error``: a locked database past the busy timeout,
 a file that is not a database, a missing directory, a full disk) leave as
 :class:`~kiln.exceptions.BackendError`.
@@ -39,8 +44,14 @@ from typing import Any, ClassVar
 import orjson
 
 from kiln.exceptions import BackendError
+from kiln.migrations import Migration, plan
 
 __all__ = ["SQLiteDatabase"]
+
+_SCHEMA_VERSIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_versions ("
+    " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+)
 
 
 def _backend_error(exc: sqlite3.Error, path: str) -> BackendError:
@@ -204,6 +215,9 @@ class SQLiteDatabase:
         :class:`~kiln.exceptions.BackendError`.
     """
 
+    #: The engine's name in :mod:`kiln.migrations`' folders.
+    engine = "sqlite"
+
     # Weak: a file no backend uses any more is closed when its object goes,
     # so a process that builds many apps (tests) does not run out of files.
     _registry: ClassVar[weakref.WeakValueDictionary[str, SQLiteDatabase]] = (
@@ -350,44 +364,58 @@ class SQLiteDatabase:
                 conn.execute("ROLLBACK")
             raise _backend_error(exc, self.path) from exc
 
-    def install_schema(
-        self,
-        component: str,
-        version: int,
-        statements: Sequence[tuple[str, str]],
-        *,
-        dry_run: bool = False,
-    ) -> list[str]:
-        """Create ``component``'s tables once and record its schema ``version``.
+    def execute(
+        self, conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()
+    ) -> sqlite3.Cursor:
+        """Run ``query`` on ``conn`` (as :meth:`PostgreSQLDatabase.execute
+        <kiln._postgresql.PostgreSQLDatabase.execute>` does on PostgreSQL)."""
+        return conn.execute(query, params)
 
-        ``statements`` are ``(description, SQL)`` pairs. Idempotent: a
-        component whose version is recorded is left alone. Returns the
-        descriptions of the steps done (with ``dry_run``, that would be done).
+    # -- schema --------------------------------------------------------
+
+    def install_schema(
+        self, component: str, migrations: Sequence[Migration], *, dry_run: bool = False
+    ) -> list[str]:
+        """Apply ``component``'s ``migrations`` above its recorded version, as
+        :mod:`kiln.migrations` says; return the steps' descriptions (with
+        ``dry_run``, of what would be done: nothing is written).
+
+        An up-to-date component takes no write lock. Processes installing at
+        once take turns on it, each planning again once it holds it.
+
+        :raises StartupError: the database holds a newer version than
+            ``migrations`` know (an older kiln against an upgraded database).
         """
+        where = f"SQLite database {self.path!r}"
         with self.transaction() as conn:
-            if self.has_table(conn, "schema_versions"):
-                row = conn.execute(
-                    "SELECT version FROM schema_versions WHERE component = ?", (component,)
-                ).fetchone()
-                if row is not None:
-                    # Version 1 is the only one: later versions add migrations here.
-                    return []
-            steps = [description for description, _ in statements]
-            steps.append(f"record {component} schema version {version}")
-            if dry_run:
+            steps, pending = plan(
+                component, migrations, self.installed_version(conn, component), where
+            )
+            if dry_run or not pending:
                 return steps
             self.begin_write(conn)
-            for _, statement in statements:
-                conn.execute(statement)
+            steps, pending = plan(
+                component, migrations, self.installed_version(conn, component), where
+            )
+            conn.execute(_SCHEMA_VERSIONS)
+            for migration in pending:
+                for _, statement in migration.steps:
+                    conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_versions (component, version) VALUES (?, ?)"
                 " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, version),
+                (component, migrations[-1].number),
             )
             return steps
 
-    def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
+    def installed_version(self, conn: sqlite3.Connection, component: str) -> int | None:
+        """The schema version recorded for ``component``, or None."""
         row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_versions'"
         ).fetchone()
-        return row is not None
+        if row is None:
+            return None
+        row = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = ?", (component,)
+        ).fetchone()
+        return None if row is None else int(row[0])

@@ -34,7 +34,15 @@ import click
 from kiln.__about__ import __version__
 from kiln.exceptions import KilnError
 
-__all__ = ["main"]
+__all__ = [
+    "check",
+    "devserver",
+    "init",
+    "main",
+    "migrate",
+    "serve",
+    "settings",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -62,13 +62,23 @@ __all__ = [
     "Setting",
     "current",
     "debug",
+    "deep_merge",
+    "env_overrides",
     "feature_flag",
+    "file_list",
+    "flag_warnings",
     "get",
     "get_logger",
     "install_reload_signal",
+    "known_settings",
     "load",
+    "lookup",
+    "read_file",
     "register_check",
+    "register_setting",
+    "set_path",
     "unknown_keys",
+    "validate",
 ]
 
 logger = logging.getLogger("kiln.config")

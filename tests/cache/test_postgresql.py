@@ -7,33 +7,21 @@ from kiln.cache import load_cache
 from kiln.cache.postgresql import PostgreSQLCache
 from kiln.cache.testing import CacheContract
 from kiln.config import Configuration
-from tests.pgschema import CLOSED_PORT_URL, fresh_schema
-
-
-@pytest.fixture(scope="module")
-def schema_url(postgresql_url):
-    with fresh_schema(postgresql_url) as url:
-        yield url
+from tests.pgschema import fresh_schema
 
 
 class TestPostgreSQLCache(CacheContract):
     @pytest.fixture
-    def database(self, schema_url):
-        return PostgreSQLDatabase(schema_url)
+    def backend(self, postgresql_database, prefix):
+        return PostgreSQLCache(postgresql_database, prefix=prefix)
 
     @pytest.fixture
-    def backend(self, database, prefix):
-        return PostgreSQLCache(database, prefix=prefix)
+    def other_prefix_backend(self, postgresql_database, backend):
+        return PostgreSQLCache(postgresql_database, prefix="other:")
 
     @pytest.fixture
-    def other_prefix_backend(self, database, backend):
-        return PostgreSQLCache(database, prefix="other:")
-
-    @pytest.fixture
-    def broken_backend(self):
-        database = PostgreSQLDatabase(CLOSED_PORT_URL, pool_timeout=0.2, connect_timeout=1)
-        yield PostgreSQLCache(database)
-        database.close()
+    def broken_backend(self, broken_postgresql_database):
+        return PostgreSQLCache(broken_postgresql_database)
 
 
 def test_initialize_schema_reports_its_steps(postgresql_url):

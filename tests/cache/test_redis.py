@@ -12,37 +12,26 @@ from kiln.exceptions import ConfigError
 
 class TestRedisCache(CacheContract):
     @pytest.fixture
-    def backend(self, redis_url, prefix):
-        connection = _redis.acquire(redis_url)
-        connection.client.flushdb()
-        return RedisCache(connection, prefix=prefix)
+    def backend(self, redis_connection, prefix):
+        return RedisCache(redis_connection.url, prefix=prefix)
 
     @pytest.fixture
-    def other_prefix_backend(self, redis_url, backend):
-        other = RedisCache(_redis.acquire(redis_url), prefix="other:")
-        yield other
-        other.close()
+    def other_prefix_backend(self, redis_connection, backend, closing):
+        return closing(RedisCache(redis_connection.url, prefix="other:"))
 
     @pytest.fixture
-    def broken_backend(self):
-        backend = RedisCache(_redis.acquire("redis://127.0.0.1:1/15"))
-        yield backend
-        backend.close()
+    def broken_backend(self, broken_redis_url, closing):
+        return closing(RedisCache(broken_redis_url))
 
 
 @pytest.fixture
-def connection(redis_url):
-    connection = _redis.acquire(redis_url)
-    connection.client.flushdb()
-    yield connection
-    connection.release()
+def connection(redis_connection):
+    return redis_connection
 
 
 @pytest.fixture
-def cache(connection):
-    cache = RedisCache(_redis.acquire(connection.url), prefix="svc*:")
-    yield cache
-    cache.close()
+def cache(connection, closing):
+    return closing(RedisCache(connection.url, prefix="svc*:"))
 
 
 def test_entries_are_redis_keys_with_native_ttls(cache, connection):

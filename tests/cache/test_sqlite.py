@@ -13,16 +13,12 @@ from kiln.storage import load_storage
 
 class TestSQLiteCache(CacheContract):
     @pytest.fixture
-    def database(self, tmp_path):
-        return SQLiteDatabase(str(tmp_path / "kiln.sqlite"))
+    def backend(self, sqlite_database, prefix):
+        return SQLiteCache(sqlite_database, prefix=prefix)
 
     @pytest.fixture
-    def backend(self, database, prefix):
-        return SQLiteCache(database, prefix=prefix)
-
-    @pytest.fixture
-    def other_prefix_backend(self, database, backend):
-        return SQLiteCache(database, prefix="other:")
+    def other_prefix_backend(self, sqlite_database, backend):
+        return SQLiteCache(sqlite_database, prefix="other:")
 
     @pytest.fixture
     def broken_backend(self, tmp_path):

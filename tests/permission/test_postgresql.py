@@ -7,32 +7,22 @@ from kiln.config import Configuration
 from kiln.permission import load_permission
 from kiln.permission.postgresql import PostgreSQLPermission, like_pattern, pattern_query
 from kiln.permission.testing import PermissionContract
-from tests.pgschema import CLOSED_PORT_URL, fresh_schema
-
-
-@pytest.fixture(scope="module")
-def schema_url(postgresql_url):
-    with fresh_schema(postgresql_url) as url:
-        yield url
+from tests.pgschema import fresh_schema
 
 
 class TestPostgreSQLPermission(PermissionContract):
     @pytest.fixture
-    def backend(self, schema_url):
-        return PostgreSQLPermission(PostgreSQLDatabase(schema_url))
+    def backend(self, postgresql_database):
+        return PostgreSQLPermission(postgresql_database)
 
     @pytest.fixture
-    def broken_backend(self):
-        database = PostgreSQLDatabase(CLOSED_PORT_URL, pool_timeout=0.2, connect_timeout=1)
-        yield PostgreSQLPermission(database)
-        database.close()
+    def broken_backend(self, broken_postgresql_database):
+        return PostgreSQLPermission(broken_postgresql_database)
 
 
 @pytest.fixture
-def database(schema_url):
-    database = PostgreSQLDatabase(schema_url)
-    yield database
-    database.close()
+def database(postgresql_database):
+    return postgresql_database
 
 
 @pytest.fixture

@@ -13,31 +13,22 @@ from kiln.storage.testing import run_threads
 
 class TestRedisPermission(PermissionContract):
     @pytest.fixture
-    def backend(self, redis_url):
-        connection = _redis.acquire(redis_url)
-        connection.client.flushdb()
-        return RedisPermission(connection)
+    def backend(self, redis_connection):
+        return RedisPermission(redis_connection.url)
 
     @pytest.fixture
-    def broken_backend(self):
-        backend = RedisPermission(_redis.acquire("redis://127.0.0.1:1/15"))
-        yield backend
-        backend.close()
+    def broken_backend(self, broken_redis_url, closing):
+        return closing(RedisPermission(broken_redis_url))
 
 
 @pytest.fixture
-def connection(redis_url):
-    connection = _redis.acquire(redis_url)
-    connection.client.flushdb()
-    yield connection
-    connection.release()
+def connection(redis_connection):
+    return redis_connection
 
 
 @pytest.fixture
-def permission(connection):
-    permission = RedisPermission(_redis.acquire(connection.url))
-    yield permission
-    permission.close()
+def permission(connection, closing):
+    return closing(RedisPermission(connection.url))
 
 
 def _keys(connection):

@@ -15,14 +15,12 @@ from kiln.storage import load_storage
 
 class TestSQLitePermission(PermissionContract):
     @pytest.fixture
-    def backend(self, tmp_path):
-        return SQLitePermission(SQLiteDatabase(str(tmp_path / "kiln.sqlite")))
+    def backend(self, sqlite_database):
+        return SQLitePermission(sqlite_database)
 
     @pytest.fixture
-    def broken_backend(self, tmp_path):
-        path = tmp_path / "not-a-database.sqlite"
-        path.write_bytes(b"this is not a SQLite file" * 100)
-        return SQLitePermission(SQLiteDatabase(str(path)))
+    def broken_backend(self, broken_sqlite_database):
+        return SQLitePermission(broken_sqlite_database)
 
 
 class TestInMemorySQLitePermission(PermissionContract):
@@ -32,11 +30,10 @@ class TestInMemorySQLitePermission(PermissionContract):
 
 
 @pytest.fixture
-def permission(tmp_path):
-    permission = SQLitePermission(SQLiteDatabase(str(tmp_path / "kiln.sqlite")))
+def permission(sqlite_database):
+    permission = SQLitePermission(sqlite_database)
     permission.initialize_schema()
-    yield permission
-    permission.close()
+    return permission
 
 
 def test_initialize_schema_reports_its_steps_and_dry_run_writes_nothing(tmp_path):

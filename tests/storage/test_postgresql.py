@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import kiln.storage
-from kiln._postgresql import PostgreSQLDatabase, describe
+from kiln._postgresql import PostgreSQLDatabase, ReplicaUnavailable, describe, refusal
 from kiln.cache import load_cache
 from kiln.cache.postgresql import PostgreSQLCache
 from kiln.config import Configuration
@@ -31,35 +32,21 @@ from kiln.storage import (
     keyset_rules,
     load_storage,
 )
+from kiln.storage._postgresql_sql import implied_bound, jsonb_text, like_pattern
 from kiln.storage._python_filters import select, sort_records
-from kiln.storage.postgresql import (
-    PostgreSQLStorage,
-    implied_bound,
-    jsonb_text,
-    like_pattern,
-    list_query,
-    migrations,
-)
+from kiln.storage.postgresql import PostgreSQLStorage, list_query, migrations
 from kiln.storage.testing import StorageContract, run_threads
-from tests.pgschema import CLOSED_PORT_URL, fresh_schema
-
-
-@pytest.fixture(scope="module")
-def schema_url(postgresql_url):
-    with fresh_schema(postgresql_url) as url:
-        yield url
+from tests.pgschema import fresh_schema
 
 
 class TestPostgreSQLStorage(StorageContract):
     @pytest.fixture
-    def backend(self, schema_url):
-        return PostgreSQLStorage(PostgreSQLDatabase(schema_url))
+    def backend(self, postgresql_database):
+        return PostgreSQLStorage(postgresql_database)
 
     @pytest.fixture
-    def broken_backend(self):
-        database = PostgreSQLDatabase(CLOSED_PORT_URL, pool_timeout=0.2, connect_timeout=1)
-        yield PostgreSQLStorage(database)
-        database.close()
+    def broken_backend(self, broken_postgresql_database):
+        return PostgreSQLStorage(broken_postgresql_database)
 
 
 # -- fixtures for the backend-specific tests -----------------------------------
@@ -68,10 +55,8 @@ R, P = "mushroom", "basicauth:alice"
 
 
 @pytest.fixture
-def database(schema_url):
-    database = PostgreSQLDatabase(schema_url)
-    yield database
-    database.close()
+def database(postgresql_database):
+    return postgresql_database
 
 
 @pytest.fixture
@@ -354,6 +339,90 @@ def test_a_statement_past_its_timeout_fails_with_backend_error(schema_url, stora
     PostgreSQLStorage(impatient).create(R, P, {"id": "b"})
     assert sorted(_ids(storage.list_all(R, P))) == ["a", "b"]
     impatient.close()
+
+
+def _where(url):
+    params = conninfo_to_dict(url)
+    return f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+
+
+def test_a_database_that_does_not_exist_fails_at_once_in_one_sentence(postgresql_url, caplog):
+    name = f"kiln_missing_{uuid.uuid4().hex[:8]}"
+    database = PostgreSQLDatabase(make_conninfo(postgresql_url, dbname=name), pool_timeout=5)
+    storage = PostgreSQLStorage(database)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO), pytest.raises(BackendError) as info:
+        storage.initialize_schema()
+    assert time.monotonic() - started < 2
+    assert str(info.value) == (
+        f"PostgreSQL database `{name}` does not exist on {_where(postgresql_url)}: "
+        f"create it with `createdb {name}`, then run `kiln migrate`."
+    )
+    assert isinstance(info.value.original, psycopg.OperationalError)
+    assert [r for r in caplog.records if r.name.startswith("psycopg")] == []
+    with pytest.raises(BackendError, match="does not exist"):
+        storage.collection_timestamp(R, P)
+    assert storage.heartbeat() is False
+    database.close()
+
+
+def test_a_role_that_does_not_exist_fails_at_once_in_one_sentence(postgresql_url):
+    role = f"kiln_nobody_{uuid.uuid4().hex[:8]}"
+    database = PostgreSQLDatabase(make_conninfo(postgresql_url, user=role))
+    with pytest.raises(BackendError) as info:
+        PostgreSQLPermission(database).initialize_schema()
+    assert str(info.value) == (
+        f"PostgreSQL role `{role}` does not exist on {_where(postgresql_url)}: create it "
+        f"with `createuser {role}`, or put another user in the database URL."
+    )
+    database.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'connection failed: connection to server at "db.example", port 5433 failed: '
+            'FATAL:  password authentication failed for user "svc"',
+            "PostgreSQL on db.example:5433 refused the password of user `svc`: correct it "
+            "in the database URL.",
+        ),
+        (
+            'connection failed: connection to server at "db.example", port 5433 failed: '
+            "fe_sendauth: no password supplied",
+            "PostgreSQL on db.example:5433 asks for a password and the database URL gives "
+            "none: add it to the URL (postgresql://user:password@host/dbname).",
+        ),
+        (
+            'connection failed: connection to server at "db.example", port 5433 failed: '
+            'FATAL:  no pg_hba.conf entry for host "10.0.0.7", user "svc", database "app", '
+            "no encryption\nsecond line",
+            "PostgreSQL on db.example:5433 refused the connection (no pg_hba.conf entry for "
+            'host "10.0.0.7", user "svc", database "app", no encryption): allow it in the '
+            "server's pg_hba.conf, or use another user or database in the URL.",
+        ),
+        (
+            'connection failed: connection to server at "db.example", port 5433 failed: '
+            "Connection refused",
+            None,
+        ),
+        ('database "app" does not exist', None),
+    ],
+)
+def test_a_refusal_for_good_is_told_apart_from_a_server_that_may_come_back(message, expected):
+    url = "postgresql://svc@db.example:5433/app"
+    assert refusal(psycopg.OperationalError(message), url) == expected
+
+
+def test_a_refused_read_replica_is_unavailable_with_the_reason(postgresql_url):
+    name = f"kiln_missing_{uuid.uuid4().hex[:8]}"
+    primary = PostgreSQLDatabase(postgresql_url)
+    replica = PostgreSQLDatabase(make_conninfo(postgresql_url, dbname=name), replica_of=primary)
+    with pytest.raises(ReplicaUnavailable, match=f"`{name}` does not exist") as info:
+        replica.pool()
+    assert info.value.failed is True
+    replica.close()
+    primary.close()
 
 
 def test_waiting_past_the_pool_timeout_fails_with_backend_error(schema_url, storage):

@@ -28,38 +28,27 @@ P = "basicauth:alice"
 
 class TestRedisStorage(StorageContract):
     @pytest.fixture
-    def backend(self, redis_url):
-        connection = _redis.acquire(redis_url)
-        connection.client.flushdb()
-        return RedisStorage(connection)
+    def backend(self, redis_connection):
+        return RedisStorage(redis_connection.url)
 
     @pytest.fixture
-    def broken_backend(self):
-        backend = RedisStorage(_redis.acquire("redis://127.0.0.1:1/15"))
-        yield backend
-        backend.close()
+    def broken_backend(self, broken_redis_url, closing):
+        return closing(RedisStorage(broken_redis_url))
 
 
 @pytest.fixture
-def connection(redis_url):
-    connection = _redis.acquire(redis_url)
-    connection.client.flushdb()
-    yield connection
-    connection.release()
+def connection(redis_connection):
+    return redis_connection
 
 
 @pytest.fixture
-def storage(connection):
-    storage = RedisStorage(_redis.acquire(connection.url))
-    yield storage
-    storage.close()
+def storage(connection, closing):
+    return closing(RedisStorage(connection.url))
 
 
 @pytest.fixture
-def rival(connection):
-    rival = RedisStorage(_redis.acquire(connection.url))
-    yield rival
-    rival.close()
+def rival(connection, closing):
+    return closing(RedisStorage(connection.url))
 
 
 @pytest.fixture

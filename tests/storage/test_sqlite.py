@@ -8,20 +8,19 @@ from kiln._sqlite import SQLiteDatabase
 from kiln.config import Configuration
 from kiln.exceptions import BackendError, ConfigError
 from kiln.storage import Filter, Operator, load_storage
-from kiln.storage.sqlite import SQLiteStorage, compile_where
+from kiln.storage._sqlite_sql import compile_where
+from kiln.storage.sqlite import SQLiteStorage
 from kiln.storage.testing import StorageContract
 
 
 class TestSQLiteStorage(StorageContract):
     @pytest.fixture
-    def backend(self, tmp_path):
-        return SQLiteStorage(SQLiteDatabase(str(tmp_path / "kiln.sqlite")))
+    def backend(self, sqlite_database):
+        return SQLiteStorage(sqlite_database)
 
     @pytest.fixture
-    def broken_backend(self, tmp_path):
-        path = tmp_path / "not-a-database.sqlite"
-        path.write_bytes(b"this is not a SQLite file" * 100)
-        return SQLiteStorage(SQLiteDatabase(str(path)))
+    def broken_backend(self, broken_sqlite_database):
+        return SQLiteStorage(broken_sqlite_database)
 
 
 class TestInMemorySQLiteStorage(StorageContract):

@@ -1,9 +1,10 @@
 """Cache backends: small JSON values with time-to-live.
 
 One abstract base class, :class:`CacheBase`, whose docstrings are the
-contract; implementations :mod:`kiln.cache.memory`, :mod:`kiln.cache.sqlite`
-and :mod:`kiln.cache.redis` (PostgreSQL comes later); and the contract
-suite :mod:`kiln.cache.testing`.
+contract (its :meth:`~CacheBase.heartbeat`, a set/get/delete round trip,
+serves every backend); implementations :mod:`kiln.cache.memory`,
+:mod:`kiln.cache.sqlite`, :mod:`kiln.cache.postgresql` and
+:mod:`kiln.cache.redis`; and the contract suite :mod:`kiln.cache.testing`.
 
 Every key is stored under the backend's ``prefix`` (``cache.prefix``), so
 several services can share one database. Values are anything
@@ -35,9 +36,15 @@ class CacheBase(abc.ABC):
     def flush(self) -> None:
         """Remove every key of this prefix."""
 
-    @abc.abstractmethod
     def heartbeat(self) -> bool:
         """Whether a set/get/delete round trip works; never raises."""
+        try:
+            self.set("__heartbeat__", True, 60)
+            ok = self.get("__heartbeat__") is True
+            self.delete("__heartbeat__")
+        except Exception:
+            return False
+        return ok
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections and files. The default does nothing."""

@@ -37,9 +37,6 @@ class MemoryCache(CacheBase):
             for key in [k for k in self._entries if k.startswith(self.prefix)]:
                 del self._entries[key]
 
-    def heartbeat(self) -> bool:
-        return True
-
     def _live(self, key: str, now: float) -> tuple[bytes, float | None] | None:
         entry = self._entries.get(key)
         if entry is not None and entry[1] is not None and entry[1] <= now:

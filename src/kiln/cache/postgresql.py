@@ -1,23 +1,23 @@
 """Cache in a PostgreSQL table, by default in the storage's database.
 
-``cache(key TEXT PRIMARY KEY, value TEXT, expires_at DOUBLE PRECISION)``:
-``value`` is the JSON text (kept as written: the cache never queries
-inside it), ``expires_at`` a Unix time on the **database's** clock, so
-every application server agrees on what expired (``NULL``: never). Reads
-ignore expired rows; every :data:`CLEANUP_EVERY` writes of a process also
-delete them, in the same round trip.
+``cache(key TEXT PRIMARY KEY, value TEXT, expires_at DOUBLE PRECISION)``
+(schema: ``kiln/migrations/postgresql/cache``): ``value`` is the JSON text
+(kept as written: the cache never queries inside it), ``expires_at`` a Unix
+time on the **database's** clock, so every application server agrees on
+what expired (``NULL``: never). Reads ignore expired rows; every
+:data:`CLEANUP_EVERY` writes of a process also delete them, in the same
+round trip.
 """
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
 from itertools import count
 from typing import Any
 
 import orjson
 
-from kiln._postgresql import Migration, PostgreSQLDatabase, database_for, load_migrations
+from kiln._postgresql import PostgreSQLDatabase, database_for
+from kiln._sql import SQLBackend
 from kiln.cache import CacheBase
 
 __all__ = ["PostgreSQLCache", "load"]
@@ -25,12 +25,6 @@ __all__ = ["PostgreSQLCache", "load"]
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 
 CLEANUP_EVERY = 100
-
-
-@functools.cache
-def migrations() -> tuple[Migration, ...]:
-    """The numbered migrations of the cache schema (``kiln/migrations/postgresql/cache``)."""
-    return load_migrations(resources.files("kiln.migrations").joinpath("postgresql", "cache"))
 
 
 _NOW = "extract(epoch FROM clock_timestamp())::float8"
@@ -43,7 +37,7 @@ _SET = (
 _CLEANUP = f"DELETE FROM cache WHERE expires_at <= {_NOW}"  # noqa: S608
 
 
-class PostgreSQLCache(CacheBase):
+class PostgreSQLCache(SQLBackend[PostgreSQLDatabase], CacheBase):
     """A cache table in a PostgreSQL database.
 
     Settings (read by :func:`kiln.cache.load_cache`): ``cache.url`` (default:
@@ -53,6 +47,8 @@ class PostgreSQLCache(CacheBase):
     ``storage.statement_timeout_ms``.
     """
 
+    component = "cache"
+
     def __init__(self, database: PostgreSQLDatabase | str, prefix: str = "") -> None:
         super().__init__(prefix)
         if isinstance(database, str):
@@ -60,23 +56,11 @@ class PostgreSQLCache(CacheBase):
         self.database = database
         self._writes = count(1)
 
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("cache", migrations(), dry_run=dry_run)
-
     def flush(self) -> None:
         self._write("DELETE FROM cache WHERE starts_with(key, %(key)s)", {"key": self.prefix})
 
     def heartbeat(self) -> bool:
-        try:
-            self.set("__heartbeat__", True, 60)
-            ok = self.get("__heartbeat__") is True
-            self.delete("__heartbeat__")
-        except Exception:
-            return False
-        return ok
-
-    def close(self) -> None:
-        self.database.close()
+        return CacheBase.heartbeat(self)  # the cache's round trip, not SQLBackend's read
 
     def _write(self, statement: str, params: dict[str, Any]) -> Any:
         """Run a write statement; return its first row (with ``RETURNING``), else None."""

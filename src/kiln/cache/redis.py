@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
-from kiln._redis import RedisConnection, acquire, connection_from_config
+from kiln._redis import RedisBackend, RedisConnection, connection_from_config
 from kiln.cache import CacheBase
-from kiln.exceptions import BackendError
 
 __all__ = ["RedisCache", "load"]
 
@@ -26,7 +25,7 @@ def _milliseconds(ttl: float) -> int:
     return round(ttl * 1000)
 
 
-class RedisCache(CacheBase):
+class RedisCache(RedisBackend, CacheBase):
     """A cache in a Redis database.
 
     Settings (read by :func:`load`): ``cache.url`` (default: ``storage.url``;
@@ -45,38 +44,17 @@ class RedisCache(CacheBase):
         *,
         namespace: str = NAMESPACE,
     ) -> None:
-        super().__init__(prefix)
-        if isinstance(connection, str):
-            connection = acquire(connection)
-        self.connection = connection
-        self.namespace = namespace
-        self._closed = False
+        RedisBackend.__init__(self, connection, namespace)
+        CacheBase.__init__(self, prefix)
 
     def _key(self, key: str) -> str:
         return self.namespace + self.prefix + key
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        """Nothing to create; checks that the server answers."""
-        with self.connection.errors():
-            self.connection.client.ping()
-        return []
 
     def flush(self) -> None:
         self.connection.delete_matching(self._key(""))
 
     def heartbeat(self) -> bool:
-        try:
-            self.set("__heartbeat__", True, 60)
-            ok = self.get("__heartbeat__") is True
-            self.delete("__heartbeat__")
-        except BackendError:
-            return False
-        return ok
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.connection.release()
+        return CacheBase.heartbeat(self)  # the cache's round trip, not RedisBackend's PING
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         encoded = orjson.dumps(value)

@@ -1,9 +1,9 @@
 """Cache in a SQLite table, by default in the storage's file.
 
-``cache(key TEXT PRIMARY KEY, value TEXT, expires_at REAL)``: ``value`` is
-the JSON text, ``expires_at`` a Unix time (``NULL``: never). Reads ignore
-expired rows; every :data:`CLEANUP_EVERY` writes of a process also delete
-them.
+``cache(key TEXT PRIMARY KEY, value TEXT, expires_at REAL)`` (schema:
+``kiln/migrations/sqlite/cache``): ``value`` is the JSON text,
+``expires_at`` a Unix time (``NULL``: never). Reads ignore expired rows;
+every :data:`CLEANUP_EVERY` writes of a process also delete them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.cache import CacheBase
 
@@ -21,26 +22,8 @@ __all__ = ["SQLiteCache", "load"]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
 
-SCHEMA_VERSION = 1
 CLEANUP_EVERY = 100
 
-_SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table schema_versions",
-        "CREATE TABLE IF NOT EXISTS schema_versions ("
-        " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-    ),
-    (
-        "create table cache",
-        "CREATE TABLE IF NOT EXISTS cache ("
-        " key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)",
-    ),
-    (
-        "create index cache_expires_at",
-        "CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at)"
-        " WHERE expires_at IS NOT NULL",
-    ),
-)
 _LIVE = "key = ? AND (expires_at IS NULL OR expires_at > ?)"
 _SET = (
     "INSERT INTO cache (key, value, expires_at) VALUES (?, ?, ?)"
@@ -48,12 +31,14 @@ _SET = (
 )
 
 
-class SQLiteCache(CacheBase):
+class SQLiteCache(SQLBackend[SQLiteDatabase], CacheBase):
     """A cache table in a SQLite database.
 
     Settings (read by :func:`kiln.cache.load_cache`): ``cache.url`` (default:
     ``storage.url``), ``cache.prefix``.
     """
+
+    component = "cache"
 
     def __init__(self, database: SQLiteDatabase | str = "kiln.sqlite", prefix: str = "") -> None:
         super().__init__(prefix)
@@ -61,9 +46,6 @@ class SQLiteCache(CacheBase):
             database = SQLiteDatabase.shared(database)
         self.database = database
         self._writes = count(1)
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("cache", SCHEMA_VERSION, _SCHEMA, dry_run=dry_run)
 
     def flush(self) -> None:
         db = self.database
@@ -74,16 +56,7 @@ class SQLiteCache(CacheBase):
             )
 
     def heartbeat(self) -> bool:
-        try:
-            self.set("__heartbeat__", True, 60)
-            ok = self.get("__heartbeat__") is True
-            self.delete("__heartbeat__")
-        except Exception:
-            return False
-        return ok
-
-    def close(self) -> None:
-        self.database.close()
+        return CacheBase.heartbeat(self)  # the cache's round trip, not SQLBackend's read
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         encoded = orjson.dumps(value).decode()

@@ -2,10 +2,10 @@
 
 One abstract base class, :class:`PermissionBase`, whose docstrings are the
 contract; implementations :mod:`kiln.permission.memory`,
-:mod:`kiln.permission.sqlite` and :mod:`kiln.permission.redis` (PostgreSQL
-comes later); and the
-contract test suite :mod:`kiln.permission.testing` that every
-implementation runs unchanged (ARCHITECTURE D5). The API is Cliquet's
+:mod:`kiln.permission.sqlite`, :mod:`kiln.permission.postgresql` and
+:mod:`kiln.permission.redis`; and the contract test suite
+:mod:`kiln.permission.testing` that every implementation runs unchanged
+(ARCHITECTURE D5). The API is Cliquet's
 (``cliquet.permission``), with the fixes Kinto needed later.
 
 Model
@@ -156,6 +156,15 @@ class PermissionBase(abc.ABC):
     ``ValueError`` as documented; nothing else is raised.
 
     Sets returned are fresh: the caller may mutate them.
+
+    :meth:`principals_accessible_objects`, :meth:`check_permission`,
+    :meth:`object_permissions` and :meth:`replace_object_permissions` check
+    their arguments here, once for every backend, then call the abstract
+    method an implementation provides (``_accessible_objects``,
+    ``_holds_any``, ``_permissions_of``, ``_replace_permissions``) with
+    plain sets; empty ones are answered here. Likewise
+    :meth:`object_permission_authorized_principals` expands the bound
+    permissions and calls ``_holders``.
     """
 
     #: Capability flags; the contract suite skips tests of a missing capability.
@@ -221,7 +230,6 @@ class PermissionBase(abc.ABC):
     def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
         """The principals holding ``permission`` on ``object_id`` directly."""
 
-    @abc.abstractmethod
     def object_permission_authorized_principals(
         self,
         object_id: str,
@@ -234,8 +242,12 @@ class PermissionBase(abc.ABC):
         and every pair ``get_bound_permissions(object_id, permission)``
         returns (whose object ids are exact ids, not patterns).
         """
+        return self._holders(bound_pairs(object_id, permission, get_bound_permissions))
 
     @abc.abstractmethod
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
+        """The principals holding one of the ``(object_id, permission)`` ``pairs``."""
+
     def principals_accessible_objects(
         self,
         principals: Iterable[str],
@@ -260,8 +272,24 @@ class PermissionBase(abc.ABC):
         :raises ValueError: ``get_bound_permissions`` without ``object_id_match``.
         :raises TypeError: ``principals`` is a ``str``.
         """
+        wanted = principal_set(principals)
+        if object_id_match is None and get_bound_permissions is not None:
+            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
+        if not wanted:
+            return set()
+        if object_id_match is None:
+            return self._accessible_objects(wanted, permission, None)
+        patterns = bound_pairs(object_id_match, permission, get_bound_permissions)
+        return self._accessible_objects(wanted, permission, patterns)
 
     @abc.abstractmethod
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
+    ) -> set[str]:
+        """:meth:`principals_accessible_objects` once its arguments are checked:
+        ``principals`` is not empty; ``patterns`` is None (every object on which
+        one of them holds ``permission``) or ``(pattern, permission)`` pairs."""
+
     def check_permission(
         self,
         object_id: str,
@@ -275,8 +303,18 @@ class PermissionBase(abc.ABC):
 
         :raises TypeError: ``principals`` is a ``str``.
         """
+        wanted = principal_set(principals)
+        if not wanted:
+            return False
+        return self._holds_any(wanted, bound_pairs(object_id, permission, get_bound_permissions))
 
-    @abc.abstractmethod
+    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
+        """:meth:`check_permission` once its arguments are checked: whether one
+        of ``principals`` (not empty) holds one of the ``(object_id,
+        permission)`` ``pairs``. This one reads every holder (:meth:`_holders`);
+        a backend may answer with less."""
+        return not self._holders(pairs).isdisjoint(principals)
+
     def object_permissions(
         self, object_id: str, permissions: Iterable[str] | None = None
     ) -> dict[str, set[str]]:
@@ -286,8 +324,16 @@ class PermissionBase(abc.ABC):
 
         :raises TypeError: ``permissions`` is a ``str``.
         """
+        if permissions is None:
+            return self._permissions_of(object_id, None)
+        selected = principal_set(permissions, "permissions")
+        return self._permissions_of(object_id, selected) if selected else {}
 
     @abc.abstractmethod
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
+        """:meth:`object_permissions` once its arguments are checked: the
+        permissions of ``object_id`` among ``selected`` (not empty), or all."""
+
     def replace_object_permissions(
         self, object_id: str, permissions: Mapping[str, Iterable[str]]
     ) -> None:
@@ -298,6 +344,17 @@ class PermissionBase(abc.ABC):
 
         :raises TypeError: a value is a ``str``.
         """
+        replacements = {
+            perm: principal_set(principals, f"permissions[{perm!r}]")
+            for perm, principals in permissions.items()
+        }
+        if replacements:
+            self._replace_permissions(object_id, replacements)
+
+    @abc.abstractmethod
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
+        """:meth:`replace_object_permissions` once its arguments are checked:
+        ``{permission: principals}``, not empty."""
 
     @abc.abstractmethod
     def delete_object_permissions(self, *object_ids: str) -> None:

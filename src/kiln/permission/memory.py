@@ -10,16 +10,13 @@ see uncommitted writes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
-    principal_set,
 )
 
 __all__ = ["MemoryPermission", "load"]
@@ -143,80 +140,46 @@ class MemoryPermission(PermissionBase):
     def object_permission_principals(self, object_id: str, permission: str) -> set[str]:
         return set(self._read().aces.get((object_id, permission), ()))
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         aces = self._read().aces
         rv: set[str] = set()
-        for key in bound_pairs(object_id, permission, get_bound_permissions):
+        for key in pairs:
             rv.update(aces.get(key, ()))
         return rv
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = principal_set(principals)
-        if object_id_match is None:
-            if get_bound_permissions is not None:
-                raise ValueError("get_bound_permissions needs an object_id_match pattern.")
+        aces = self._read().aces
+        if patterns is None:
             return {
                 object_id
-                for (object_id, perm), holders in self._read().aces.items()
-                if perm == permission and not holders.isdisjoint(wanted)
+                for (object_id, perm), holders in aces.items()
+                if perm == permission and not holders.isdisjoint(principals)
             }
-        pairs = bound_pairs(object_id_match, permission, get_bound_permissions)
         return {
             object_id
-            for (object_id, perm), holders in self._read().aces.items()
-            if not holders.isdisjoint(wanted)
-            and any(p == perm and match_object_id(pattern, object_id) for pattern, p in pairs)
+            for (object_id, perm), holders in aces.items()
+            if not holders.isdisjoint(principals)
+            and any(p == perm and match_object_id(pattern, object_id) for pattern, p in patterns)
         }
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = principal_set(principals)
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         aces = self._read().aces
-        return any(
-            not aces.get(key, frozenset()).isdisjoint(wanted)
-            for key in bound_pairs(object_id, permission, get_bound_permissions)
-        )
-
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
-        aces = self._read().aces
-        if permissions is None:
+        if selected is None:
             return {perm: set(holders) for (oid, perm), holders in aces.items() if oid == object_id}
         rv: dict[str, set[str]] = {}
-        for perm in principal_set(permissions, "permissions"):
+        for perm in selected:
             holders = aces.get((object_id, perm))
             if holders:
                 rv[perm] = set(holders)
         return rv
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
-        replacements = {
-            perm: frozenset(principal_set(principals, f"permissions[{perm!r}]"))
-            for perm, principals in permissions.items()
-        }
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         with self.transaction():
             aces = self._write().aces
             for perm, principals in replacements.items():
-                _put(aces, (object_id, perm), principals)
+                _put(aces, (object_id, perm), frozenset(principals))
 
     def delete_object_permissions(self, *object_ids: str) -> None:
         doomed = set(object_ids)

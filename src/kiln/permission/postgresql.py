@@ -1,6 +1,6 @@
 """Permissions in PostgreSQL tables, by default in the storage's database.
 
-Layout (schema version 1)::
+Layout (schema version 1, ``kiln/migrations/postgresql/permission``)::
 
     user_principals(user_id, principal)
         PRIMARY KEY (user_id, principal)                 user_principals(user_id)
@@ -27,19 +27,11 @@ call are answered by one statement.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import Any
 
-from kiln._postgresql import (
-    Migration,
-    Params,
-    PostgreSQLDatabase,
-    database_for,
-    load_migrations,
-)
-from kiln.permission import BoundPermissions, PermissionBase, bound_pairs, principal_set
+from kiln._postgresql import Params, PostgreSQLDatabase, database_for
+from kiln._sql import SQLBackend
+from kiln.permission import PermissionBase
 
 __all__ = [
     "PostgreSQLPermission",
@@ -47,18 +39,10 @@ __all__ = [
     "encode",
     "like_pattern",
     "load",
-    "migrations",
     "pattern_query",
 ]
 
 # ``noqa: S608``: the SQL joins constants of this module; values are bound.
-
-
-@functools.cache
-def migrations() -> tuple[Migration, ...]:
-    """The numbered migrations of the permission schema
-    (``kiln/migrations/postgresql/permission``)."""
-    return load_migrations(resources.files("kiln.migrations").joinpath("postgresql", "permission"))
 
 
 _ACE = "access_control_entries"
@@ -110,7 +94,7 @@ def pattern_query(
     )
 
 
-class PostgreSQLPermission(PermissionBase):
+class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
     """Permission tables in a PostgreSQL database.
 
     Settings (read by :func:`kiln.permission.load_permission`):
@@ -120,31 +104,18 @@ class PostgreSQLPermission(PermissionBase):
     ``storage.statement_timeout_ms``.
     """
 
+    component = "permission"
+    heartbeat_table = _ACE
+
     def __init__(self, database: PostgreSQLDatabase | str) -> None:
         if isinstance(database, str):
             database = PostgreSQLDatabase.shared(database)
         self.database = database
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("permission", migrations(), dry_run=dry_run)
+    # -- lifecycle (initialize_schema, heartbeat, close, transaction: SQLBackend)
 
     def flush(self) -> None:
         self._write(("DELETE FROM user_principals", None), (f"DELETE FROM {_ACE}", None))  # noqa: S608
-
-    def heartbeat(self) -> bool:
-        try:
-            self._read(f"SELECT 1 FROM {_ACE} LIMIT 1", None)  # noqa: S608
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.database.close()
-
-    def transaction(self) -> Any:
-        return self.database.transaction()
 
     def _write(self, *statements: tuple[str, Params]) -> None:
         db = self.database
@@ -215,72 +186,43 @@ class PostgreSQLPermission(PermissionBase):
         )
 
     @staticmethod
-    def _pairs(
-        object_id: str, permission: str, get_bound_permissions: BoundPermissions | None
-    ) -> dict[str, list[bytes]]:
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
+    def _pairs(pairs: set[tuple[str, str]]) -> dict[str, list[bytes]]:
+        ordered = sorted(pairs)
         return {
-            "objects": [encode(o) for o, _ in pairs],
-            "permissions": [encode(p) for _, p in pairs],
+            "objects": [encode(o) for o, _ in ordered],
+            "permissions": [encode(p) for _, p in ordered],
         }
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         return self._column(
             f"SELECT DISTINCT a.principal FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}",  # noqa: S608
-            self._pairs(object_id, permission, get_bound_permissions),
+            self._pairs(pairs),
         )
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = [encode(p) for p in sorted(principal_set(principals))]
-        if object_id_match is None and get_bound_permissions is not None:
-            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
-        if not wanted:
-            return set()
-        if object_id_match is None:
+        wanted = [encode(p) for p in sorted(principals)]
+        if patterns is None:
             return self._column(
                 f"SELECT DISTINCT object_id FROM {_ACE}"  # noqa: S608
                 " WHERE principal = ANY(%(principals)s::bytea[]) AND permission = %(permission)s",
                 {"principals": wanted, "permission": encode(permission)},
             )
-        patterns = sorted(bound_pairs(object_id_match, permission, get_bound_permissions))
-        return self._column(*pattern_query(wanted, patterns))
+        return self._column(*pattern_query(wanted, sorted(patterns)))
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = [encode(p) for p in sorted(principal_set(principals))]
-        if not wanted:
-            return False
-        params = self._pairs(object_id, permission, get_bound_permissions)
+    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
         rows = self._read(
             f"SELECT 1 FROM {_BOUND} JOIN {_ACE} AS a ON {_ON_BOUND}"  # noqa: S608
             " WHERE a.principal = ANY(%(principals)s::bytea[]) LIMIT 1",
-            {**params, "principals": wanted},
+            {**self._pairs(pairs), "principals": [encode(p) for p in sorted(principals)]},
         )
         return bool(rows)
 
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         sql = f"SELECT permission, principal FROM {_ACE} WHERE object_id = %(object)s"  # noqa: S608
         params: dict[str, Any] = {"object": encode(object_id)}
-        if permissions is not None:
-            selected = principal_set(permissions, "permissions")
+        if selected is not None:
             sql += " AND permission = ANY(%(permissions)s::bytea[])"
             params["permissions"] = [encode(p) for p in sorted(selected)]
         rv: dict[str, set[str]] = {}
@@ -288,16 +230,10 @@ class PostgreSQLPermission(PermissionBase):
             rv.setdefault(decode(perm), set()).add(decode(principal))
         return rv
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
-        replacements = {
-            perm: sorted(principal_set(principals, f"permissions[{perm!r}]"))
-            for perm, principals in permissions.items()
-        }
-        if not replacements:
-            return
-        rows = [(perm, who) for perm, principals in replacements.items() for who in principals]
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
+        rows = [
+            (perm, who) for perm, principals in replacements.items() for who in sorted(principals)
+        ]
         self._write(
             (
                 f"DELETE FROM {_ACE}"  # noqa: S608

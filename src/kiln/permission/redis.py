@@ -23,24 +23,19 @@ No transactions: :meth:`RedisPermission.transaction` groups nothing
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from typing import Any
 
 from kiln._redis import (
     LUA_ENCODE_KEY_PART,
+    RedisBackend,
     RedisConnection,
-    acquire,
     connection_from_config,
     encode_key_part,
 )
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
-    principal_set,
 )
 
 __all__ = ["RedisPermission", "load"]
@@ -196,7 +191,7 @@ def _chunks(items: list[str], size: int = KEYS_PER_COMMAND) -> Iterable[list[str
         yield items[start : start + size]
 
 
-class RedisPermission(PermissionBase):
+class RedisPermission(RedisBackend, PermissionBase):
     """Permissions in a Redis database.
 
     Settings (read by :func:`load`): ``permission.url`` (default:
@@ -217,12 +212,8 @@ class RedisPermission(PermissionBase):
         *,
         namespace: str = NAMESPACE,
     ) -> None:
-        if isinstance(connection, str):
-            connection = acquire(connection)
-        self.connection = connection
-        self.namespace = namespace
-        self._closed = False
-        register = connection.register_script
+        super().__init__(connection, namespace)
+        register = self.connection.register_script
         self._add_user_principal = register(_ADD_USER_PRINCIPAL)
         self._remove_user_principal = register(_REMOVE_USER_PRINCIPAL)
         self._remove_principal = register(_REMOVE_PRINCIPAL)
@@ -249,8 +240,6 @@ class RedisPermission(PermissionBase):
 
     def _sunion(self, keys: list[str]) -> set[str]:
         """Members of the union of ``keys`` (in chunks, one round trip)."""
-        if not keys:
-            return set()
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=False)
             for chunk in _chunks(keys):
@@ -258,28 +247,8 @@ class RedisPermission(PermissionBase):
             replies = pipe.execute()
         return {member.decode() for reply in replies for member in reply}
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        """Nothing to create; checks that the server answers."""
-        with self.connection.errors():
-            self.connection.client.ping()
-        return []
-
-    def flush(self) -> None:
-        self.connection.delete_matching(self.namespace)
-
-    def heartbeat(self) -> bool:
-        return self.connection.ping()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.connection.release()
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """Groups nothing: each method is its own unit of work (see the module)."""
-        return contextlib.nullcontext()
+    # -- lifecycle (initialize_schema, flush, heartbeat, close, transaction:
+    # RedisBackend; transaction groups nothing, see the module) ----------
 
     # -- user principals -----------------------------------------------
 
@@ -308,80 +277,45 @@ class RedisPermission(PermissionBase):
         with self.connection.errors():
             return _strings(self.connection.client.smembers(self._ace_key(object_id, permission)))
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
-        pairs = bound_pairs(object_id, permission, get_bound_permissions)
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
         return self._sunion([self._ace_key(o, p) for o, p in sorted(pairs)])
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = sorted(principal_set(principals))
-        if object_id_match is None:
-            if get_bound_permissions is not None:
-                raise ValueError("get_bound_permissions needs an object_id_match pattern.")
+        wanted = sorted(principals)
+        if patterns is None:
             return self._sunion([self._holder_key(p, permission) for p in wanted])
-        patterns: dict[str, list[str]] = {}
-        for pattern, perm in bound_pairs(object_id_match, permission, get_bound_permissions):
-            patterns.setdefault(perm, []).append(pattern)
+        by_permission: dict[str, list[str]] = {}
+        for pattern, perm in patterns:
+            by_permission.setdefault(perm, []).append(pattern)
         rv: set[str] = set()
-        for perm, perm_patterns in patterns.items():
+        for perm, perm_patterns in by_permission.items():
             held = self._sunion([self._holder_key(p, perm) for p in wanted])
             rv.update(o for o in held if any(match_object_id(pat, o) for pat in perm_patterns))
         return rv
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = principal_set(principals)
-        if not wanted:
-            return False
-        holders = self.object_permission_authorized_principals(
-            object_id, permission, get_bound_permissions
-        )
-        return not holders.isdisjoint(wanted)
-
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
-        if permissions is None:
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
+        if selected is None:
             reply = self._run(self._object_permissions, object_id)
             return {reply[i].decode(): _strings(reply[i + 1]) for i in range(0, len(reply), 2)}
-        selected = sorted(principal_set(permissions, "permissions"))
-        if not selected:
-            return {}
+        ordered = sorted(selected)
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=True)
-            for perm in selected:
+            for perm in ordered:
                 pipe.smembers(self._ace_key(object_id, perm))
             replies = pipe.execute()
         return {
             perm: _strings(members)
-            for perm, members in zip(selected, replies, strict=True)
+            for perm, members in zip(ordered, replies, strict=True)
             if members
         }
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         args: list[str] = []
-        for perm, principals in permissions.items():
-            members = sorted(principal_set(principals, f"permissions[{perm!r}]"))
-            args.extend([perm, str(len(members)), *members])
-        if args:
-            self._run(self._replace, object_id, *args)
+        for perm, principals in replacements.items():
+            args.extend([perm, str(len(principals)), *sorted(principals)])
+        self._run(self._replace, object_id, *args)
 
     def delete_object_permissions(self, *object_ids: str) -> None:
         if object_ids:

@@ -1,6 +1,6 @@
 """Permissions in SQLite tables, by default in the storage's file.
 
-Layout (schema version 1)::
+Layout (schema version 1, ``kiln/migrations/sqlite/permission``)::
 
     user_principals(user_id, principal)
         PRIMARY KEY (user_id, principal)             user_principals(user_id)
@@ -27,16 +27,14 @@ checked with :func:`kiln.permission.match_object_id`, which is exact.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.permission import (
-    BoundPermissions,
     PermissionBase,
-    bound_pairs,
     match_object_id,
-    principal_set,
 )
 
 __all__ = ["SQLitePermission", "glob_escape", "load", "prefix_range"]
@@ -44,39 +42,8 @@ __all__ = ["SQLitePermission", "glob_escape", "load", "prefix_range"]
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
 # fragments of this module and ``?`` placeholders; every value is bound.
 
-SCHEMA_VERSION = 1
 #: Principals bound per query (SQLite limits the number of parameters).
 MAX_PRINCIPALS_PER_QUERY = 500
-
-_SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table schema_versions",
-        "CREATE TABLE IF NOT EXISTS schema_versions ("
-        " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-    ),
-    (
-        "create table user_principals",
-        "CREATE TABLE IF NOT EXISTS user_principals ("
-        " user_id TEXT NOT NULL, principal TEXT NOT NULL,"
-        " PRIMARY KEY (user_id, principal)) WITHOUT ROWID",
-    ),
-    (
-        "create index user_principals_principal",
-        "CREATE INDEX IF NOT EXISTS user_principals_principal"
-        " ON user_principals (principal, user_id)",
-    ),
-    (
-        "create table access_control_entries",
-        "CREATE TABLE IF NOT EXISTS access_control_entries ("
-        " object_id TEXT NOT NULL, permission TEXT NOT NULL, principal TEXT NOT NULL,"
-        " PRIMARY KEY (object_id, permission, principal)) WITHOUT ROWID",
-    ),
-    (
-        "create index access_control_entries_principal",
-        "CREATE INDEX IF NOT EXISTS access_control_entries_principal"
-        " ON access_control_entries (principal, permission, object_id)",
-    ),
-)
 
 _ACE = "access_control_entries"
 _SLASHES = "length(CAST(object_id AS BLOB)) - length(CAST(replace(object_id, '/', '') AS BLOB))"
@@ -111,22 +78,22 @@ def prefix_range(prefix: str) -> tuple[str, str | None]:
     return prefix, stem[:-1] + chr(following)
 
 
-class SQLitePermission(PermissionBase):
+class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
     """Permission tables in a SQLite database.
 
     Settings (read by :func:`kiln.permission.load_permission`):
     ``permission.url`` (default: ``storage.url``), ``storage.busy_timeout_seconds``.
     """
 
+    component = "permission"
+    heartbeat_table = _ACE
+
     def __init__(self, database: SQLiteDatabase | str = "kiln.sqlite") -> None:
         if isinstance(database, str):
             database = SQLiteDatabase.shared(database)
         self.database = database
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("permission", SCHEMA_VERSION, _SCHEMA, dry_run=dry_run)
+    # -- lifecycle (initialize_schema, heartbeat, close, transaction: SQLBackend)
 
     def flush(self) -> None:
         db = self.database
@@ -134,20 +101,6 @@ class SQLitePermission(PermissionBase):
             db.begin_write(conn)
             conn.execute("DELETE FROM user_principals")
             conn.execute(f"DELETE FROM {_ACE}")  # noqa: S608
-
-    def heartbeat(self) -> bool:
-        try:
-            with self.database.transaction() as conn:
-                conn.execute(f"SELECT 1 FROM {_ACE} LIMIT 1").fetchall()  # noqa: S608
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.database.close()
-
-    def transaction(self) -> Any:
-        return self.database.transaction()
 
     def _write(self, statement: str, rows: Sequence[Sequence[str]]) -> None:
         db = self.database
@@ -203,39 +156,25 @@ class SQLitePermission(PermissionBase):
         )
         return {row[0] for row in rows}
 
-    def object_permission_authorized_principals(
-        self,
-        object_id: str,
-        permission: str,
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> set[str]:
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
-        params = [value for pair in pairs for value in pair]
+    def _holders(self, pairs: set[tuple[str, str]]) -> set[str]:
+        ordered = sorted(pairs)
+        params = [value for pair in ordered for value in pair]
         rows = self._read(
-            f"WITH bound (object_id, permission) AS (VALUES {_placeholders_pairs(len(pairs))})"  # noqa: S608
+            f"WITH bound (object_id, permission) AS (VALUES {_placeholders_pairs(len(ordered))})"  # noqa: S608
             f" SELECT DISTINCT a.principal FROM bound CROSS JOIN {_ACE} AS a"
             " ON a.object_id = bound.object_id AND a.permission = bound.permission",
             params,
         )
         return {row[0] for row in rows}
 
-    def principals_accessible_objects(
-        self,
-        principals: Iterable[str],
-        permission: str,
-        object_id_match: str | None = None,
-        get_bound_permissions: BoundPermissions | None = None,
+    def _accessible_objects(
+        self, principals: set[str], permission: str, patterns: set[tuple[str, str]] | None
     ) -> set[str]:
-        wanted = principal_set(principals)
-        if object_id_match is None and get_bound_permissions is not None:
-            raise ValueError("get_bound_permissions needs an object_id_match pattern.")
         rv: set[str] = set()
-        if not wanted:
-            return rv
         with self.database.transaction() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in _chunks(principals):
                 in_principals = f"principal IN ({_placeholders(len(chunk))})"
-                if object_id_match is None:
+                if patterns is None:
                     rows = conn.execute(
                         f"SELECT DISTINCT object_id FROM {_ACE}"  # noqa: S608
                         f" WHERE {in_principals} AND permission = ?",
@@ -243,27 +182,18 @@ class SQLitePermission(PermissionBase):
                     )
                     rv.update(row[0] for row in rows)
                     continue
-                for pattern, perm in bound_pairs(
-                    object_id_match, permission, get_bound_permissions
-                ):
+                for pattern, perm in patterns:
                     rv.update(_matching_objects(conn, in_principals, chunk, pattern, perm))
         return rv
 
-    def check_permission(
-        self,
-        object_id: str,
-        permission: str,
-        principals: Iterable[str],
-        get_bound_permissions: BoundPermissions | None = None,
-    ) -> bool:
-        wanted = principal_set(principals)
-        pairs = sorted(bound_pairs(object_id, permission, get_bound_permissions))
-        pair_params = [value for pair in pairs for value in pair]
+    def _holds_any(self, principals: set[str], pairs: set[tuple[str, str]]) -> bool:
+        ordered = sorted(pairs)
+        pair_params = [value for pair in ordered for value in pair]
         with self.database.transaction() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in _chunks(principals):
                 row = conn.execute(
                     "WITH bound (object_id, permission) AS"  # noqa: S608
-                    f" (VALUES {_placeholders_pairs(len(pairs))})"
+                    f" (VALUES {_placeholders_pairs(len(ordered))})"
                     f" SELECT 1 FROM bound CROSS JOIN {_ACE} AS a"
                     " ON a.object_id = bound.object_id AND a.permission = bound.permission"
                     f" WHERE a.principal IN ({_placeholders(len(chunk))}) LIMIT 1",
@@ -273,10 +203,7 @@ class SQLitePermission(PermissionBase):
                     return True
         return False
 
-    def object_permissions(
-        self, object_id: str, permissions: Iterable[str] | None = None
-    ) -> dict[str, set[str]]:
-        selected = None if permissions is None else principal_set(permissions, "permissions")
+    def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         rows = self._read(
             f"SELECT permission, principal FROM {_ACE} WHERE object_id = ?",  # noqa: S608
             [object_id],
@@ -287,13 +214,7 @@ class SQLitePermission(PermissionBase):
                 rv.setdefault(perm, set()).add(principal)
         return rv
 
-    def replace_object_permissions(
-        self, object_id: str, permissions: Mapping[str, Iterable[str]]
-    ) -> None:
-        replacements = {
-            perm: sorted(principal_set(principals, f"permissions[{perm!r}]"))
-            for perm, principals in permissions.items()
-        }
+    def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         db = self.database
         with db.transaction() as conn:
             db.begin_write(conn)
@@ -305,7 +226,7 @@ class SQLitePermission(PermissionBase):
                 conn.executemany(
                     f"INSERT INTO {_ACE} (object_id, permission, principal)"  # noqa: S608
                     " VALUES (?, ?, ?)",
-                    [(object_id, perm, principal) for principal in principals],
+                    [(object_id, perm, principal) for principal in sorted(principals)],
                 )
 
     def delete_object_permissions(self, *object_ids: str) -> None:

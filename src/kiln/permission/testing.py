@@ -11,19 +11,20 @@ Subclass :class:`PermissionContract` in a test module and override its
 Optionally override ``broken_backend`` with a backend whose engine fails
 (the driver-failure test skips otherwise). A backend without transactions
 declares ``supports_transactions = False`` and the matching tests skip.
-Needs ``pytest`` and ``hypothesis``.
+The fixtures every suite shares, and the lifecycle tests, come from
+:class:`kiln._contract.BackendContract`. Needs ``pytest`` and ``hypothesis``.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from kiln._contract import BackendContract, property_settings
 from kiln.exceptions import BackendError
 from kiln.permission import PermissionBase
 from kiln.storage.testing import HOSTILE_STRINGS, run_threads
@@ -75,38 +76,14 @@ _perms = st.sampled_from(["read", "write"])
 _patterns = st.sampled_from(["/a", "/*", "/a/*", "/a*", "/*/*", "/a/b*", "/*/b/*", "*", "/a_b"])
 
 
-class PermissionContract:
-    """The permission contract, as pytest tests. Override :meth:`backend`."""
+class PermissionContract(BackendContract):
+    """The permission contract, as pytest tests; override :meth:`backend`."""
 
     @pytest.fixture
-    def backend(self) -> PermissionBase:
-        raise NotImplementedError("Override the backend fixture with a fresh backend.")
-
-    @pytest.fixture
-    def broken_backend(self) -> PermissionBase:
-        pytest.skip("This backend declares no way to make its engine fail.")
-
-    @pytest.fixture
-    def permission(self, backend: PermissionBase) -> Iterator[PermissionBase]:
-        backend.initialize_schema()
-        backend.flush()
-        yield backend
-        backend.close()
-
-    @pytest.fixture
-    def transactional(self, permission: PermissionBase) -> PermissionBase:
-        if not permission.supports_transactions:
-            pytest.skip("The backend declares supports_transactions = False.")
-        return permission
+    def permission(self, ready: PermissionBase) -> PermissionBase:
+        return ready
 
     # -- lifecycle -----------------------------------------------------
-
-    def test_initialize_schema_is_idempotent(self, permission: PermissionBase) -> None:
-        assert permission.initialize_schema() == []
-        assert permission.initialize_schema(dry_run=True) == []
-
-    def test_heartbeat_answers_true(self, permission: PermissionBase) -> None:
-        assert permission.heartbeat() is True
 
     def test_flush_removes_user_principals_and_aces(self, permission: PermissionBase) -> None:
         permission.add_user_principal("alice", "admins")
@@ -360,16 +337,7 @@ class PermissionContract:
         assert permission.user_principals(hostile) == set()
         assert permission.object_permission_principals("/safe", "read") == {"alice"}
 
-    @settings(
-        max_examples=60,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            # Each backend's subclass runs this one method: that is the point.
-            HealthCheck.differing_executors,
-        ],
-    )
+    @property_settings(60)
     @given(
         aces=st.sets(st.tuples(_ids | st.text(max_size=6), _perms, _principals), max_size=12),
         principals=st.lists(_principals | st.text(max_size=3), max_size=4),

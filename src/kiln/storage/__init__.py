@@ -145,6 +145,7 @@ __all__ = [
     "keyset_rules",
     "load_backend",
     "load_storage",
+    "unknown_backend_message",
 ]
 
 Record = dict[str, Any]

@@ -39,12 +39,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 import orjson
 
-from kiln._redis import RedisConnection, acquire, connection_from_config, encode_key_part
+from kiln._redis import RedisBackend, RedisConnection, connection_from_config, encode_key_part
 from kiln.exceptions import BackendError
 from kiln.storage import (
     Filter,
@@ -206,7 +205,7 @@ class _Snapshot(threading.local):
     states: dict[_Keys, _State] | None = None
 
 
-class RedisStorage(StorageBase):
+class RedisStorage(RedisBackend, StorageBase):
     """Storage in a Redis database.
 
     Settings (read by :func:`load`): ``storage.url`` (a ``redis://``,
@@ -232,39 +231,16 @@ class RedisStorage(StorageBase):
         namespace: str = NAMESPACE,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        if isinstance(connection, str):
-            connection = acquire(connection)
-        self.connection = connection
-        self.namespace = namespace
+        super().__init__(connection, namespace)
         self.max_attempts = max_attempts
-        self._closed = False
         self._snapshot = _Snapshot()
-        self._write_script = connection.register_script(_WRITE)
-        self._delete_script = connection.register_script(_DELETE)
-        self._delete_many_script = connection.register_script(_DELETE_MANY)
+        register = self.connection.register_script
+        self._write_script = register(_WRITE)
+        self._delete_script = register(_DELETE)
+        self._delete_many_script = register(_DELETE_MANY)
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        """Nothing to create; checks that the server answers."""
-        with self.connection.errors():
-            self.connection.client.ping()
-        return []
-
-    def flush(self) -> None:
-        self.connection.delete_matching(self.namespace)
-
-    def heartbeat(self) -> bool:
-        return self.connection.ping()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.connection.release()
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """Groups nothing: each operation is its own unit of work (see the module)."""
-        return contextlib.nullcontext()
+    # -- lifecycle (initialize_schema, flush, heartbeat, close, transaction:
+    # RedisBackend; transaction groups nothing, see the module) ----------
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -1,6 +1,7 @@
 """Storage in a SQLite file (stdlib :mod:`sqlite3`, WAL), the embedded default.
 
-Layout (schema version 1; see ``docs/storage.md`` for the reasons)::
+Layout (schema version 1, ``kiln/migrations/sqlite/storage``; see
+``docs/storage.md`` for the reasons)::
 
     records(resource_name, parent_id, id, last_modified, deleted, data)
         PRIMARY KEY (resource_name, parent_id, id)
@@ -12,9 +13,10 @@ Layout (schema version 1; see ``docs/storage.md`` for the reasons)::
 are columns); a tombstone is the same row with ``deleted = 1`` and ``data =
 '{"deleted":true}'``, so a delete is one ``UPDATE`` and a re-create one
 upsert. Filters and sorts on fields compile to SQL over ``json_type`` and
-``json_extract`` with the JSON path bound as a parameter; the SQL text
-depends only on the *shape* of a query (operators and value types), so
-:mod:`sqlite3`'s statement cache serves repeated queries.
+``json_extract`` with the JSON path bound as a parameter
+(:mod:`kiln.storage._sqlite_sql`); the SQL text depends only on the *shape*
+of a query (operators and value types), so :mod:`sqlite3`'s statement
+cache serves repeated queries.
 
 Every write of a unit of work runs under ``BEGIN IMMEDIATE`` (see
 :mod:`kiln._sqlite`): checks (``if_match``, unicity) and the write share one
@@ -31,7 +33,8 @@ from typing import Any
 
 import orjson
 
-from kiln._sqlite import SQLiteDatabase, to_sql_number
+from kiln._sql import SQLBackend
+from kiln._sqlite import SQLiteDatabase
 from kiln.storage import (
     Filter,
     Operator,
@@ -42,52 +45,14 @@ from kiln.storage import (
     StorageBase,
     UnicityError,
 )
-from kiln.storage._python_filters import (
-    MISSING,
-    RANK_ARRAY,
-    RANK_NUMBER,
-    RANK_OBJECT,
-    RANK_STRING,
-    get_path,
-    is_number,
-    type_rank,
-)
+from kiln.storage._python_filters import MISSING, get_path
+from kiln.storage._sqlite_sql import Params, compile_filter, compile_order, compile_where
 
 __all__ = ["SQLiteStorage", "load"]
 
 # About the ``noqa: S608`` below: SQL text is assembled only from constant
-# fragments of this module; every value, and every user-given field name
-# (as a JSON path), is a bound parameter.
-
-SCHEMA_VERSION = 1
-
-_SCHEMA: tuple[tuple[str, str], ...] = (
-    (
-        "create table schema_versions",
-        "CREATE TABLE IF NOT EXISTS schema_versions ("
-        " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
-    ),
-    (
-        "create table records",
-        "CREATE TABLE IF NOT EXISTS records ("
-        " resource_name TEXT NOT NULL, parent_id TEXT NOT NULL, id TEXT NOT NULL,"
-        " last_modified INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,"
-        " data TEXT NOT NULL,"
-        " PRIMARY KEY (resource_name, parent_id, id))",
-    ),
-    (
-        "create index records_last_modified",
-        "CREATE INDEX IF NOT EXISTS records_last_modified"
-        " ON records (resource_name, parent_id, last_modified)",
-    ),
-    (
-        "create table timestamps",
-        "CREATE TABLE IF NOT EXISTS timestamps ("
-        " resource_name TEXT NOT NULL, parent_id TEXT NOT NULL,"
-        " last_modified INTEGER NOT NULL,"
-        " PRIMARY KEY (resource_name, parent_id)) WITHOUT ROWID",
-    ),
-)
+# fragments of this module and :mod:`kiln.storage._sqlite_sql`; every value,
+# and every user-given field name (as a JSON path), is a bound parameter.
 
 _TOMBSTONE_DATA = '{"deleted":true}'
 _COLUMNS = "id, last_modified, deleted, data"
@@ -110,201 +75,6 @@ _BURY = (
     f" WHERE {_IN_COLLECTION} AND id = ?"
 )
 
-# -- filters and sorts to SQL --------------------------------------------------
-
-_RANK = (
-    "CASE {t} WHEN 'null' THEN 0 WHEN 'false' THEN 1 WHEN 'true' THEN 2"
-    " WHEN 'integer' THEN 3 WHEN 'real' THEN 3 WHEN 'text' THEN 4"
-    " WHEN 'array' THEN 5 WHEN 'object' THEN 6 ELSE 7 END"
-)
-_SQL_OPERATORS = {Operator.LT: "<", Operator.GT: ">", Operator.MIN: ">=", Operator.MAX: "<="}
-_JSON_TYPES = {None: "'null'", True: "'true'", False: "'false'"}
-
-Params = list[Any]
-
-
-class _Field:
-    """How one dotted field reads in SQL: a column, or JSON functions over ``data``."""
-
-    __slots__ = ("column", "extract_fn", "path", "rank", "type_fn")
-
-    def __init__(self, field: str) -> None:
-        self.column: str | None = None
-        self.rank = 0
-        if field in ("id", "last_modified"):
-            self.column = field
-            self.rank = RANK_STRING if field == "id" else RANK_NUMBER
-        keys = field.split(".")
-        if all(key and '"' not in key and "\\" not in key and key.isprintable() for key in keys):
-            # Each key quoted: dots, brackets, $ and quotes other than " are literal.
-            self.path = "$" + "".join(f'."{key}"' for key in keys)
-            self.type_fn, self.extract_fn = "json_type", "json_extract"
-        else:
-            # SQLite paths cannot spell these keys: walk the JSON in Python.
-            self.path = orjson.dumps(keys).decode()
-            self.type_fn, self.extract_fn = "kiln_json_type", "kiln_json_extract"
-
-    def type(self, params: Params) -> str:
-        params.append(self.path)
-        return f"{self.type_fn}(data, ?)"
-
-    def extract(self, params: Params) -> str:
-        params.append(self.path)
-        return f"{self.extract_fn}(data, ?)"
-
-
-def _bind(value: Any) -> Any:
-    return to_sql_number(value) if is_number(value) else value
-
-
-def _equal(field: _Field, value: Any, params: Params) -> str:
-    if field.column is not None:
-        if type_rank(value) != field.rank:
-            return "0"
-        params.append(_bind(value))
-        return f"{field.column} = ?"
-    if value is None or isinstance(value, bool):
-        return f"{field.type(params)} = {_JSON_TYPES[value]}"
-    if is_number(value):
-        sql = f"({field.type(params)} IN ('integer', 'real') AND {field.extract(params)} = ?)"
-        params.append(_bind(value))
-        return sql
-    if isinstance(value, str):
-        sql = f"({field.type(params)} = 'text' AND {field.extract(params)} = ?)"
-        params.append(value)
-        return sql
-    kind = "'array'" if isinstance(value, list) else "'object'"
-    sql = f"({field.type(params)} = {kind} AND kiln_json_equal({field.extract(params)}, ?))"
-    params.append(orjson.dumps(value).decode())
-    return sql
-
-
-def _one_of(field: _Field, values: list[Any], params: Params) -> str:
-    if field.column is not None:
-        kept = [_bind(v) for v in values if type_rank(v) == field.rank]
-        if not kept:
-            return "0"
-        params.extend(kept)
-        return f"{field.column} IN ({', '.join('?' * len(kept))})"
-    return "(" + (" OR ".join(_equal(field, v, params) for v in values) or "0") + ")"
-
-
-def _compare_class(field: _Field, value: Any, operator: Operator, params: Params) -> str:
-    symbol = _SQL_OPERATORS[operator]
-    rank = type_rank(value)
-    if rank not in (RANK_NUMBER, RANK_STRING):
-        return "0"
-    if field.column is not None:
-        if rank != field.rank:
-            return "0"
-        params.append(_bind(value))
-        return f"{field.column} {symbol} ?"
-    kinds = "IN ('integer', 'real')" if rank == RANK_NUMBER else "= 'text'"
-    sql = f"({field.type(params)} {kinds} AND {field.extract(params)} {symbol} ?)"
-    params.append(_bind(value))
-    return sql
-
-
-def _compare_total(field: _Field, value: Any, operator: Operator, params: Params) -> str:
-    symbol = _SQL_OPERATORS[operator]
-    rank = type_rank(value)
-    strict = ">" if operator in (Operator.GT, Operator.MIN) else "<"
-    if field.column is not None:
-        if rank != field.rank:
-            return "1" if eval_rank(field.rank, symbol, rank) else "0"
-        params.append(_bind(value))
-        return f"{field.column} {symbol} ?"
-    field_rank = _RANK.format(t=field.type(params))
-    if rank in (RANK_NUMBER, RANK_STRING, RANK_ARRAY, RANK_OBJECT):
-        container = rank in (RANK_ARRAY, RANK_OBJECT)
-        bound = orjson.dumps(value).decode() if container else _bind(value)
-        sql = (
-            f"({field_rank} {strict} {rank} OR ({_RANK.format(t=field.type(params))} = {rank}"
-            f" AND {field.extract(params)} {symbol} ?))"
-        )
-        params.append(bound)
-        return sql
-    return f"{field_rank} {symbol} {rank}"
-
-
-def eval_rank(left: int, symbol: str, right: int) -> bool:
-    return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[symbol]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def compile_filter(filter_: Filter, params: Params, *, total_order: bool = False) -> str:
-    """One filter as a SQL condition (never NULL), its parameters appended to ``params``."""
-    field_name, value, operator = filter_
-    field = _Field(field_name)
-    if operator is Operator.EQ:
-        return f"IFNULL({_equal(field, value, params)}, 0)"
-    if operator is Operator.NOT:
-        return f"NOT IFNULL({_equal(field, value, params)}, 0)"
-    if operator is Operator.IN:
-        return f"IFNULL({_one_of(field, _as_list(value), params)}, 0)"
-    if operator is Operator.EXCLUDE:
-        return f"NOT IFNULL({_one_of(field, _as_list(value), params)}, 0)"
-    if operator is Operator.HAS:
-        if field.column is not None:
-            return "1" if value else "0"
-        return f"{field.type(params)} IS {'NOT NULL' if value else 'NULL'}"
-    if operator is Operator.LIKE:
-        if not isinstance(value, str) or field.column == "last_modified":
-            return "0"
-        if field.column is not None:
-            params.append(value)
-            return f"kiln_like({field.column}, ?)"
-        sql = f"IFNULL({field.type(params)} = 'text' AND kiln_like({field.extract(params)}, ?), 0)"
-        params.append(value)
-        return sql
-    if operator is Operator.CONTAINS or operator is Operator.CONTAINS_ANY:
-        if field.column is not None:
-            return "0"
-        every = 1 if operator is Operator.CONTAINS else 0
-        sql = (
-            f"IFNULL({field.type(params)} = 'array'"
-            f" AND kiln_contains({field.extract(params)}, ?, {every}), 0)"
-        )
-        params.append(orjson.dumps(_as_list(value)).decode())
-        return sql
-    if total_order:
-        return f"IFNULL({_compare_total(field, value, operator, params)}, 0)"
-    return f"IFNULL({_compare_class(field, value, operator, params)}, 0)"
-
-
-def compile_where(
-    filters: Sequence[Filter],
-    pagination_rules: Sequence[Sequence[Filter]],
-    params: Params,
-) -> str:
-    """The conditions after the collection's, each starting with `` AND``."""
-    sql = "".join(f" AND {compile_filter(f, params)}" for f in filters)
-    if pagination_rules:
-        rules = [
-            " AND ".join(compile_filter(f, params, total_order=True) for f in rule) or "1"
-            for rule in pagination_rules
-        ]
-        sql += " AND ((" + ") OR (".join(rules) + "))"
-    return sql
-
-
-def compile_order(sorting: Sequence[Sort], params: Params) -> str:
-    if not sorting:
-        return ""
-    terms = []
-    for sort in sorting:
-        direction = "DESC" if sort.direction < 0 else "ASC"
-        field = _Field(sort.field)
-        if field.column is not None:
-            terms.append(f"{field.column} {direction}")
-        else:
-            terms.append(f"{_RANK.format(t=field.type(params))} {direction}")
-            terms.append(f"{field.extract(params)} {direction}")
-    return " ORDER BY " + ", ".join(terms)
-
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -324,7 +94,7 @@ def _row_to_record(row: tuple[str, int, int, str]) -> Record:
     return record
 
 
-class SQLiteStorage(StorageBase):
+class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
     """Storage in a SQLite database.
 
     Settings (read by :func:`kiln.storage.load_storage`): ``storage.url``
@@ -335,35 +105,21 @@ class SQLiteStorage(StorageBase):
         (then the process-wide shared database for that path).
     """
 
+    component = "storage"
+    heartbeat_table = "timestamps"
+
     def __init__(self, database: SQLiteDatabase | str = "kiln.sqlite") -> None:
         if isinstance(database, str):
             database = SQLiteDatabase.shared(database)
         self.database = database
 
-    # -- lifecycle -----------------------------------------------------
-
-    def initialize_schema(self, dry_run: bool = False) -> list[str]:
-        return self.database.install_schema("storage", SCHEMA_VERSION, _SCHEMA, dry_run=dry_run)
+    # -- lifecycle (initialize_schema, heartbeat, close, transaction: SQLBackend)
 
     def flush(self) -> None:
         with self.database.transaction() as conn:
             self.database.begin_write(conn)
             conn.execute("DELETE FROM records")
             conn.execute("DELETE FROM timestamps")
-
-    def heartbeat(self) -> bool:
-        try:
-            with self.database.transaction() as conn:
-                conn.execute("SELECT 1 FROM timestamps LIMIT 1").fetchall()
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.database.close()
-
-    def transaction(self) -> Any:
-        return self.database.transaction()
 
     def snapshot(self) -> Any:
         return self.database.snapshot()

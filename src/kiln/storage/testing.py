@@ -11,21 +11,23 @@ Subclass :class:`StorageContract` in a test module and override its
 Optionally override ``broken_backend`` with a backend whose engine fails
 (the driver-failure tests skip otherwise). A backend without a capability
 declares it (``supports_transactions = False``) and the matching tests skip.
-Needs ``pytest`` and ``hypothesis``.
+The fixtures every suite shares, and the lifecycle tests, come from
+:class:`kiln._contract.BackendContract`. Needs ``pytest`` and ``hypothesis``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from kiln._contract import BackendContract, property_settings
 from kiln.exceptions import BackendError
 from kiln.storage import (
     ABSENT,
@@ -231,38 +233,14 @@ _filters = st.builds(
 )
 
 
-class StorageContract:
-    """The storage contract, as pytest tests. Override :meth:`backend`."""
+class StorageContract(BackendContract):
+    """The storage contract, as pytest tests; override :meth:`backend`."""
 
     @pytest.fixture
-    def backend(self) -> StorageBase:
-        raise NotImplementedError("Override the backend fixture with a fresh backend.")
-
-    @pytest.fixture
-    def broken_backend(self) -> StorageBase:
-        pytest.skip("This backend declares no way to make its engine fail.")
-
-    @pytest.fixture
-    def storage(self, backend: StorageBase) -> Iterator[StorageBase]:
-        backend.initialize_schema()
-        backend.flush()
-        yield backend
-        backend.close()
-
-    @pytest.fixture
-    def transactional(self, storage: StorageBase) -> StorageBase:
-        if not storage.supports_transactions:
-            pytest.skip("The backend declares supports_transactions = False.")
-        return storage
+    def storage(self, ready: StorageBase) -> StorageBase:
+        return ready
 
     # -- lifecycle -----------------------------------------------------
-
-    def test_initialize_schema_is_idempotent(self, storage: StorageBase) -> None:
-        assert storage.initialize_schema() == []
-        assert storage.initialize_schema(dry_run=True) == []
-
-    def test_heartbeat_answers_true(self, storage: StorageBase) -> None:
-        assert storage.heartbeat() is True
 
     def test_flush_removes_records_tombstones_and_timestamps(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a"})
@@ -790,16 +768,7 @@ class StorageContract:
             rules = keyset_rules(sorting, page[-1])
         raise AssertionError("pagination did not end")  # pragma: no cover
 
-    @settings(
-        max_examples=40,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.function_scoped_fixture,
-            HealthCheck.too_slow,
-            # Each backend's subclass runs this one method: that is the point.
-            HealthCheck.differing_executors,
-        ],
-    )
+    @property_settings(40)
     @given(
         records=st.lists(_records(), max_size=14),
         filters=st.lists(_filters, max_size=2),
