@@ -79,19 +79,21 @@ def columns(database, table):
 
 def test_the_shipped_migrations_are_numbered_files(tmp_path):
     storage = storage_migrations(icu=True)
-    assert [m.number for m in storage] == [1]
+    assert [m.number for m in storage] == [1, 2]
     assert [d for d, _ in storage[0].steps] == [
         "create function kiln_casefold",
         "create table records",
         "create index records_last_modified",
         "create table timestamps",
     ]
+    assert [d for d, _ in storage[1].steps] == ["create function kiln_expect"]
     assert shipped("postgresql", "permission")[0].steps[0][0] == "create table user_principals"
     for engine in ("postgresql", "sqlite"):
         files = folder(engine, "cache").iterdir()
         assert [entry.name for entry in files if entry.name.endswith(".sql")] == ["0001_cache.sql"]
         for component in ("storage", "permission", "cache"):
-            assert [m.number for m in shipped(engine, component)] == [1]
+            expected = [1, 2] if (engine, component) == ("postgresql", "storage") else [1]
+            assert [m.number for m in shipped(engine, component)] == expected
 
 
 def test_a_database_is_upgraded_by_the_migrations_above_its_version(database, tmp_path):

@@ -90,7 +90,8 @@ def test_initialize_schema_reports_its_steps_and_dry_run_writes_nothing(postgres
             "create table records",
             "create index records_last_modified",
             "create table timestamps",
-            "record storage schema version 1",
+            "create function kiln_expect",
+            "record storage schema version 2",
         ]
         tables = "SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
         assert _one(database, tables) == 0
@@ -98,7 +99,7 @@ def test_initialize_schema_reports_its_steps_and_dry_run_writes_nothing(postgres
         assert storage.initialize_schema() == []
         assert storage.initialize_schema(dry_run=True) == []
         with database.transaction() as conn:
-            assert database.installed_version(conn, "storage") == 1
+            assert database.installed_version(conn, "storage") == 2
             assert database.installed_version(conn, "cache") is None
         database.close()
 
@@ -107,7 +108,7 @@ def test_processes_installing_the_schema_at_once_take_turns(postgresql_url):
     with fresh_schema(postgresql_url) as url:
         databases = [PostgreSQLDatabase(url) for _ in range(4)]
         results = run_threads(4, lambda i: PostgreSQLStorage(databases[i]).initialize_schema())
-        assert sorted(map(len, results)) == [0, 0, 0, 6]
+        assert sorted(map(len, results)) == [0, 0, 0, 7]
         for database in databases:
             database.close()
 

@@ -171,6 +171,10 @@ class _UnitOfWork(threading.local):
     reading = False
     #: A ``BEGIN`` reached the server: the transaction must be ended.
     open = False
+    #: Writes that answer nothing, sent with the next statement or the commit.
+    deferred: list[Statement] = []  # a class default, only ever replaced (never appended to)
+    #: The unit of work was committed early (:meth:`PostgreSQLDatabase.commit_with`).
+    committed = False
     #: The read replica the storage reads from (:meth:`PostgreSQLDatabase.route`).
     replica: Any = None
     #: The resource whose reads must not be older than ``seen``.
@@ -497,13 +501,49 @@ class PostgreSQLDatabase:
             raise RuntimeError("begin_write() needs an open transaction().")
         if unit.reading:
             raise RuntimeError("No write may happen inside snapshot().")
+        if unit.committed:
+            raise RuntimeError("This unit of work was committed: nothing more may be written.")
         if not unit.writing:
             unit.writing = True
             unit.pending = _BEGIN_WRITE
 
+    def in_unit_of_work(self) -> bool:
+        """Whether this thread is inside a :meth:`transaction` block."""
+        return self._unit.depth > 0
+
+    def defer(self, conn: Connection[Any], *statements: Statement) -> None:
+        """Write ``statements`` -- which answer nothing -- in the current unit of
+        work, without a round trip: they travel with the next statement, or
+        with the commit (so errors they raise surface there)."""
+        self.begin_write(conn)
+        unit = self._unit
+        unit.deferred = [*unit.deferred, *statements]
+
+    def commit_with(self, conn: Connection[Any], *statements: Statement) -> list[Cursor[Any]]:
+        """Run ``statements``, then commit the unit of work, in one round trip.
+
+        The unit of work is over: nothing more may be written in it, and its
+        end commits nothing more. A unit that wrote nothing else and has one
+        statement runs it alone (its own transaction, no ``BEGIN``).
+        """
+        unit = self._unit
+        if unit.depth == 0:
+            raise RuntimeError("commit_with() needs an open transaction().")
+        if len(statements) == 1 and not unit.open and not unit.deferred and not unit.reading:
+            unit.pending = None
+            cursors = [self.execute(conn, *statements[0])]
+        else:
+            if not unit.writing:
+                self.begin_write(conn)
+            cursors = self.pipeline(conn, *statements, ("COMMIT", None))[:-1]
+        unit.committed = True
+        unit.open = False
+        return cursors
+
     def execute(self, conn: Connection[Any], query: str, params: Params = None) -> Cursor[Any]:
-        """Run ``query`` on ``conn`` (with the pending ``BEGIN``, if any)."""
-        if self._unit.pending is not None:
+        """Run ``query`` on ``conn`` (with the pending ``BEGIN`` and deferred writes, if any)."""
+        unit = self._unit
+        if unit.pending is not None or unit.deferred:
             return self.pipeline(conn, (query, params))[0]
         key = self._watch(conn, 1)
         try:
@@ -520,29 +560,33 @@ class PostgreSQLDatabase:
         """
         unit = self._unit
         begin, unit.pending = unit.pending, None
-        key = self._watch(conn, len(statements))
+        deferred, unit.deferred = unit.deferred, []
+        key = self._watch(conn, len(statements) + len(deferred))
         try:
             with conn.pipeline():
                 if begin is not None:
                     unit.open = True
                     conn.execute(begin)
+                for query, params in deferred:
+                    conn.execute(query, params)
                 return [conn.execute(query, params) for query, params in statements]
         finally:
             self._in_flight.pop(key, None)
 
     def _end(self, *, commit: bool) -> None:
         unit = self._unit
-        conn, opened = unit.conn, unit.open
+        conn, opened, deferred = unit.conn, unit.open, unit.deferred
         unit.conn = None
-        unit.pending = None
-        unit.writing = unit.reading = unit.open = False
+        unit.writing = unit.reading = unit.open = unit.committed = False
         try:
-            if opened:
-                if commit:
-                    self._commit(conn)
-                else:
-                    self._rollback(conn)
+            if commit and (opened or deferred):
+                self._commit(conn)  # the deferred writes (and the BEGIN) travel with it
+            elif opened:
+                unit.pending, unit.deferred = None, []  # never sent: nothing to undo
+                self._rollback(conn)
         finally:
+            unit.pending = None
+            unit.deferred = []
             self._checkin(conn)
 
     def _commit(self, conn: Connection[Any]) -> None:

@@ -118,10 +118,11 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
         self._write(("DELETE FROM user_principals", None), (f"DELETE FROM {_ACE}", None))  # noqa: S608
 
     def _write(self, *statements: tuple[str, Params]) -> None:
+        # Nothing to read back: the statements travel with the unit of work's
+        # next statement or its commit (the storage's flush), no round trip.
         db = self.database
         with db.transaction() as conn:
-            db.begin_write(conn)
-            db.pipeline(conn, *statements)
+            db.defer(conn, *statements)
 
     def _read(self, statement: str, params: Params) -> list[tuple[Any, ...]]:
         db = self.database

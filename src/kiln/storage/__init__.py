@@ -127,10 +127,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, TypeVar
 
-from kiln.exceptions import BackendError, KilnError
+from kiln.exceptions import BackendError, KilnError, TransientBackendError
 
 __all__ = [
     "ABSENT",
+    "WRITE_ATTEMPTS",
+    "AppliedWrites",
     "BackendError",
     "Filter",
     "Operator",
@@ -555,6 +557,194 @@ class StorageBase(abc.ABC):
         self, resource_name: str, parent_id: str, *, before: int | None = None
     ) -> int:
         """Drop tombstones with ``last_modified < before`` (all if None); return how many."""
+
+
+#: Tries of a single write made with :meth:`StorageBase.apply` that keeps losing races.
+WRITE_ATTEMPTS = 20
+
+
+class AppliedWrites(StorageBase):
+    """:meth:`create`, :meth:`update`, :meth:`delete` and :meth:`delete_all`
+    made with :meth:`apply`, for backends whose one write primitive it is.
+
+    Each is one :meth:`apply` when nothing stands in its way; a conflict is
+    then explained by reading the record (``UnicityError``,
+    ``PreconditionFailed``), or the write tried again when the record
+    changed between the read and the write (:data:`WRITE_ATTEMPTS` times,
+    then :class:`~kiln.exceptions.TransientBackendError`).
+    """
+
+    @abc.abstractmethod
+    def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
+        """See :meth:`StorageBase.apply`."""
+
+    def _live(self, resource_name: str, parent_id: str, object_id: str) -> Record | None:
+        try:
+            return self.get(resource_name, parent_id, object_id)
+        except RecordNotFoundError:
+            return None
+
+    def _held(self, write: Write) -> UnicityError | None:
+        """The unicity error ``write`` runs into, if another record holds one of its values."""
+        from kiln.storage._python_filters import MISSING, get_path
+
+        assert write.record is not None
+        for name in write.unique_fields:
+            value = get_path(write.record, name)
+            if value is MISSING or value is None:
+                continue
+            holders = self.list_all(
+                write.resource_name,
+                write.parent_id,
+                filters=[Filter(name, value), Filter("id", write.object_id, Operator.NOT)],
+                limit=1,
+            )
+            if holders:
+                return UnicityError(name, holders[0])
+        return None
+
+    def _kept_changing(self) -> TransientBackendError:
+        return TransientBackendError("The record kept changing while it was written.")
+
+    @staticmethod
+    def _stored(object_id: str, record: Record, timestamp: int) -> Record:
+        stored = {k: v for k, v in record.items() if k not in ("id", "last_modified")}
+        stored["id"] = object_id
+        stored["last_modified"] = timestamp
+        return stored
+
+    def create(
+        self,
+        resource_name: str,
+        parent_id: str,
+        record: Record,
+        *,
+        id_generator: Callable[[], str] | None = None,
+        unique_fields: Sequence[str] = (),
+    ) -> Record:
+        object_id = self.new_id(record, id_generator)
+        write = Write(
+            resource_name,
+            parent_id,
+            object_id,
+            record,
+            ABSENT,
+            tuple(unique_fields),
+            _forced(record.get("last_modified")),
+        )
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                (timestamp,) = self.apply([write])
+            except WriteConflict:
+                existing = self._live(resource_name, parent_id, object_id)
+                if existing is not None:
+                    raise UnicityError("id", existing) from None
+                held = self._held(write)
+                if held is not None:
+                    raise held from None
+                continue  # what stood in the way went away meanwhile
+            return self._stored(object_id, record, timestamp)
+        raise self._kept_changing()
+
+    def update(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        record: Record,
+        *,
+        if_match: int | None = None,
+        unique_fields: Sequence[str] = (),
+    ) -> Record:
+        forced = _forced(record.get("last_modified"))
+        for _ in range(WRITE_ATTEMPTS):
+            if if_match is None:
+                current = self._live(resource_name, parent_id, object_id)
+                expected = ABSENT if current is None else int(current["last_modified"])
+            else:
+                expected = if_match
+            write = Write(
+                resource_name, parent_id, object_id, record, expected, tuple(unique_fields), forced
+            )
+            try:
+                (timestamp,) = self.apply([write])
+            except WriteConflict:
+                held = self._held(write)
+                if held is not None:
+                    raise held from None
+                if if_match is not None:
+                    current = self._live(resource_name, parent_id, object_id)
+                    if current is None or current["last_modified"] != if_match:
+                        raise PreconditionFailed(current) from None
+                continue
+            return self._stored(object_id, record, timestamp)
+        raise self._kept_changing()
+
+    def delete(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        if_match: int | None = None,
+        last_modified: int | None = None,
+    ) -> Record:
+        for _ in range(WRITE_ATTEMPTS):
+            if if_match is None:
+                current = self._live(resource_name, parent_id, object_id)
+                if current is None:
+                    raise RecordNotFoundError(object_id)
+                expected = int(current["last_modified"])
+            else:
+                expected = if_match
+            try:
+                (timestamp,) = self.apply(
+                    [Write(resource_name, parent_id, object_id, None, expected, (), last_modified)]
+                )
+            except WriteConflict:
+                if if_match is not None:
+                    current = self._live(resource_name, parent_id, object_id)
+                    if current is None or current["last_modified"] != if_match:
+                        raise PreconditionFailed(current) from None
+                continue
+            return {"id": object_id, "last_modified": timestamp, "deleted": True}
+        raise self._kept_changing()
+
+    def delete_all(
+        self,
+        resource_name: str,
+        parent_id: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sorting: Sequence[Sort] = (),
+        limit: int | None = None,
+    ) -> list[Record]:
+        for _ in range(WRITE_ATTEMPTS):
+            doomed = self.list_all(
+                resource_name, parent_id, filters=filters, sorting=sorting, limit=limit
+            )
+            if not doomed:
+                return []
+            writes = [
+                Write(resource_name, parent_id, record["id"], None, record["last_modified"])
+                for record in doomed
+            ]
+            try:
+                timestamps = self.apply(writes)
+            except WriteConflict:
+                continue
+            return [
+                {"id": record["id"], "last_modified": timestamp, "deleted": True}
+                for record, timestamp in zip(doomed, timestamps, strict=True)
+            ]
+        raise self._kept_changing()
+
+
+def _forced(value: Any) -> int | None:
+    """A record's ``last_modified``, as a timestamp to keep (replication), if it is one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
 
 
 def keyset_rules(sorting: Sequence[Sort], last_record: Record) -> list[list[Filter]]:

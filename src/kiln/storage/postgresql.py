@@ -66,14 +66,15 @@ from kiln._sql import SQLBackend
 from kiln.exceptions import BackendError
 from kiln.migrations import Migration, folder, load_migrations
 from kiln.storage import (
+    ABSENT,
+    AppliedWrites,
     Filter,
     Operator,
-    PreconditionFailed,
     Record,
     RecordNotFoundError,
     Sort,
-    StorageBase,
-    UnicityError,
+    Write,
+    WriteConflict,
 )
 from kiln.storage._postgresql_sql import (
     Params,
@@ -85,7 +86,7 @@ from kiln.storage._postgresql_sql import (
 from kiln.storage._python_filters import MISSING, get_path
 
 if TYPE_CHECKING:
-    from psycopg import Connection, Cursor
+    pass
 
 __all__ = ["PostgreSQLStorage", "load"]
 
@@ -127,33 +128,75 @@ _SELECT_ONE = (
     f" WHERE {_IN_COLLECTION} AND id = %(id)s"
 )
 _SELECT_TIMESTAMP = f"SELECT last_modified FROM timestamps WHERE {_IN_COLLECTION}"  # noqa: S608
-_LOCK = (
-    f"SELECT last_modified, {_NOW_MS} FROM timestamps"  # noqa: S608
-    f" WHERE {_IN_COLLECTION} FOR UPDATE"
+
+# -- the flush: one statement per write ----------------------------------------
+#
+# Each statement bumps the collection's timestamp row (the collection's lock,
+# held to the commit: writers of a collection take turns, so timestamps follow
+# commit order), writes the record only if it is as the unit of work read it
+# (a compare-and-swap PostgreSQL re-checks on the latest row version), and ends
+# with kiln_expect(), which aborts the transaction when nothing was written.
+# ``floor`` is the record's expected last_modified (NULL: no live record).
+
+#: The collection's new timestamp (and its lock): ``forced`` when later than
+#: the record's (or, creating, than the collection's), else ``max(now, current + 1)``.
+_STAMP = (
+    "WITH stamp AS ("  # noqa: S608
+    "INSERT INTO timestamps AS t (resource_name, parent_id, last_modified)"
+    " VALUES (%(resource)s, %(parent)s,"
+    " CASE WHEN %(forced)s::bigint > COALESCE(%(floor)s::bigint, 0)"
+    f" THEN %(forced)s::bigint ELSE {_NOW_MS} END)"
+    " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified ="
+    " CASE WHEN %(forced)s::bigint > COALESCE(%(floor)s::bigint, t.last_modified)"
+    " THEN GREATEST(t.last_modified, %(forced)s::bigint)"
+    f" ELSE GREATEST({_NOW_MS}, t.last_modified + 1) END"
+    " RETURNING t.last_modified AS collection)"
 )
-_ADD_TIMESTAMP = (
-    "INSERT INTO timestamps (resource_name, parent_id, last_modified)"
-    " VALUES (%(resource)s, %(parent)s, 0) ON CONFLICT DO NOTHING"
+#: The record's timestamp: ``forced`` when it was kept, else the collection's.
+_RECORD_TIMESTAMP = (
+    "CASE WHEN %(forced)s::bigint > %(floor)s::bigint THEN %(forced)s::bigint"
+    " ELSE stamp.collection END"
 )
-_SET_TIMESTAMP = (
-    "UPDATE timestamps SET last_modified = %(collection)s"  # noqa: S608
-    f" WHERE {_IN_COLLECTION}"
+_EXPECT = " SELECT kiln_expect(count(*) = 1, %(index)s), max(last_modified) FROM written"
+_THE_RECORD = (
+    "records.resource_name = %(resource)s AND records.parent_id = %(parent)s"
+    " AND records.id = %(id)s AND NOT records.deleted AND records.last_modified = %(floor)s"
 )
-_STORE = (
-    f"WITH stamp AS ({_SET_TIMESTAMP})"  # noqa: S608
-    " INSERT INTO records (resource_name, parent_id, id, last_modified, deleted, data)"
-    " VALUES (%(resource)s, %(parent)s, %(id)s, %(timestamp)s, false, %(data)s::jsonb)"
+#: A create (over nothing, or a tombstone).
+_CREATE = (
+    f"{_STAMP}, written AS ("  # noqa: S608
+    "INSERT INTO records (resource_name, parent_id, id, last_modified, deleted, data)"
+    f" SELECT %(resource)s, %(parent)s, %(id)s, {_RECORD_TIMESTAMP}, false, %(data)s::jsonb"
+    " FROM stamp{unique}"
     " ON CONFLICT (resource_name, parent_id, id) DO UPDATE SET"
     " last_modified = excluded.last_modified, deleted = false, data = excluded.data"
-    " RETURNING data"
+    " WHERE records.deleted RETURNING records.last_modified)"
+    f"{_EXPECT}"
 )
-_BURY = (
-    f"WITH stamp AS ({_SET_TIMESTAMP})"  # noqa: S608
-    f" UPDATE records SET deleted = true, last_modified = buried.timestamp,"
+_UPDATE = (
+    f"{_STAMP}, written AS ("  # noqa: S608
+    f"UPDATE records SET last_modified = {_RECORD_TIMESTAMP}, data = %(data)s::jsonb"
+    f" FROM stamp WHERE {_THE_RECORD}{{unique}} RETURNING records.last_modified)"
+    f"{_EXPECT}"
+)
+_DELETE = (
+    f"{_STAMP}, written AS ("  # noqa: S608
+    f"UPDATE records SET last_modified = {_RECORD_TIMESTAMP}, deleted = true,"
     f" data = '{_TOMBSTONE_DATA}'"
-    " FROM unnest(%(ids)s::text[], %(timestamps)s::bigint[]) AS buried(id, timestamp)"
-    f" WHERE {_IN_COLLECTION} AND records.id = buried.id"
+    f" FROM stamp WHERE {_THE_RECORD} RETURNING records.last_modified)"
+    f"{_EXPECT}"
 )
+#: Taken before writes with unique fields, so that their checks (later
+#: statements, later snapshots) see every commit made before the lock.
+_LOCK = (
+    "INSERT INTO timestamps AS t (resource_name, parent_id, last_modified)"
+    " VALUES (%(resource)s, %(parent)s, 0)"
+    " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified = t.last_modified"
+)
+#: SQLSTATE of kiln_expect's error (migration 0002).
+WRITE_CONFLICT = "KL409"
+_SAVEPOINT_NAME = "kiln_apply"
+_SAVEPOINT = f"SAVEPOINT {_SAVEPOINT_NAME}"
 
 
 def list_query(
@@ -182,20 +225,6 @@ def list_query(
 # -- the backend ---------------------------------------------------------------
 
 
-def _forced(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def _next_timestamp(current: int, now: int, forced: int | None, floor: int | None) -> int:
-    """The timestamp of the next change; ``forced`` is kept when above ``floor``
-    (the record's, else the collection's)."""
-    if forced is not None and forced > (current if floor is None else floor):
-        return forced
-    return max(now, current + 1)
-
-
 def _record(object_id: str, last_modified: int, data: Record) -> Record:
     data["id"] = object_id
     data["last_modified"] = last_modified
@@ -206,7 +235,7 @@ def _storable(*texts: str) -> bool:
     return not any("\x00" in text for text in texts)
 
 
-class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
+class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
     """Storage in a PostgreSQL database.
 
     Settings (read by :func:`kiln.storage.load_storage`): ``storage.url``
@@ -281,91 +310,76 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
             seen=seen,
         )
 
-    # -- helpers -------------------------------------------------------
+    # -- units of work: the flush ------------------------------------
 
-    def _lock(
-        self,
-        conn: Connection[Any],
-        resource_name: str,
-        parent_id: str,
-        then: tuple[str, Params],
-    ) -> tuple[int, int, Cursor[Any]]:
-        """Lock the collection; return its timestamp, the time, and the cursor of
-        ``then`` (a read run right after the lock was granted)."""
-        db = self.database
-        db.begin_write(conn)
-        keys = {"resource": resource_name, "parent": parent_id}
-        lock, after = db.pipeline(conn, (_LOCK, keys), (then[0], then[1].values))
-        row = lock.fetchone()
-        if row is None:
-            _, lock, after = db.pipeline(
-                conn, (_ADD_TIMESTAMP, keys), (_LOCK, keys), (then[0], then[1].values)
-            )
-            row = lock.fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1]), after
-
-    def _check_unique(
-        self,
-        conn: Connection[Any],
-        resource_name: str,
-        parent_id: str,
-        record: Record,
-        object_id: str,
-        unique_fields: Sequence[str],
-    ) -> None:
-        for field in unique_fields:
-            value = get_path(record, field)
-            if value is MISSING or value is None:
-                continue
-            params = Params(resource=resource_name, parent=parent_id, id=object_id)
-            condition = compile_filter(Filter(field, value, Operator.EQ), params)
-            row = self.database.execute(
-                conn,
-                "SELECT id, last_modified, data FROM records"  # noqa: S608
-                f" WHERE {_IN_COLLECTION} AND NOT deleted AND id <> %(id)s AND {condition}"
-                " LIMIT 1",
-                params.values,
-            ).fetchone()
-            if row is not None:
-                raise UnicityError(field, _record(*row))
-
-    @staticmethod
-    def _data(record: Record) -> str:
-        return dump_json({k: v for k, v in record.items() if k not in ("id", "last_modified")})
-
-    def _store(
-        self,
-        conn: Connection[Any],
-        keys: dict[str, Any],
-        data: str,
-        timestamp: int,
-        collection: int,
-    ) -> Record:
+    def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
+        """The flush: one statement per write, all in one round trip (with the
+        permission backend's deferred writes before them, and the ``COMMIT``
+        after them when ``commit``); see the module docstring."""
+        if not writes:
+            return []
+        statements: list[tuple[str, dict[str, Any]]] = []
+        positions: list[int] = []  # where each write's result is, among the statements
+        # Collections in one order for every flush: two flushes never wait on
+        # each other's locks in a circle.
+        order = sorted(
+            range(len(writes)), key=lambda i: (writes[i].resource_name, writes[i].parent_id)
+        )
+        locked: set[tuple[str, str]] = set()
+        for index in order:
+            write = writes[index]
+            if not _storable(write.resource_name, write.parent_id, write.object_id):
+                if write.expected == ABSENT and write.record is not None:
+                    self._refuse_unstorable()
+                raise WriteConflict(index)  # no stored record can be the one expected
+            collection = (write.resource_name, write.parent_id)
+            if write.unique_fields and collection not in locked:
+                locked.add(collection)
+                keys = {"resource": write.resource_name, "parent": write.parent_id}
+                statements.append((_LOCK, keys))
+            positions.append(len(statements))
+            statements.append(_write_statement(write, index))
         import psycopg
 
-        try:
-            row = self.database.execute(
-                conn,
-                _STORE,
-                {**keys, "data": data, "timestamp": timestamp, "collection": collection},
-            ).fetchone()
-        except psycopg.errors.UntranslatableCharacter as exc:
-            raise BackendError(
-                "PostgreSQL cannot store the character U+0000 (\\u0000) in a JSON string; "
-                "remove it from the record.",
-                original=exc,
-            ) from exc
-        assert row is not None
-        return _record(keys["id"], timestamp, row[0])
+        db = self.database
+        # Inside a unit of work that goes on afterwards, a conflict must undo
+        # this call only: its writes come after a savepoint.
+        undo = db.in_unit_of_work() and not commit
+        if undo:
+            statements.insert(0, (_SAVEPOINT, {}))
+            positions = [position + 1 for position in positions]
+        with db.transaction() as conn:
+            try:
+                if commit:
+                    cursors = db.commit_with(conn, *statements)
+                else:
+                    db.begin_write(conn)
+                    cursors = db.pipeline(conn, *statements)
+            except psycopg.Error as exc:
+                if exc.sqlstate == WRITE_CONFLICT:
+                    if undo:
+                        db.execute(conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
+                    raise WriteConflict(int(exc.diag.message_detail or 0)) from exc
+                if isinstance(exc, psycopg.errors.UntranslatableCharacter):
+                    raise BackendError(
+                        "PostgreSQL cannot store the character U+0000 (\\u0000) in a JSON "
+                        "string; remove it from the record.",
+                        original=exc,
+                    ) from exc
+                raise
+            timestamps = [0] * len(writes)
+            for index, position in zip(order, positions, strict=True):
+                row = cursors[position].fetchone()
+                assert row is not None
+                timestamps[index] = int(row[1])
+        return timestamps
 
     @staticmethod
-    def _refuse_unstorable(*texts: str) -> None:
-        if not _storable(*texts):
-            raise BackendError(
-                "PostgreSQL cannot store the character U+0000 in a resource name, parent "
-                "id or record id."
-            )
+    def _refuse_unstorable() -> None:
+        raise BackendError(
+            "PostgreSQL cannot store the character U+0000 in a resource name, parent "
+            "id or record id."
+        )
 
     # -- timestamps ----------------------------------------------------
 
@@ -382,31 +396,7 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
             self.database.require_fresh(resource_name, timestamp)
         return timestamp
 
-    # -- single records ------------------------------------------------
-
-    def create(
-        self,
-        resource_name: str,
-        parent_id: str,
-        record: Record,
-        *,
-        id_generator: Callable[[], str] | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        object_id = self.new_id(record, id_generator)
-        self._refuse_unstorable(resource_name, parent_id, object_id)
-        data = self._data(record)
-        keys = {"resource": resource_name, "parent": parent_id, "id": object_id}
-        with self.database.transaction() as conn:
-            current, now, cursor = self._lock(
-                conn, resource_name, parent_id, (_SELECT_ONE, Params(**keys))
-            )
-            row = cursor.fetchone()
-            if row is not None and not row[1]:
-                raise UnicityError("id", _record(object_id, row[0], row[2]))
-            self._check_unique(conn, resource_name, parent_id, record, object_id, unique_fields)
-            timestamp = _next_timestamp(current, now, _forced(record.get("last_modified")), None)
-            return self._store(conn, keys, data, timestamp, max(current, timestamp))
+    # -- single records (create, update, delete: AppliedWrites) --------
 
     def get(self, resource_name: str, parent_id: str, object_id: str) -> Record:
         if not _storable(resource_name, parent_id, object_id):
@@ -421,85 +411,6 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
         if row is None or row[1]:
             raise RecordNotFoundError(object_id)
         return _record(object_id, row[0], row[2])
-
-    def update(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        record: Record,
-        *,
-        if_match: int | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        self._refuse_unstorable(resource_name, parent_id, object_id)
-        data = self._data(record)
-        keys = {"resource": resource_name, "parent": parent_id, "id": object_id}
-        with self.database.transaction() as conn:
-            current, now, cursor = self._lock(
-                conn, resource_name, parent_id, (_SELECT_ONE, Params(**keys))
-            )
-            row = cursor.fetchone()
-            if row is not None and row[1]:
-                row = None  # a tombstone: no live record
-            if if_match is not None and (row is None or row[0] != if_match):
-                raise PreconditionFailed(
-                    None if row is None else _record(object_id, row[0], row[2])
-                )
-            self._check_unique(conn, resource_name, parent_id, record, object_id, unique_fields)
-            forced = _forced(record.get("last_modified"))
-            timestamp = _next_timestamp(current, now, forced, None if row is None else row[0])
-            return self._store(conn, keys, data, timestamp, max(current, timestamp))
-
-    def delete(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        *,
-        if_match: int | None = None,
-        last_modified: int | None = None,
-    ) -> Record:
-        if not _storable(resource_name, parent_id, object_id):
-            if if_match is not None:
-                raise PreconditionFailed(None)
-            raise RecordNotFoundError(object_id)
-        keys = {"resource": resource_name, "parent": parent_id, "id": object_id}
-        with self.database.transaction() as conn:
-            current, now, cursor = self._lock(
-                conn, resource_name, parent_id, (_SELECT_ONE, Params(**keys))
-            )
-            row = cursor.fetchone()
-            if row is None or row[1]:
-                if if_match is not None:
-                    raise PreconditionFailed(None)
-                raise RecordNotFoundError(object_id)
-            if if_match is not None and row[0] != if_match:
-                raise PreconditionFailed(_record(object_id, row[0], row[2]))
-            timestamp = _next_timestamp(current, now, _forced(last_modified), row[0])
-            self._bury(conn, resource_name, parent_id, [object_id], [timestamp], current)
-            return {"id": object_id, "last_modified": timestamp, "deleted": True}
-
-    def _bury(
-        self,
-        conn: Connection[Any],
-        resource_name: str,
-        parent_id: str,
-        ids: list[str],
-        timestamps: list[int],
-        current: int,
-    ) -> None:
-        self.database.execute(
-            conn,
-            _BURY,
-            {
-                "resource": resource_name,
-                "parent": parent_id,
-                "ids": ids,
-                "timestamps": timestamps,
-                "collection": max(current, *timestamps),
-            },
-        )
 
     # -- many records --------------------------------------------------
 
@@ -530,6 +441,41 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
             rows = db.execute(conn, sql, params.values).fetchall()
         return [_record(*row) for row in rows]
 
+    def list_page(
+        self,
+        resource_name: str,
+        parent_id: str,
+        *,
+        filters: Sequence[Filter] = (),
+        sorting: Sequence[Sort] = (),
+        pagination_rules: Sequence[Sequence[Filter]] = (),
+        limit: int | None = None,
+        include_deleted: bool = False,
+    ) -> tuple[list[Record], int]:
+        """The page and the collection timestamp in one statement (one snapshot)."""
+        if not _storable(resource_name, parent_id):
+            return [], 0
+        sql, params = list_query(
+            resource_name,
+            parent_id,
+            filters=filters,
+            sorting=sorting,
+            pagination_rules=pagination_rules,
+            limit=limit,
+            include_deleted=include_deleted,
+        )
+        page = (
+            f"SELECT ({_SELECT_TIMESTAMP}), p.id, p.last_modified, p.data"  # noqa: S608
+            f" FROM (SELECT 1) AS one LEFT JOIN LATERAL ({sql}) AS p ON true"
+        )
+        db = self.database.reader()
+        with db.transaction() as conn:
+            rows = db.execute(conn, page, params.values).fetchall()
+        timestamp = int(rows[0][0] or 0)
+        if db is not self.database:
+            self.database.require_fresh(resource_name, timestamp)
+        return [_record(*row[1:]) for row in rows if row[1] is not None], timestamp
+
     def count_all(
         self, resource_name: str, parent_id: str, *, filters: Sequence[Filter] = ()
     ) -> int:
@@ -554,26 +500,9 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
     ) -> list[Record]:
         if not _storable(resource_name, parent_id):
             return []
-        params = Params(resource=resource_name, parent=parent_id)
-        where = compile_where(filters, (), params)
-        order = compile_order(sorting, params)
-        bound = params.bind(None if limit is None else max(limit, 0))
-        sql = (
-            "SELECT id FROM records"  # noqa: S608
-            f" WHERE {_IN_COLLECTION} AND NOT deleted{where}{order} LIMIT {bound}"
+        return super().delete_all(
+            resource_name, parent_id, filters=filters, sorting=sorting, limit=limit
         )
-        with self.database.transaction() as conn:
-            current, now, cursor = self._lock(conn, resource_name, parent_id, (sql, params))
-            ids = [row[0] for row in cursor.fetchall()]
-            if not ids:
-                return []
-            first = max(now, current + 1)
-            timestamps = list(range(first, first + len(ids)))
-            self._bury(conn, resource_name, parent_id, ids, timestamps, current)
-        return [
-            {"id": object_id, "last_modified": timestamp, "deleted": True}
-            for object_id, timestamp in zip(ids, timestamps, strict=True)
-        ]
 
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None
@@ -589,6 +518,46 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], StorageBase):
         with db.transaction() as conn:
             db.begin_write(conn)
             return db.execute(conn, sql, params).rowcount
+
+
+def _write_statement(write: Write, index: int) -> tuple[str, dict[str, Any]]:
+    """The flush statement of ``write``, the ``index``-th of its flush."""
+    params = Params(
+        resource=write.resource_name,
+        parent=write.parent_id,
+        id=write.object_id,
+        floor=None if write.expected == ABSENT else write.expected,
+        forced=write.forced,
+        index=index,
+    )
+    if write.record is None:
+        if write.expected == ABSENT:
+            raise ValueError("A delete expects the record's last_modified, not ABSENT.")
+        return _DELETE, params.values
+    params.values["data"] = dump_json(
+        {k: v for k, v in write.record.items() if k not in ("id", "last_modified")}
+    )
+    unique = _unique_check(write, params)
+    sql = _CREATE if write.expected == ABSENT else _UPDATE
+    return sql.format(unique=unique), params.values
+
+
+def _unique_check(write: Write, params: Params) -> str:
+    """`` WHERE``/`` AND`` no other live record holds one of the write's unique values."""
+    assert write.record is not None
+    held = [
+        compile_filter(Filter(name, value, Operator.EQ), params)
+        for name in write.unique_fields
+        if (value := get_path(write.record, name)) is not MISSING and value is not None
+    ]
+    if not held:
+        return ""
+    joiner = " WHERE" if write.expected == ABSENT else " AND"
+    return (
+        f"{joiner} NOT EXISTS (SELECT 1 FROM records AS held"  # noqa: S608
+        " WHERE held.resource_name = %(resource)s AND held.parent_id = %(parent)s"
+        f" AND NOT held.deleted AND held.id <> %(id)s AND ({' OR '.join(held)}))"
+    )
 
 
 def load(config: Any) -> PostgreSQLStorage:
