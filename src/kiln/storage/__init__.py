@@ -144,6 +144,7 @@ __all__ = [
     "UnicityError",
     "Write",
     "WriteConflict",
+    "check_writes",
     "keyset_rules",
     "load_backend",
     "load_storage",
@@ -354,6 +355,7 @@ class StorageBase(abc.ABC):
         :raises WriteConflict: a write found the record other than expected,
             or a unique value held; nothing of this call is applied.
         """
+        check_writes(writes)
         timestamps = []
         with self.transaction():
             for index, write in enumerate(writes):
@@ -367,8 +369,6 @@ class StorageBase(abc.ABC):
     def _apply_one(self, write: Write) -> Record:
         name, parent, object_id = write.resource_name, write.parent_id, write.object_id
         if write.record is None:
-            if write.expected == ABSENT:
-                raise ValueError("A delete expects the record's last_modified, not ABSENT.")
             return self.delete(
                 name, parent, object_id, if_match=write.expected, last_modified=write.forced
             )
@@ -557,6 +557,16 @@ class StorageBase(abc.ABC):
         self, resource_name: str, parent_id: str, *, before: int | None = None
     ) -> int:
         """Drop tombstones with ``last_modified < before`` (all if None); return how many."""
+
+
+def check_writes(writes: Sequence[Write]) -> None:
+    """Refuse what :meth:`StorageBase.apply` cannot mean: a delete expecting no record.
+
+    :raises ValueError: with the reason.
+    """
+    for write in writes:
+        if write.record is None and write.expected == ABSENT:
+            raise ValueError("A delete expects the record's last_modified, not ABSENT.")
 
 
 #: Tries of a single write made with :meth:`StorageBase.apply` that keeps losing races.

@@ -75,6 +75,7 @@ from kiln.storage import (
     Sort,
     Write,
     WriteConflict,
+    check_writes,
 )
 from kiln.storage._postgresql_sql import (
     Params,
@@ -318,6 +319,7 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
         after them when ``commit``); see the module docstring."""
         if not writes:
             return []
+        check_writes(writes)
         statements: list[tuple[str, dict[str, Any]]] = []
         positions: list[int] = []  # where each write's result is, among the statements
         # Collections in one order for every flush: two flushes never wait on
@@ -531,8 +533,6 @@ def _write_statement(write: Write, index: int) -> tuple[str, dict[str, Any]]:
         index=index,
     )
     if write.record is None:
-        if write.expected == ABSENT:
-            raise ValueError("A delete expects the record's last_modified, not ABSENT.")
         return _DELETE, params.values
     params.values["data"] = dump_json(
         {k: v for k, v in write.record.items() if k not in ("id", "last_modified")}

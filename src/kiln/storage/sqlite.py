@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -36,14 +36,16 @@ import orjson
 from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.storage import (
+    ABSENT,
+    AppliedWrites,
     Filter,
     Operator,
-    PreconditionFailed,
     Record,
     RecordNotFoundError,
     Sort,
-    StorageBase,
-    UnicityError,
+    Write,
+    WriteConflict,
+    check_writes,
 )
 from kiln.storage._python_filters import MISSING, get_path
 from kiln.storage._sqlite_sql import Params, compile_filter, compile_order, compile_where
@@ -60,6 +62,9 @@ _IN_COLLECTION = "resource_name = ? AND parent_id = ?"
 
 _SELECT_ONE = f"SELECT {_COLUMNS} FROM records WHERE {_IN_COLLECTION} AND id = ?"  # noqa: S608
 _SELECT_TIMESTAMP = f"SELECT last_modified FROM timestamps WHERE {_IN_COLLECTION}"  # noqa: S608
+_SELECT_STAMP = (
+    f"SELECT last_modified, deleted FROM records WHERE {_IN_COLLECTION} AND id = ?"  # noqa: S608
+)
 _UPSERT_TIMESTAMP = (
     "INSERT INTO timestamps (resource_name, parent_id, last_modified) VALUES (?, ?, ?)"
     " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified = excluded.last_modified"
@@ -80,12 +85,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _forced(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
-
-
 def _row_to_record(row: tuple[str, int, int, str]) -> Record:
     object_id, last_modified, _deleted, data = row
     record: Record = orjson.loads(data)
@@ -94,7 +93,7 @@ def _row_to_record(row: tuple[str, int, int, str]) -> Record:
     return record
 
 
-class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
+class SQLiteStorage(SQLBackend[SQLiteDatabase], AppliedWrites):
     """Storage in a SQLite database.
 
     Settings (read by :func:`kiln.storage.load_storage`): ``storage.url``
@@ -124,51 +123,82 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
     def snapshot(self) -> Any:
         return self.database.snapshot()
 
-    # -- helpers -------------------------------------------------------
+    # -- units of work: the flush ------------------------------------
 
-    def _timestamp(self, conn: sqlite3.Connection, resource_name: str, parent_id: str) -> int:
-        row = conn.execute(_SELECT_TIMESTAMP, (resource_name, parent_id)).fetchone()
-        return int(row[0]) if row is not None else 0
+    def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
+        """The flush: every write checked and made under one ``BEGIN IMMEDIATE``
+        (the database's write lock, held to the commit that ends the unit of
+        work: the unit's flush is the last thing it does). Records are encoded
+        before the lock is taken; a conflict undoes this call's writes only
+        (a savepoint), so a unit of work that goes on keeps its earlier ones."""
+        if not writes:
+            return []
+        check_writes(writes)
+        encoded = [None if w.record is None else self._data(w.record) for w in writes]
+        db = self.database
+        with db.transaction() as conn:
+            db.begin_write(conn)
+            conn.execute("SAVEPOINT kiln_apply")
+            try:
+                timestamps = self._apply(conn, writes, encoded)
+            except WriteConflict:
+                conn.execute("ROLLBACK TO SAVEPOINT kiln_apply")
+                raise
+            finally:
+                conn.execute("RELEASE SAVEPOINT kiln_apply")
+        return timestamps
 
-    def _next_timestamp(
-        self,
-        conn: sqlite3.Connection,
-        resource_name: str,
-        parent_id: str,
-        forced: int | None = None,
-        floor: int | None = None,
-    ) -> int:
-        """A timestamp for the next change (call holding the write lock)."""
-        current = self._timestamp(conn, resource_name, parent_id)
-        if forced is not None and forced > (current if floor is None else floor):
-            timestamp = forced
-        else:
-            timestamp = max(_now_ms(), current + 1)
-        conn.execute(_UPSERT_TIMESTAMP, (resource_name, parent_id, max(current, timestamp)))
-        return timestamp
+    def _apply(
+        self, conn: sqlite3.Connection, writes: Sequence[Write], encoded: list[str | None]
+    ) -> list[int]:
+        currents: dict[tuple[str, str], int] = {}
+        timestamps = []
+        for index, (write, data) in enumerate(zip(writes, encoded, strict=True)):
+            key = (write.resource_name, write.parent_id)
+            current = currents.get(key)
+            if current is None:
+                current = currents[key] = self._timestamp(conn, *key)
+            row = conn.execute(_SELECT_STAMP, (*key, write.object_id)).fetchone()
+            stored = None if row is None or row[1] else int(row[0])
+            if write.expected == ABSENT:
+                if stored is not None or write.record is None:
+                    raise WriteConflict(index)
+            elif stored != write.expected:
+                raise WriteConflict(index)
+            if write.record is not None and self._holds_unique(conn, write):
+                raise WriteConflict(index)
+            floor = current if write.expected == ABSENT else write.expected
+            if write.forced is not None and write.forced > floor:
+                timestamp = write.forced
+            else:
+                timestamp = max(_now_ms(), current + 1)
+            currents[key] = max(current, timestamp)
+            if data is None:
+                conn.execute(_BURY, (timestamp, *key, write.object_id))
+            else:
+                conn.execute(_UPSERT_RECORD, (*key, write.object_id, timestamp, data))
+            timestamps.append(timestamp)
+        conn.executemany(_UPSERT_TIMESTAMP, [(*key, stamp) for key, stamp in currents.items()])
+        return timestamps
 
     @staticmethod
-    def _check_unique(
-        conn: sqlite3.Connection,
-        resource_name: str,
-        parent_id: str,
-        record: Record,
-        object_id: str,
-        unique_fields: Sequence[str],
-    ) -> None:
-        for field in unique_fields:
-            value = get_path(record, field)
+    def _holds_unique(conn: sqlite3.Connection, write: Write) -> bool:
+        """Whether another live record holds a value of the write's unique fields."""
+        assert write.record is not None
+        for field in write.unique_fields:
+            value = get_path(write.record, field)
             if value is MISSING or value is None:
                 continue
-            params: Params = [resource_name, parent_id, object_id]
+            params: Params = [write.resource_name, write.parent_id, write.object_id]
             condition = compile_filter(Filter(field, value, Operator.EQ), params)
             row = conn.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE {_IN_COLLECTION} AND deleted = 0"  # noqa: S608
+                f"SELECT 1 FROM records WHERE {_IN_COLLECTION} AND deleted = 0"  # noqa: S608
                 f" AND id <> ? AND {condition} LIMIT 1",
                 params,
             ).fetchone()
             if row is not None:
-                raise UnicityError(field, _row_to_record(row))
+                return True
+        return False
 
     @staticmethod
     def _data(record: Record) -> str:
@@ -176,20 +206,9 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
             {k: v for k, v in record.items() if k not in ("id", "last_modified")}
         ).decode()
 
-    def _store(
-        self,
-        conn: sqlite3.Connection,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        data: str,
-        timestamp: int,
-    ) -> Record:
-        conn.execute(_UPSERT_RECORD, (resource_name, parent_id, object_id, timestamp, data))
-        record: Record = orjson.loads(data)
-        record["id"] = object_id
-        record["last_modified"] = timestamp
-        return record
+    def _timestamp(self, conn: sqlite3.Connection, resource_name: str, parent_id: str) -> int:
+        row = conn.execute(_SELECT_TIMESTAMP, (resource_name, parent_id)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     # -- timestamps ----------------------------------------------------
 
@@ -197,30 +216,7 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
         with self.database.transaction() as conn:
             return self._timestamp(conn, resource_name, parent_id)
 
-    # -- single records ------------------------------------------------
-
-    def create(
-        self,
-        resource_name: str,
-        parent_id: str,
-        record: Record,
-        *,
-        id_generator: Callable[[], str] | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        object_id = self.new_id(record, id_generator)
-        data = self._data(record)
-        db = self.database
-        with db.transaction() as conn:
-            db.begin_write(conn)
-            row = conn.execute(_SELECT_ONE, (resource_name, parent_id, object_id)).fetchone()
-            if row is not None and not row[2]:
-                raise UnicityError("id", _row_to_record(row))
-            self._check_unique(conn, resource_name, parent_id, record, object_id, unique_fields)
-            timestamp = self._next_timestamp(
-                conn, resource_name, parent_id, _forced(record.get("last_modified"))
-            )
-            return self._store(conn, resource_name, parent_id, object_id, data, timestamp)
+    # -- single records (create, update, delete: AppliedWrites) --------
 
     def get(self, resource_name: str, parent_id: str, object_id: str) -> Record:
         with self.database.transaction() as conn:
@@ -228,68 +224,6 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
         if row is None or row[2]:
             raise RecordNotFoundError(object_id)
         return _row_to_record(row)
-
-    def update(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        record: Record,
-        *,
-        if_match: int | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        data = self._data(record)
-        db = self.database
-        with db.transaction() as conn:
-            db.begin_write(conn)
-            row = conn.execute(_SELECT_ONE, (resource_name, parent_id, object_id)).fetchone()
-            live = row is not None and not row[2]
-            if if_match is not None and not (live and row[1] == if_match):
-                raise PreconditionFailed(_row_to_record(row) if live else None)
-            self._check_unique(conn, resource_name, parent_id, record, object_id, unique_fields)
-            timestamp = self._next_timestamp(
-                conn,
-                resource_name,
-                parent_id,
-                _forced(record.get("last_modified")),
-                row[1] if live else None,
-            )
-            return self._store(conn, resource_name, parent_id, object_id, data, timestamp)
-
-    def delete(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        *,
-        if_match: int | None = None,
-        last_modified: int | None = None,
-    ) -> Record:
-        db = self.database
-        with db.transaction() as conn:
-            db.begin_write(conn)
-            row = conn.execute(_SELECT_ONE, (resource_name, parent_id, object_id)).fetchone()
-            if row is None or row[2]:
-                if if_match is not None:
-                    raise PreconditionFailed(None)
-                raise RecordNotFoundError(object_id)
-            if if_match is not None and row[1] != if_match:
-                raise PreconditionFailed(_row_to_record(row))
-            return self._bury(conn, resource_name, parent_id, object_id, row[1], last_modified)
-
-    def _bury(
-        self,
-        conn: sqlite3.Connection,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        previous: int,
-        forced: int | None,
-    ) -> Record:
-        timestamp = self._next_timestamp(conn, resource_name, parent_id, _forced(forced), previous)
-        conn.execute(_BURY, (timestamp, resource_name, parent_id, object_id))
-        return {"id": object_id, "last_modified": timestamp, "deleted": True}
 
     # -- many records --------------------------------------------------
 
@@ -322,32 +256,6 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], StorageBase):
         sql = f"SELECT COUNT(*) FROM records WHERE {_IN_COLLECTION} AND deleted = 0{where}"  # noqa: S608
         with self.database.transaction() as conn:
             return int(conn.execute(sql, params).fetchone()[0])
-
-    def delete_all(
-        self,
-        resource_name: str,
-        parent_id: str,
-        *,
-        filters: Sequence[Filter] = (),
-        sorting: Sequence[Sort] = (),
-        limit: int | None = None,
-    ) -> list[Record]:
-        params: Params = [resource_name, parent_id]
-        where = compile_where(filters, (), params)
-        order = compile_order(sorting, params)
-        params.append(-1 if limit is None else max(limit, 0))
-        sql = (
-            f"SELECT id, last_modified FROM records WHERE {_IN_COLLECTION} AND deleted = 0"  # noqa: S608
-            f"{where}{order} LIMIT ?"
-        )
-        db = self.database
-        with db.transaction() as conn:
-            db.begin_write(conn)
-            rows = conn.execute(sql, params).fetchall()
-            return [
-                self._bury(conn, resource_name, parent_id, object_id, previous, None)
-                for object_id, previous in rows
-            ]
 
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None
