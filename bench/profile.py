@@ -29,12 +29,12 @@ share of the profiled time. ``--output DIR`` also writes each profile as
 it).
 
 Why cProfile and not py-spy against a gunicorn worker: a deterministic
-profile counts every call, so "3 ``execute`` per create" or "25
-``validate`` per batch" is read off exactly and compares run to run, it
+profile counts every call, so how many statements a create sends or how
+many validations a batch makes is read off exactly and compares run to run, it
 needs no ptrace permission (often missing in containers) and no extra tool,
 and one thread of one process isolates the request path from the load
 generator and the other clients. Its price is overhead on small functions
-(the profiled pass runs about twice as slow), hence the unprofiled figure
+(the profiled pass runs two to three times slower), hence the unprofiled figure
 beside it. What it cannot show is concurrency: lock waits, GIL hand-offs
 between gunicorn's threads; ``bench/resources.py`` measures those.
 
