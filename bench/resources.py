@@ -1003,17 +1003,6 @@ def describe_postgresql(url: str) -> str:
     return "PostgreSQL " + ", ".join(settings).removeprefix("server_version ")
 
 
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overlay`` merged in, mapping by mapping; ``overlay`` wins."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def kiln_config(
     template: str, target: str, backend: str, url: str, log_level: str = "WARNING"
 ) -> dict[str, Any]:
@@ -1045,7 +1034,9 @@ def kiln_config(
             f"{permission}_principals": ["system.Authenticated"]
             for permission in ("read", "write", "create")
         }
-    return _merge(yaml.safe_load(text) or {}, settings)
+    from kiln.config import deep_merge
+
+    return deep_merge(yaml.safe_load(text) or {}, settings)
 
 
 def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
@@ -1111,21 +1102,20 @@ def check_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def _git_revision() -> str:
     """The commit benchmarked, ``+dirty`` when the work tree has changes."""
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *arguments],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
