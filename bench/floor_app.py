@@ -40,16 +40,21 @@ server's clock (``clock_timestamp()``), so app servers' clocks do not matter.
 It is deliberately naive elsewhere: a list sorts on the raw JSON value
 without kiln's type ranks (the bench data has one type per field) and
 without an index (every list sorts the matching rows), routing is a string
-split, errors are bare, nothing is logged.
+split, errors are bare, nothing is logged. Authentication is a parse: a
+request without an ``Authorization: Basic`` header holding ``user:password``
+in base64 answers 401; any such pair is accepted (as kiln's and Kinto's
+``basicauth`` accept any pair), and the floor has no permissions.
 
-Routes (``/v1`` prefix, one resource, ``mushrooms``)::
+Routes (``/v1`` prefix, one resource, ``records``, in any
+``/buckets/<bucket>/collections/<collection>``: its ``parent_id``, as in
+kiln and Kinto; nothing checks that the bucket or collection exists)::
 
-    POST   /v1/mushrooms              create
-    GET    /v1/mushrooms?edible=true&_sort=-size&_limit=20[&_token=]  list
-    GET    /v1/mushrooms/<id>         get
-    PATCH  /v1/mushrooms/<id>         merge top-level keys; If-Match honoured
-    DELETE /v1/mushrooms/<id>         tombstone
-    POST   /v1/batch                  creates only, one transaction
+    POST   <collection>/records              create
+    GET    <collection>/records?edible=true&_sort=-size&_limit=20[&_token=]  list
+    GET    <collection>/records/<id>         get
+    PATCH  <collection>/records/<id>         merge top-level keys; If-Match honoured
+    DELETE <collection>/records/<id>         tombstone
+    POST   /v1/batch                         creates only, one transaction
 """
 
 from __future__ import annotations
@@ -81,10 +86,13 @@ SCHEMA: dict[str, Any] = {
     "required": ["name"],
 }
 
-RESOURCE = "mushroom"
-PARENT = ""
+RESOURCE = "record"
 PREFIX = "/v1"
-COLLECTION = f"{PREFIX}/mushrooms"
+#: The bench's bucket and collection: the records' ``parent_id``, and their path.
+BUCKET = "bench"
+COLLECTION = "items"
+PARENT_ID = f"/buckets/{BUCKET}/collections/{COLLECTION}"
+RECORDS_PATH = f"{PREFIX}{PARENT_ID}/records"
 
 _validator = jsonschema_rs.validator_for(SCHEMA)
 
@@ -189,41 +197,41 @@ class SQLiteStore:
         conn.execute("COMMIT")
 
     @staticmethod
-    def _next_timestamp(conn: sqlite3.Connection) -> int:
-        row = conn.execute(_SQ_SELECT_TS, (RESOURCE, PARENT)).fetchone()
+    def _next_timestamp(conn: sqlite3.Connection, parent: str) -> int:
+        row = conn.execute(_SQ_SELECT_TS, (RESOURCE, parent)).fetchone()
         current = row[0] if row is not None else 0
         timestamp = max(_now_ms(), current + 1)
-        conn.execute(_SQ_UPSERT_TS, (RESOURCE, PARENT, timestamp))
+        conn.execute(_SQ_UPSERT_TS, (RESOURCE, parent, timestamp))
         return timestamp
 
-    def get(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
-        row = self._connection().execute(_SQ_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+    def get(self, parent: str, object_id: str) -> tuple[int, dict[str, Any]] | None:
+        row = self._connection().execute(_SQ_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
         if row is None or row[1]:
             return None
         return row[0], orjson.loads(row[2])
 
-    def create_many(self, owns: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    def create_many(self, parent: str, owns: list[dict[str, Any]]) -> list[tuple[str, int]]:
         conn = self._connection()
         created = []
         with self._write(conn):
             for own in owns:
                 object_id = str(uuid.uuid4())
-                row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+                row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
                 if row is not None and not row[1]:
                     raise _Error("409 Conflict", "id taken")  # a uuid4 collision
-                timestamp = self._next_timestamp(conn)
+                timestamp = self._next_timestamp(conn, parent)
                 conn.execute(
-                    _SQ_UPSERT_RECORD, (RESOURCE, PARENT, object_id, timestamp, orjson.dumps(own))
+                    _SQ_UPSERT_RECORD, (RESOURCE, parent, object_id, timestamp, orjson.dumps(own))
                 )
                 created.append((object_id, timestamp))
         return created
 
     def patch(
-        self, object_id: str, changes: dict[str, Any], if_match: int | None
+        self, parent: str, object_id: str, changes: dict[str, Any], if_match: int | None
     ) -> tuple[dict[str, Any], int]:
         conn = self._connection()
         with self._write(conn):
-            row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+            row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
             if row is None or row[1]:
                 raise _Error("412 Precondition Failed" if if_match else "404 Not Found", "absent")
             if if_match is not None and row[0] != if_match:
@@ -232,31 +240,31 @@ class SQLiteStore:
             own = _check({**old, **changes})
             if own == old:
                 return own, row[0]
-            timestamp = self._next_timestamp(conn)
+            timestamp = self._next_timestamp(conn, parent)
             conn.execute(
-                _SQ_UPSERT_RECORD, (RESOURCE, PARENT, object_id, timestamp, orjson.dumps(own))
+                _SQ_UPSERT_RECORD, (RESOURCE, parent, object_id, timestamp, orjson.dumps(own))
             )
         return own, timestamp
 
-    def delete(self, object_id: str, if_match: int | None) -> int:
+    def delete(self, parent: str, object_id: str, if_match: int | None) -> int:
         conn = self._connection()
         with self._write(conn):
-            row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+            row = conn.execute(_SQ_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
             if row is None or row[1]:
                 raise _Error("412 Precondition Failed" if if_match else "404 Not Found", "absent")
             if if_match is not None and row[0] != if_match:
                 raise _Error("412 Precondition Failed", "modified meanwhile")
-            timestamp = self._next_timestamp(conn)
-            conn.execute(_SQ_BURY, (timestamp, RESOURCE, PARENT, object_id))
+            timestamp = self._next_timestamp(conn, parent)
+            conn.execute(_SQ_BURY, (timestamp, RESOURCE, parent, object_id))
         return timestamp
 
     def list(
-        self, edible: bool, limit: int, after: tuple[Any, int] | None
+        self, parent: str, edible: bool, limit: int, after: tuple[Any, int] | None
     ) -> tuple[int, list[tuple[str, int, dict[str, Any]]]]:
         conn = self._connection()
-        row = conn.execute(_SQ_SELECT_TS, (RESOURCE, PARENT)).fetchone()
+        row = conn.execute(_SQ_SELECT_TS, (RESOURCE, parent)).fetchone()
         timestamp = row[0] if row is not None else 0
-        params: list[Any] = [RESOURCE, PARENT, "true" if edible else "false"]
+        params: list[Any] = [RESOURCE, parent, "true" if edible else "false"]
         if after is not None:
             params += [after[0], after[0], after[1]]
         rows = conn.execute(
@@ -355,19 +363,21 @@ class PostgreSQLStore:
                     self._schema_ready = True
         return conn
 
-    def _params(self, **params: Any) -> dict[str, Any]:
-        return {"r": RESOURCE, "p": PARENT, **params}
+    @staticmethod
+    def _params(parent: str, **params: Any) -> dict[str, Any]:
+        return {"r": RESOURCE, "p": parent, **params}
 
-    def get(self, object_id: str) -> tuple[int, dict[str, Any]] | None:
-        row = self._connection().execute(_PG_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+    def get(self, parent: str, object_id: str) -> tuple[int, dict[str, Any]] | None:
+        row = self._connection().execute(_PG_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
         if row is None:
             return None
         return row[0], orjson.loads(row[1])
 
-    def create_many(self, owns: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    def create_many(self, parent: str, owns: list[dict[str, Any]]) -> list[tuple[str, int]]:
         conn = self._connection()
         params = [
-            self._params(id=str(uuid.uuid4()), data=orjson.dumps(own).decode()) for own in owns
+            self._params(parent, id=str(uuid.uuid4()), data=orjson.dumps(own).decode())
+            for own in owns
         ]
         if len(params) == 1:
             row = conn.execute(_PG_CREATE, params[0]).fetchone()
@@ -381,11 +391,11 @@ class PostgreSQLStore:
         return created
 
     def patch(
-        self, object_id: str, changes: dict[str, Any], if_match: int | None
+        self, parent: str, object_id: str, changes: dict[str, Any], if_match: int | None
     ) -> tuple[dict[str, Any], int]:
         conn = self._connection()
         for _ in range(_PATCH_ATTEMPTS):
-            row = conn.execute(_PG_SELECT_ONE, (RESOURCE, PARENT, object_id)).fetchone()
+            row = conn.execute(_PG_SELECT_ONE, (RESOURCE, parent, object_id)).fetchone()
             if row is None:
                 raise _Error("412 Precondition Failed" if if_match else "404 Not Found", "absent")
             if if_match is not None and row[0] != if_match:
@@ -394,7 +404,7 @@ class PostgreSQLStore:
             own = _check({**old, **changes})
             if own == old:
                 return own, row[0]
-            params = self._params(id=object_id, lm=row[0], data=orjson.dumps(own).decode())
+            params = self._params(parent, id=object_id, lm=row[0], data=orjson.dumps(own).decode())
             done = conn.execute(_PG_UPDATE, params).fetchone()
             if done is not None:
                 return own, done[0]
@@ -403,26 +413,25 @@ class PostgreSQLStore:
             # Changed between the read and the write, no If-Match: merge again.
         raise _Error("409 Conflict", "the record keeps changing; retry")
 
-    def delete(self, object_id: str, if_match: int | None) -> int:
-        done = (
-            self._connection().execute(_PG_BURY, self._params(id=object_id, lm=if_match)).fetchone()
-        )
+    def delete(self, parent: str, object_id: str, if_match: int | None) -> int:
+        params = self._params(parent, id=object_id, lm=if_match)
+        done = self._connection().execute(_PG_BURY, params).fetchone()
         if done is None:
             raise _Error("412 Precondition Failed" if if_match else "404 Not Found", "absent")
         return int(done[0])
 
     def list(
-        self, edible: bool, limit: int, after: tuple[Any, int] | None
+        self, parent: str, edible: bool, limit: int, after: tuple[Any, int] | None
     ) -> tuple[int, list[tuple[str, int, dict[str, Any]]]]:
         conn = self._connection()
-        params = self._params(edible="true" if edible else "false", limit=limit)
+        params = self._params(parent, edible="true" if edible else "false", limit=limit)
         if after is not None:
             params.update(size=orjson.dumps(after[0]).decode(), lm=after[1])
         rows = conn.execute(_PG_LIST.format(after=_PG_AFTER if after else ""), params).fetchall()
         if rows:
             timestamp = rows[0][0] or 0
         else:
-            row = conn.execute(_PG_SELECT_TS, (RESOURCE, PARENT)).fetchone()
+            row = conn.execute(_PG_SELECT_TS, (RESOURCE, parent)).fetchone()
             timestamp = row[0] if row is not None else 0
         return timestamp, [(i, lm, orjson.loads(data)) for _, i, lm, data in rows]
 
@@ -483,14 +492,14 @@ def _record(object_id: str, timestamp: int, own: dict[str, Any]) -> dict[str, An
     return own
 
 
-def create(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
+def create(environ: dict[str, Any], parent: str) -> tuple[str, Any, int | None]:
     own = _check(_data(environ))
-    [(object_id, timestamp)] = _store.create_many([own])
+    [(object_id, timestamp)] = _store.create_many(parent, [own])
     return "201 Created", {"data": _record(object_id, timestamp, own)}, timestamp
 
 
-def get(object_id: str) -> tuple[str, Any, int | None]:
-    found = _store.get(object_id)
+def get(parent: str, object_id: str) -> tuple[str, Any, int | None]:
+    found = _store.get(parent, object_id)
     if found is None:
         raise _Error("404 Not Found", "not found")
     timestamp, own = found
@@ -507,16 +516,16 @@ def _if_match(environ: dict[str, Any]) -> int | None:
     return int(raw[1:-1])
 
 
-def patch(environ: dict[str, Any], object_id: str) -> tuple[str, Any, int | None]:
+def patch(environ: dict[str, Any], parent: str, object_id: str) -> tuple[str, Any, int | None]:
     changes = _data(environ)
     if not isinstance(changes, dict):
         raise _Error("400 Bad Request", "data must be an object")
-    own, timestamp = _store.patch(object_id, changes, _if_match(environ))
+    own, timestamp = _store.patch(parent, object_id, changes, _if_match(environ))
     return "200 OK", {"data": _record(object_id, timestamp, own)}, timestamp
 
 
-def delete(environ: dict[str, Any], object_id: str) -> tuple[str, Any, int | None]:
-    timestamp = _store.delete(object_id, _if_match(environ))
+def delete(environ: dict[str, Any], parent: str, object_id: str) -> tuple[str, Any, int | None]:
+    timestamp = _store.delete(parent, object_id, _if_match(environ))
     tombstone = {"id": object_id, "last_modified": timestamp, "deleted": True}
     return "200 OK", {"data": tombstone}, timestamp
 
@@ -529,14 +538,14 @@ def _token(raw: str) -> tuple[Any, int]:
         raise _Error("400 Bad Request", "bad _token") from None
 
 
-def list_records(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
+def list_records(environ: dict[str, Any], parent: str) -> tuple[str, Any, int | None]:
     params = dict(parse_qsl(environ.get("QUERY_STRING", "")))
     edible = params.get("edible", "true")
     if edible not in ("true", "false") or params.get("_sort", "-size") != "-size":
         raise _Error("400 Bad Request", "the floor serves edible=<bool>&_sort=-size only")
     limit = int(params.get("_limit", "20"))
     after = _token(params["_token"]) if "_token" in params else None
-    timestamp, rows = _store.list(edible == "true", limit + 1, after)
+    timestamp, rows = _store.list(parent, edible == "true", limit + 1, after)
     records = [_record(object_id, lm, own) for object_id, lm, own in rows[:limit]]
     body: dict[str, Any] = {"data": records}
     if len(rows) > limit:
@@ -552,17 +561,24 @@ def batch(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
     if not isinstance(requests, list) or not 0 < len(requests) <= 25:
         raise _Error("400 Bad Request", "requests: 1 to 25 creates")
     defaults = body.get("defaults") or {}
+    parents = set()
     checked: list[dict[str, Any] | _Error] = []
     for item in requests:
         sub = {**defaults, **item}
-        if sub.get("method") != "POST" or sub.get("path") not in ("/mushrooms", COLLECTION):
+        path = str(sub.get("path", ""))
+        route = _split(path if path.startswith(f"{PREFIX}/") else PREFIX + path)
+        if sub.get("method") != "POST" or route is None or route[1] is not None:
             raise _Error("400 Bad Request", "the floor batches creates only")
+        parents.add(route[0])
         try:
             checked.append(_check((sub.get("body") or {}).get("data")))
         except _Error as exc:
             checked.append(exc)
+    if len(parents) != 1:
+        raise _Error("400 Bad Request", "the floor batches creates in one collection only")
+    [parent] = parents
     valid = [own for own in checked if not isinstance(own, _Error)]
-    created = iter(_store.create_many(valid) if valid else [])
+    created = iter(_store.create_many(parent, valid) if valid else [])
     responses = []
     for own in checked:
         if isinstance(own, _Error):
@@ -572,7 +588,7 @@ def batch(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
         responses.append(
             {
                 "status": 201,
-                "path": COLLECTION,
+                "path": f"{PREFIX}{parent}/records",
                 "headers": {"ETag": f'"{timestamp}"'},
                 "body": {"data": _record(object_id, timestamp, own)},
             }
@@ -580,22 +596,59 @@ def batch(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
     return "200 OK", {"responses": responses}, None
 
 
+def _split(path: str) -> tuple[str, str | None] | None:
+    """``(parent_id, object id or None)`` of a records path; ``None`` for any other path.
+
+    ``/v1/buckets/b/collections/c/records[/<id>]``: a string split.
+    """
+    parts = path.split("/")
+    if (
+        len(parts) in (7, 8)
+        and parts[1] == PREFIX[1:]
+        and parts[2] == "buckets"
+        and parts[4] == "collections"
+        and parts[6] == "records"
+        and parts[3]
+        and parts[5]
+    ):
+        parent = f"/buckets/{parts[3]}/collections/{parts[5]}"
+        if len(parts) == 7:
+            return parent, None
+        if parts[7]:
+            return parent, parts[7]
+    return None
+
+
+def _authenticate(environ: dict[str, Any]) -> str:
+    """The user of an ``Authorization: Basic`` header (any pair is accepted); else 401."""
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() == "basic":
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            pair = base64.b64decode(encoded.strip(), validate=True).decode()
+            user, colon, _ = pair.partition(":")
+            if user and colon:
+                return user
+    raise _Error("401 Unauthorized", "Basic credentials required")
+
+
 def _route(environ: dict[str, Any]) -> tuple[str, Any, int | None]:
+    _authenticate(environ)
     method = environ["REQUEST_METHOD"]
     path = environ.get("PATH_INFO", "")
-    if path == COLLECTION:
-        if method == "POST":
-            return create(environ)
-        if method == "GET":
-            return list_records(environ)
-    elif path.startswith(COLLECTION + "/"):
-        object_id = path[len(COLLECTION) + 1 :]
-        if method == "GET":
-            return get(object_id)
-        if method == "PATCH":
-            return patch(environ, object_id)
-        if method == "DELETE":
-            return delete(environ, object_id)
+    route = _split(path)
+    if route is not None:
+        parent, object_id = route
+        if object_id is None:
+            if method == "POST":
+                return create(environ, parent)
+            if method == "GET":
+                return list_records(environ, parent)
+        elif method == "GET":
+            return get(parent, object_id)
+        elif method == "PATCH":
+            return patch(environ, parent, object_id)
+        elif method == "DELETE":
+            return delete(environ, parent, object_id)
     elif path == f"{PREFIX}/batch" and method == "POST":
         return batch(environ)
     raise _Error("404 Not Found", "no route")
@@ -627,5 +680,7 @@ def application(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if timestamp is not None:
         headers.append(("ETag", f'"{timestamp}"'))
         headers.append(("Last-Modified", email.utils.formatdate(timestamp / 1000, usegmt=True)))
+    elif status[:3] == "401":
+        headers.append(("WWW-Authenticate", 'Basic realm="floor"'))
     start_response(status, headers)
     return [payload]

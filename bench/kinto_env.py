@@ -11,7 +11,7 @@ The first form creates ``bench/.kinto-venv`` (gitignored) and installs
 :data:`GUNICORN_VERSION` (kiln's own gunicorn), from PyPI, then prints the
 versions installed. It does nothing when they are already there. The second
 also writes a Kinto ini file for that database (storage, permissions and cache
-on PostgreSQL, no authentication) and runs ``kinto migrate`` on it.
+on PostgreSQL, ``basicauth``) and runs ``kinto migrate`` on it.
 
 ``bench/resources.py --targets ...,kinto`` calls the same functions.
 
@@ -20,14 +20,18 @@ SQLAlchemy, psycopg2) are not kiln's. The ini is Kinto's own template
 (``kinto init``) trimmed to what the benchmark needs:
 
 - storage, permission and cache backends on PostgreSQL, one database;
-- no authentication policy and no plugin (no accounts, no admin UI, no
-  default bucket): requests are anonymous, as they are on kiln's bench
-  resource; the bench bucket grants ``write`` to ``system.Everyone``;
+- ``basicauth`` as the only authentication policy (any ``user:password``
+  pair is a user, ``basicauth:<HMAC of the pair>``, as in kiln) and no
+  plugin (no accounts, no admin UI, no default bucket); authenticated users
+  may create buckets, and the bench user owns the bench bucket, its
+  collection and every record (``write`` ACEs), as Kinto itself writes them;
 - ``kinto.experimental_collection_schema_validation = true``, so records
   are checked against the collection's JSON Schema (kiln validates too);
 - the connection pools sized to gunicorn's threads;
-- one JSON (mozlog) request-summary line per request at INFO, as Kinto's
-  production docs configure it (kiln logs one summary line per request too).
+- Kinto's JSON (mozlog) log lines at ``log_level``: ``INFO`` writes one
+  request-summary line per request, as Kinto's production docs configure
+  it; the benchmark uses ``WARNING`` (no summary line) unless told otherwise,
+  and configures kiln the same way.
 """
 
 from __future__ import annotations
@@ -45,12 +49,6 @@ KINTO_VERSION = "26.5.0"
 GUNICORN_VERSION = "27.0.1"
 REQUIREMENTS = (f"kinto[postgresql]=={KINTO_VERSION}", f"gunicorn=={GUNICORN_VERSION}")
 
-#: Where the bench resource lives in Kinto (kiln's ``/v1/mushrooms``).
-BUCKET = "bench"
-COLLECTION = "items"
-PARENT_ID = f"/buckets/{BUCKET}/collections/{COLLECTION}"
-RECORDS_PATH = f"/v1{PARENT_ID}/records"
-
 INI_TEMPLATE = """\
 # Kinto {kinto_version} for bench/resources.py (written by bench/kinto_env.py).
 
@@ -58,8 +56,8 @@ INI_TEMPLATE = """\
 use = egg:kinto
 kinto.includes =
 kinto.userid_hmac_secret = {secret}
-multiauth.policies =
-kinto.bucket_create_principals = system.Everyone
+multiauth.policies = basicauth
+kinto.bucket_create_principals = system.Authenticated
 kinto.experimental_collection_schema_validation = true
 kinto.batch_max_requests = 25
 
@@ -83,11 +81,11 @@ keys = console
 keys = json
 
 [logger_root]
-level = INFO
+level = {log_level}
 handlers = console
 
 [logger_kinto]
-level = INFO
+level = {log_level}
 handlers = console
 qualname = kinto
 propagate = 0
@@ -154,14 +152,24 @@ def ensure_venv(quiet: bool = False) -> dict[str, str]:
     return versions
 
 
-def write_ini(path: Path, url: str, pool_size: int = 4) -> Path:
-    """A Kinto ini for the PostgreSQL database ``url`` (storage, permissions, cache)."""
+def write_ini(
+    path: Path,
+    url: str,
+    pool_size: int = 4,
+    secret: str | None = None,
+    log_level: str = "INFO",
+) -> Path:
+    """A Kinto ini for the PostgreSQL database ``url`` (storage, permissions, cache).
+
+    ``secret`` keys ``basicauth``'s HMAC (a random one by default).
+    """
     path.write_text(
         INI_TEMPLATE.format(
             kinto_version=KINTO_VERSION,
-            secret=secrets.token_hex(16),
+            secret=secret or secrets.token_hex(32),
             url=url,
             pool_size=pool_size,
+            log_level=log_level,
         )
     )
     return path

@@ -1,59 +1,82 @@
-"""Requests/s of kiln's resource endpoints beside the bare floor (and Kinto on PostgreSQL).
+"""Requests/s of kiln's resource endpoints beside the bare floor and Kinto, in one run.
 
 ::
 
     .venv/bin/python bench/resources.py --duration 5
     .venv/bin/python bench/resources.py --only get,list --clients 8 --records 2000
     .venv/bin/python bench/resources.py --database postgresql --duration 5
-    .venv/bin/python bench/resources.py --database postgresql --targets floor,kinto
+    .venv/bin/python bench/resources.py --database postgresql --targets kiln-shareable,kinto
 
 Starts one gunicorn server per target on loopback (``-w 2 --threads 4``,
-ARCHITECTURE's setting, the same for every target):
+ARCHITECTURE's setting, the same for every target), each serving records at
+``/v1/buckets/bench/collections/items/records``:
 
-- kiln: ``kiln.wsgi:application``, ``KILN_CONFIG`` naming a temporary config
-  whose ``views`` is :mod:`bench.kiln_resources` (``/v1/mushrooms``) and
-  whose ``storage.backend`` is ``--database`` (``--kiln-config`` replaces it);
-- the floor: ``bench.floor_app:application`` (same schema, same SQL, same
-  transactions, no framework);
-- Kinto (``--database postgresql`` only): Kinto from ``bench/.kinto-venv``
-  (:mod:`bench.kinto_env` creates it), ``gunicorn --paste kinto.ini``, the
-  equivalent resource being ``/v1/buckets/bench/collections/items/records``.
+- ``floor``: ``bench.floor_app:application``, the bare floor (same schema,
+  same SQL, same transactions, no framework); it answers 401 to a request
+  without ``Authorization: Basic`` credentials and checks nothing else;
+- ``kiln``: ``kiln.wsgi:application`` with :mod:`bench.kiln_resources`, a
+  plain ``Resource`` whose ``record.read_principals``, ``write_principals``
+  and ``create_principals`` are ``["system.Authenticated"]`` (resource-level
+  principals, nothing stored per record);
+- ``kiln-shareable``: ``kiln.wsgi:application`` with
+  :mod:`bench.kiln_shareable`, ``ShareableResource`` buckets, collections
+  and records (per-record permissions, parents checked and inherited, as in
+  Kinto);
+- ``kinto`` (``--database postgresql`` only): Kinto from
+  ``bench/.kinto-venv`` (:mod:`bench.kinto_env`), ``gunicorn --paste
+  kinto.ini``, storage, permissions and cache on PostgreSQL.
+
+Every request carries the HTTP Basic credentials of one bench user, the same
+for every target; kiln and Kinto run ``basicauth`` with one fixed HMAC
+secret. The bench user owns the bench bucket and collection (kiln-shareable,
+Kinto) and holds a ``write`` ACE on every seeded record, as Kinto itself
+writes them on create.
 
 With ``--database sqlite`` each server has its own SQLite file in a
 temporary directory. With ``--database postgresql`` each has its own
-database on the ``--postgresql-url`` server: ``<name>_kiln``, ``<name>_floor``,
-``<name>_kinto`` (``<name>`` is the URL's database, ``kiln_bench`` by
-default), dropped and created afresh by this script, dropped at the end
-unless ``--keep``.
+database on the ``--postgresql-url`` server: ``<name>_floor``,
+``<name>_kiln``, ``<name>_kiln_shareable``, ``<name>_kinto`` (``<name>`` is
+the URL's database, ``kiln_bench`` by default), dropped and created afresh
+by this script, dropped at the end unless ``--keep``.
 
 Every target gets the same ``--records`` records (same ids, same data),
-written before the runs (straight into the floor's and Kinto's tables, and
-through kiln's own storage backend), then each operation runs against each
-target in turn: ``--clients`` threads with one keep-alive connection each for
-``--duration`` seconds (or ``--requests`` requests), then one client for
-``--latency-requests`` requests (p50/p99). Everything is bounded; servers
-and temporary files are removed on exit, Ctrl-C included.
+written before the runs: straight into the floor's and Kinto's tables (and
+Kinto's ACE table), and through kiln's own storage and permission backends.
+Then each operation runs against each target in turn: ``--clients`` threads
+with one keep-alive connection each for ``--duration`` seconds (or
+``--requests`` requests), then one client for ``--latency-requests``
+requests (p50/p99). Everything is bounded; servers and temporary files are
+removed on exit, Ctrl-C included.
 
-Operations: ``get`` (random record), ``list`` (``edible=true&_sort=-size&
-_limit=20``), ``create``, ``patch`` (``If-Match`` with the record's current
-ETag; each client owns its records so no 412 is expected), ``batch`` (25
-creates in one ``POST /v1/batch``), ``delete`` (each client owns its records).
-An error is any unexpected status (or a batch sub-response that is not 201)
-or a transport error.
+Operations, in the order they run: ``get`` (random record), ``list``
+(``edible=true&_sort=-size&_limit=20``), ``mixed`` (:data:`MIX`: each
+request drawn at random, 50 % get, 20 % list, 15 % create, 10 % patch, 5 %
+delete, each client reading, patching and deleting only its own records,
+those it created included; it runs before the creates so that its lists see
+the seeded collection on every target), ``create``, ``patch`` (``If-Match``
+with the record's current ETag; each client owns its records so no 412 is
+expected), ``batch`` (25 creates in one ``POST /v1/batch``), ``delete``
+(each client owns its records and stops when it has none left). An error is
+any unexpected status (or a batch sub-response that is not 201) or a
+transport error. The report lists them in issue #11's order.
 
 The client runs on the same machine: its CPU time and the servers' (master
 and workers, from ``/proc``) are reported per run, as cores used; with
-PostgreSQL, so is the CPU of every ``postgres`` process on the machine.
+PostgreSQL, so is the CPU of every ``postgres`` process on the machine; and
+after each run, the largest peak RSS (``VmHWM``) of the target's gunicorn
+workers. ``--json FILE`` writes every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
-import importlib.util
+import datetime
 import multiprocessing
 import os
+import platform
 import random
 import shutil
 import signal
@@ -65,15 +88,16 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
 import urllib3
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/resources.py` puts bench/, not the root, first
@@ -81,20 +105,39 @@ if str(ROOT) not in sys.path:  # `python bench/resources.py` puts bench/, not th
 
 from bench import floor_app, kinto_env  # noqa: E402
 
-OPERATIONS = ("get", "list", "create", "patch", "batch", "delete")
-TARGETS = ("kiln", "floor", "kinto")
+#: In the order they run: ``mixed`` before the creates, so that its lists see the
+#: seeded collection on every target (not one grown by each target's own create
+#: and batch throughput); ``delete`` last.
+OPERATIONS = ("get", "list", "mixed", "create", "patch", "batch", "delete")
+#: The order of the report's rows (issue #11's table).
+REPORT_ORDER = ("get", "list", "create", "patch", "delete", "batch", "mixed")
+TARGETS = ("floor", "kiln", "kiln-shareable", "kinto")
+#: The kiln targets and the views module each serves.
+KILN_VIEWS = {"kiln": "bench.kiln_resources", "kiln-shareable": "bench.kiln_shareable"}
+#: ``mixed``: what share of its requests (in %) each operation gets.
+MIX = (("get", 50), ("list", 20), ("create", 15), ("patch", 10), ("delete", 5))
 LIST_QUERY = "?edible=true&_sort=-size&_limit=20"
 DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/kiln_bench"
-JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 BATCH_SIZE = 25
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+RECORDS_PATH = floor_app.RECORDS_PATH
+BATCH_PATH = RECORDS_PATH.removeprefix(floor_app.PREFIX)  # a batch sub-request's path
+BUCKET_URI = f"/buckets/{floor_app.BUCKET}"
+#: The bench user, the same for every target, and its credentials.
+USER, PASSWORD = "bench", "bench-password"
+AUTH_HEADERS = {
+    "Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+}
+JSON_HEADERS = {**AUTH_HEADERS, "Content-Type": "application/json", "Accept": "application/json"}
+#: ``basicauth``'s HMAC key, for kiln and Kinto alike (so the bench user has one id).
+HMAC_SECRET = "kiln-bench-basicauth-secret-0123456789abcdef"
+
+#: kiln's config template (``--kiln-config`` replaces it); :func:`kiln_config` adds the rest.
 KILN_CONFIG = """\
 project:
   name: kiln-bench
   version: "1.0.0"
-views:
-  - bench.kiln_resources
 storage:
   backend: {backend}
   url: {url}
@@ -106,7 +149,7 @@ storage:
 
 @dataclass
 class Server:
-    """One target under gunicorn: its WSGI app, where its resource lives, what it holds."""
+    """One target under gunicorn: its WSGI app and database, what it holds."""
 
     name: str
     app: list[str]  # gunicorn's last arguments: "module:app", or "--paste", "x.ini"
@@ -115,8 +158,7 @@ class Server:
     db: Path | None = None  # its SQLite file (--database sqlite)
     url: str = ""  # its PostgreSQL database (--database postgresql)
     python: str = sys.executable
-    collection: str = "/v1/mushrooms"
-    batch_path: str = "/mushrooms"  # a batch sub-request's path (the prefix stripped)
+    config: dict[str, Any] = field(default_factory=dict)  # kiln's configuration
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     ids: list[str] = field(default_factory=list)
@@ -170,17 +212,36 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
             try:
-                pool.request("GET", f"{self.collection}/absent", timeout=2.0)
+                absent = f"{RECORDS_PATH}/{uuid.uuid4()}"
+                pool.request("GET", absent, headers=AUTH_HEADERS, timeout=2.0)
                 # Warm every worker thread (imports, connections, statement cache).
                 for _ in range(50):
-                    pool.request("GET", f"{self.collection}/absent", timeout=2.0)
+                    pool.request("GET", absent, headers=AUTH_HEADERS, timeout=2.0)
                 return
             except urllib3.exceptions.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer in {timeout:.0f}s")
 
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One request as the bench user; the decoded JSON answer (an error unless 2xx)."""
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", self.port, retries=False, timeout=30.0)
+        try:
+            response = pool.request(
+                method,
+                path,
+                body=None if body is None else orjson.dumps(body),
+                headers=JSON_HEADERS,
+            )
+        finally:
+            pool.close()
+        if not 200 <= response.status < 300:
+            raise RuntimeError(
+                f"{self.name}: {method} {path}: {response.status} {response.data[:300]!r}"
+            )
+        return orjson.loads(response.data)
+
     def pids(self) -> list[int]:
-        """The gunicorn master and its workers."""
+        """The gunicorn master, then its workers."""
         if self.process is None:
             return []
         master = self.process.pid
@@ -201,6 +262,22 @@ class Server:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLK_TCK
+
+    def worker_memory(self) -> dict[int, tuple[int, int]]:
+        """``{pid: (VmHWM, VmRSS)}`` of each gunicorn worker, in KiB."""
+        memory = {}
+        for pid in self.pids()[1:]:
+            with contextlib.suppress(OSError, ValueError):
+                status = {
+                    key: value.split()[0]
+                    for key, _, value in (
+                        line.partition(":")
+                        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    )
+                    if key in ("VmHWM", "VmRSS")
+                }
+                memory[pid] = (int(status["VmHWM"]), int(status["VmRSS"]))
+        return memory
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -227,6 +304,8 @@ def postgres_cpu_seconds() -> float:
     return total / CLK_TCK
 
 
+# -- seeding --------------------------------------------------------------------
+
 #: The seeded records: (id, data), identical for every target.
 Dataset = list[tuple[str, dict[str, Any]]]
 
@@ -235,34 +314,47 @@ def dataset(records: int, rng: random.Random) -> Dataset:
     return [
         (
             str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            {"name": f"mushroom-{i}", "size": rng.randint(1, 1000), "edible": i % 2 == 0},
+            {"name": f"item-{i}", "size": rng.randint(1, 1000), "edible": i % 2 == 0},
         )
         for i in range(records)
     ]
 
 
-def seed(server: Server, records: Dataset, kiln_config: str = "") -> None:
+def record_uri(object_id: str) -> str:
+    """A record's permission object id (its URI without the version prefix)."""
+    return f"{floor_app.PARENT_ID}/records/{object_id}"
+
+
+def seed(server: Server, records: Dataset) -> None:
     """Write ``records`` into ``server``'s database, before any request; note ids and ETags."""
     start = time.time_ns() // 1_000_000 - len(records)
-    if server.db is not None:
-        _seed_sqlite(server.db, records, start)
+    if server.name == "floor" and server.db is not None:
+        _seed_floor_sqlite(server.db, records, start)
     elif server.name == "floor":
         _seed_floor_postgresql(server.url, records, start)
     elif server.name == "kinto":
         _seed_kinto(server, records, start)
     else:
-        server.etags.update(_seed_kiln_storage(kiln_config, records))
+        owner = user_id(server)
+        shareable = server.name == "kiln-shareable"
+        server.etags.update(seed_kiln(server.config, records, owner, shareable))
         server.ids.extend(object_id for object_id, _ in records)
         return
     server.ids.extend(object_id for object_id, _ in records)
     server.etags.update((object_id, start + i) for i, (object_id, _) in enumerate(records))
 
 
-def _seed_sqlite(db: Path, records: Dataset, start: int) -> None:
-    """Straight into the SQLite file, in ``kiln.storage.sqlite``'s layout (the floor's too).
+def user_id(server: Server) -> str:
+    """The bench user's id on ``server`` (kiln or Kinto), from its hello view."""
+    return str(server.request("GET", f"{floor_app.PREFIX}/")["user"]["id"])
+
+
+def _seed_floor_sqlite(db: Path, records: Dataset, start: int) -> None:
+    """Straight into the floor's SQLite file (its server created the tables).
 
     The collection timestamp is set past the last record's.
     """
+    collection = (floor_app.RESOURCE, floor_app.PARENT_ID)
     conn = sqlite3.connect(db, timeout=30, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -270,15 +362,15 @@ def _seed_sqlite(db: Path, records: Dataset, start: int) -> None:
             "INSERT INTO records (resource_name, parent_id, id, last_modified, deleted, data)"
             " VALUES (?, ?, ?, ?, 0, ?)",
             [
-                ("mushroom", "", object_id, start + i, orjson.dumps(data).decode())
+                (*collection, object_id, start + i, orjson.dumps(data).decode())
                 for i, (object_id, data) in enumerate(records)
             ],
         )
         conn.execute(
             "INSERT INTO timestamps (resource_name, parent_id, last_modified)"
-            " VALUES ('mushroom', '', ?) ON CONFLICT (resource_name, parent_id)"
+            " VALUES (?, ?, ?) ON CONFLICT (resource_name, parent_id)"
             " DO UPDATE SET last_modified = excluded.last_modified",
-            (start + len(records),),
+            (*collection, start + len(records)),
         )
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -289,7 +381,7 @@ def _seed_sqlite(db: Path, records: Dataset, start: int) -> None:
 def _seed_floor_postgresql(url: str, records: Dataset, start: int) -> None:
     import psycopg
 
-    collection = (floor_app.RESOURCE, floor_app.PARENT)
+    collection = (floor_app.RESOURCE, floor_app.PARENT_ID)
     with psycopg.connect(url, autocommit=True) as conn:
         floor_app.create_postgresql_schema(conn)
         with conn.transaction(), conn.cursor() as cur:
@@ -310,24 +402,42 @@ def _seed_floor_postgresql(url: str, records: Dataset, start: int) -> None:
         conn.execute("VACUUM ANALYZE records")
 
 
-def _seed_kiln_storage(kiln_config: str, records: Dataset) -> dict[str, int]:
-    """Through kiln's own storage backend (whatever its layout), in one transaction."""
-    import yaml
+def seed_kiln(
+    config_mapping: Mapping[str, Any], records: Dataset, owner: str, shareable: bool
+) -> dict[str, int]:
+    """Through kiln's own storage and permission backends, in one unit of work.
 
+    ``shareable`` (:mod:`bench.kiln_shareable`): also the bench bucket and
+    collection, and ``write`` ACEs for ``owner`` on them and on every
+    record. Returns each record's ETag.
+    """
     from kiln.config import Configuration
+    from kiln.permission import load_permission
     from kiln.storage import load_storage
 
-    config = Configuration.from_mapping(yaml.safe_load(kiln_config))
+    config = Configuration.from_mapping(dict(config_mapping))
     storage = load_storage(config)
+    permission = load_permission(config) if shareable else None
     etags = {}
     try:
         storage.initialize_schema()
-        with storage.transaction():
+        with storage.transaction(), contextlib.ExitStack() as stack:
+            if permission is not None:
+                permission.initialize_schema()
+                stack.enter_context(permission.transaction())
+                storage.create("bucket", "", {"id": floor_app.BUCKET})
+                storage.create("collection", BUCKET_URI, {"id": floor_app.COLLECTION})
+                for uri in (BUCKET_URI, floor_app.PARENT_ID):
+                    permission.replace_object_permissions(uri, {"write": [owner]})
             for object_id, data in records:
-                record = storage.create("mushroom", "", {"id": object_id, **data})
-                etags[object_id] = record["last_modified"]
+                record = storage.create("record", floor_app.PARENT_ID, {"id": object_id, **data})
+                etags[object_id] = int(record["last_modified"])
+                if permission is not None:
+                    permission.replace_object_permissions(record_uri(object_id), {"write": [owner]})
     finally:
         storage.close()
+        if permission is not None:
+            permission.close()
     if config.setting("storage.backend") == "postgresql":
         # As for the floor and Kinto: planner statistics of the bulk load, which
         # autovacuum would gather a minute later.
@@ -339,36 +449,49 @@ def _seed_kiln_storage(kiln_config: str, records: Dataset) -> dict[str, int]:
 
 
 def _seed_kinto(server: Server, records: Dataset, start: int) -> None:
-    """The bench bucket and collection through Kinto's API, the records into its tables."""
+    """The bench bucket and collection through Kinto's API (as the bench user, who
+    owns them), the records and their ``write`` ACEs into its tables."""
     import psycopg
 
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", server.port, retries=False, timeout=30.0)
-    bucket = f"/v1/buckets/{kinto_env.BUCKET}"
-    for path, body in (
-        (bucket, {"permissions": {"write": ["system.Everyone"]}}),
-        (f"{bucket}/collections/{kinto_env.COLLECTION}", {"data": {"schema": floor_app.SCHEMA}}),
-    ):
-        response = pool.request("PUT", path, body=orjson.dumps(body), headers=JSON_HEADERS)
-        if response.status not in (200, 201):
-            raise RuntimeError(f"kinto: PUT {path}: {response.status} {response.data[:300]!r}")
-    pool.close()
+    server.request("PUT", f"{floor_app.PREFIX}{BUCKET_URI}", {})
+    server.request(
+        "PUT",
+        f"{floor_app.PREFIX}{floor_app.PARENT_ID}",
+        {"data": {"schema": floor_app.SCHEMA}},
+    )
+    owner = user_id(server)
     with psycopg.connect(server.url, autocommit=True) as conn:
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO objects (id, parent_id, resource_name, last_modified, data, deleted)"
                 " VALUES (%s, %s, 'record', from_epoch(%s), %s::jsonb, FALSE)",
                 [
-                    (object_id, kinto_env.PARENT_ID, start + i, orjson.dumps(data).decode())
+                    (object_id, floor_app.PARENT_ID, start + i, orjson.dumps(data).decode())
                     for i, (object_id, data) in enumerate(records)
                 ],
             )
+            # What Kinto writes when a user creates a record: the creator may write it.
+            cur.executemany(
+                "INSERT INTO access_control_entries (object_id, permission, principal)"
+                " VALUES (%s, 'write', %s)",
+                [(record_uri(object_id), owner) for object_id, _ in records],
+            )
         conn.execute("VACUUM ANALYZE objects")
+        conn.execute("VACUUM ANALYZE access_control_entries")
 
 
 # -- load ---------------------------------------------------------------------
 
-#: One request: (method, path, body, headers, expected status).
-Request = tuple[str, str, bytes | None, dict[str, str], int]
+
+class Request(NamedTuple):
+    """One request of a client, and the status that counts as a success."""
+
+    kind: str  # the operation it belongs to (one of MIX's for ``mixed``)
+    method: str
+    path: str
+    body: bytes | None
+    headers: dict[str, str]
+    expected: int
 
 
 def _new_record(rng: random.Random) -> dict[str, Any]:
@@ -377,65 +500,88 @@ def _new_record(rng: random.Random) -> dict[str, Any]:
 
 
 class Client:
-    """Makes the requests of one operation for one client, from its share of ids."""
+    """Makes the requests of one operation for one client, from its own ids.
+
+    ``ids`` are the records this client alone patches and deletes (and, in
+    ``mixed``, reads); it keeps them up to date: what it deletes leaves
+    them (and goes to ``deleted``), what it creates in ``mixed`` joins them
+    (and goes to ``created``).
+    """
 
     def __init__(
-        self,
-        op: str,
-        paths: tuple[str, str],
-        all_ids: list[str],
-        etags: dict[str, int],
-        ids: list[str],
-        seed_: int,
+        self, op: str, all_ids: list[str], etags: dict[str, int], ids: list[str], seed_: int
     ) -> None:
         self.op = op
-        self.collection, self.batch_path = paths
         self.all_ids = all_ids
         self.etags = etags
-        self.ids = ids
+        self.ids = list(ids)
         self.rng = random.Random(seed_)
-        self.next = 0
+        self.deleted: list[str] = []
+        self.created: list[str] = []
 
     def request(self) -> Request | None:
-        op, rng = self.op, self.rng
-        if op == "get":
-            object_id = self.all_ids[rng.randrange(len(self.all_ids))]
-            return "GET", f"{self.collection}/{object_id}", None, {}, 200
-        if op == "list":
-            return "GET", self.collection + LIST_QUERY, None, {}, 200
-        if op == "create":
+        """The next request; ``None`` when this client has nothing left to do."""
+        kind = self._draw() if self.op == "mixed" else self.op
+        if kind in ("patch", "delete") and not self.ids:
+            if self.op != "mixed":
+                return None  # out of records: this client stops
+            kind = "create"
+        return self._make(kind)
+
+    def _draw(self) -> str:
+        roll = self.rng.randrange(100)
+        for kind, weight in MIX:
+            if roll < weight:
+                return kind if kind != "get" or self.ids else "create"
+            roll -= weight
+        raise AssertionError("MIX adds up to 100")
+
+    def _own(self) -> str:
+        return self.ids[self.rng.randrange(len(self.ids))]
+
+    def _make(self, kind: str) -> Request:
+        rng = self.rng
+        if kind == "get":
+            ids = self.ids if self.op == "mixed" else self.all_ids
+            object_id = ids[rng.randrange(len(ids))]
+            return Request(kind, "GET", f"{RECORDS_PATH}/{object_id}", None, AUTH_HEADERS, 200)
+        if kind == "list":
+            return Request(kind, "GET", RECORDS_PATH + LIST_QUERY, None, AUTH_HEADERS, 200)
+        if kind == "create":
             body = orjson.dumps({"data": _new_record(rng)})
-            return "POST", self.collection, body, JSON_HEADERS, 201
-        if op == "batch":
+            return Request(kind, "POST", RECORDS_PATH, body, JSON_HEADERS, 201)
+        if kind == "batch":
             requests = [{"body": {"data": _new_record(rng)}} for _ in range(BATCH_SIZE)]
             body = orjson.dumps(
-                {"defaults": {"method": "POST", "path": self.batch_path}, "requests": requests}
+                {"defaults": {"method": "POST", "path": BATCH_PATH}, "requests": requests}
             )
-            return "POST", "/v1/batch", body, JSON_HEADERS, 200
-        if not self.ids:
-            return None
-        if op == "patch":
-            object_id = self.ids[self.next % len(self.ids)]
-            self.next += 1
+            return Request(kind, "POST", f"{floor_app.PREFIX}/batch", body, JSON_HEADERS, 200)
+        if kind == "patch":
+            object_id = self._own()
             body = orjson.dumps({"data": {"size": rng.randint(1001, 10**9)}})
             headers = {**JSON_HEADERS, "If-Match": f'"{self.etags[object_id]}"'}
-            return "PATCH", f"{self.collection}/{object_id}", body, headers, 200
-        if op == "delete":
-            if self.next >= len(self.ids):
-                return None  # out of records: this client stops
-            object_id = self.ids[self.next]
-            self.next += 1
-            return "DELETE", f"{self.collection}/{object_id}", None, {}, 200
-        raise ValueError(op)
+            return Request(kind, "PATCH", f"{RECORDS_PATH}/{object_id}", body, headers, 200)
+        if kind == "delete":
+            index = rng.randrange(len(self.ids))
+            self.ids[index], self.ids[-1] = self.ids[-1], self.ids[index]
+            object_id = self.ids.pop()
+            self.deleted.append(object_id)
+            return Request(kind, "DELETE", f"{RECORDS_PATH}/{object_id}", None, AUTH_HEADERS, 200)
+        raise ValueError(kind)
 
     def check(self, request: Request, response: urllib3.BaseHTTPResponse) -> bool:
-        _, path, _, _, expected = request
-        if response.status != expected:
+        """Whether ``response`` is a success; notes the ETags and ids it brings."""
+        if response.status != request.expected:
             return False
-        if self.op == "patch":
+        if request.kind == "patch":
             etag = response.headers.get("ETag", "")
-            self.etags[path.rsplit("/", 1)[1]] = int(etag.strip('"'))
-        elif self.op == "batch":
+            self.etags[request.path.rsplit("/", 1)[1]] = int(etag.strip('"'))
+        elif request.kind == "create" and self.op == "mixed":
+            record = orjson.loads(response.data)["data"]
+            self.ids.append(record["id"])
+            self.created.append(record["id"])
+            self.etags[record["id"]] = int(record["last_modified"])
+        elif request.kind == "batch":
             statuses = orjson.loads(response.data)["responses"]
             return all(sub["status"] == 201 for sub in statuses)
         return True
@@ -450,6 +596,9 @@ class Result:
     server_cores: float = 0.0
     client_cores: float = 0.0
     db_cores: float = 0.0
+    #: Largest VmHWM / VmRSS of the server's workers at the end of the run, in KiB.
+    worker_hwm_kib: int = 0
+    worker_rss_kib: int = 0
     first_error: str = ""
     error_kinds: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -462,6 +611,25 @@ class Result:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+    def as_dict(self, latencies: bool = False) -> dict[str, Any]:
+        figures: dict[str, Any] = {
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "req_per_s": round(self.rate, 2),
+            "server_cores": round(self.server_cores, 3),
+            "client_cores": round(self.client_cores, 3),
+            "postgres_cores": round(self.db_cores, 3),
+            "worker_peak_rss_mib": round(self.worker_hwm_kib / 1024, 1),
+            "worker_rss_mib": round(self.worker_rss_kib / 1024, 1),
+            "error_kinds": dict(self.error_kinds.most_common()),
+            "first_error": self.first_error,
+        }
+        if latencies and self.latencies:
+            figures.update((f"p{p}_ms", round(self.percentile(p), 3)) for p in (50, 90, 99))
+            figures["mean_ms"] = round(sum(self.latencies) / len(self.latencies) * 1000, 3)
+        return figures
 
 
 def _worker(
@@ -491,19 +659,25 @@ def _worker(
         request = client.request()
         if request is None:
             break
-        method, path, body, headers, _ = request
         began = clock()
         try:
-            response = pool.urlopen(method, path, body=body, headers=headers, retries=False)
+            response = pool.urlopen(
+                request.method,
+                request.path,
+                body=request.body,
+                headers=request.headers,
+                retries=False,
+            )
             ok = client.check(request, response)
             if not ok:
                 kinds[_error_kind(request, response)] += 1
                 if not first_error:
-                    first_error = f"{method} {path}: {_error_detail(request, response)}"
+                    detail = _error_detail(request, response)
+                    first_error = f"{request.method} {request.path}: {detail}"
         except Exception as exc:  # a transport error counts as an error
             ok = False
             kinds[type(exc).__name__] += 1
-            first_error = first_error or f"{method} {path}: {exc!r}"
+            first_error = first_error or f"{request.method} {request.path}: {exc!r}"
         if keep_latencies:
             latencies.append(clock() - began)
         done += 1
@@ -519,7 +693,7 @@ def _worker(
 
 def _error_detail(request: Request, response: urllib3.BaseHTTPResponse) -> str:
     """The status and body; for a batch answered 200, its first failed sub-response."""
-    if response.status == request[4]:
+    if response.status == request.expected:
         with contextlib.suppress(Exception):
             for sub in orjson.loads(response.data)["responses"]:
                 if sub["status"] != 201:
@@ -528,9 +702,9 @@ def _error_detail(request: Request, response: urllib3.BaseHTTPResponse) -> str:
 
 
 def _error_kind(request: Request, response: urllib3.BaseHTTPResponse) -> str:
-    """``"503"``, or for a batch answered 200, its failed sub-responses' statuses."""
-    if response.status != request[4]:
-        return str(response.status)
+    """``"create 503"``, or for a batch answered 200, its failed sub-responses' statuses."""
+    if response.status != request.expected:
+        return f"{request.kind} {response.status}"
     with contextlib.suppress(Exception):
         subs = orjson.loads(response.data)["responses"]
         failed = sorted({str(sub["status"]) for sub in subs if sub["status"] != 201})
@@ -538,9 +712,17 @@ def _error_kind(request: Request, response: urllib3.BaseHTTPResponse) -> str:
     return "unexpected body"
 
 
+class Outcome(NamedTuple):
+    """What one client process brings back: its figures and its clients' records."""
+
+    result: Result
+    etags: dict[str, int]
+    deleted: list[str]
+    created: list[str]
+
+
 def _run_threads(
     op: str,
-    paths: tuple[str, str],
     port: int,
     all_ids: list[str],
     etags: dict[str, int],
@@ -550,29 +732,23 @@ def _run_threads(
     duration: float,
     max_requests: int | None,
     keep_latencies: bool,
-) -> tuple[Result, dict[str, int]]:
-    """One client process: a thread per share; returns its result and updated ETags."""
+) -> Outcome:
+    """One client process: a thread per share."""
     result = Result()
     lock = threading.Lock()
     barrier = threading.Barrier(len(shares) + 1)
     budget = iter(range(max_requests)) if max_requests else iter(int, 1)  # endless
     deadline = [float("inf")]
+    clients = [
+        Client(op, all_ids, etags, ids, seed_) for ids, seed_ in zip(shares, seeds, strict=True)
+    ]
     threads = [
         threading.Thread(
             target=_worker,
-            args=(
-                Client(op, paths, all_ids, etags, ids, seed_),
-                port,
-                barrier,
-                deadline,
-                budget,
-                result,
-                lock,
-                keep_latencies,
-            ),
+            args=(client, port, barrier, deadline, budget, result, lock, keep_latencies),
             daemon=True,
         )
-        for ids, seed_ in zip(shares, seeds, strict=True)
+        for client in clients
     ]
     for thread in threads:
         thread.start()
@@ -585,8 +761,13 @@ def _run_threads(
         thread.join(duration + 60)
     result.seconds = time.perf_counter() - began
     result.client_cores = (time.process_time() - cpu) / result.seconds
-    mine = {i: etags[i] for ids in shares for i in ids if i in etags}
-    return result, mine
+    mine = {i: etags[i] for client in clients for i in client.ids if i in etags}
+    return Outcome(
+        result,
+        mine,
+        [i for client in clients for i in client.deleted],
+        [i for client in clients for i in client.created],
+    )
 
 
 def run_load(
@@ -603,13 +784,13 @@ def run_load(
     procs = max(1, min(procs, clients))
     groups = [list(range(clients))[i::procs] for i in range(procs)]
     start_at = time.time() + (0.5 if procs > 1 else 0.05)
+    tracks_etags = op in ("patch", "mixed")
     jobs = [
         (
             op,
-            (server.collection, server.batch_path),
             server.port,
             server.ids,
-            {i: server.etags[i] for g in group for i in shares[g]} if op == "patch" else {},
+            {i: server.etags[i] for g in group for i in shares[g]} if tracks_etags else {},
             [shares[g] for g in group],
             group,
             start_at,
@@ -631,8 +812,11 @@ def run_load(
     # Server CPU over the whole window (process start-up included: a small overestimate).
     server_seconds = server.cpu_seconds() - cpu_server
     db_seconds = postgres_cpu_seconds() - cpu_db if server.url else 0.0
+    memory = server.worker_memory().values()
     total = Result()
-    for result, etags in outcomes:
+    deleted: set[str] = set()
+    for outcome in outcomes:
+        result = outcome.result
         total.requests += result.requests
         total.errors += result.errors
         total.latencies.extend(result.latencies)
@@ -640,10 +824,16 @@ def run_load(
         total.error_kinds.update(result.error_kinds)
         total.seconds = max(total.seconds, result.seconds)
         total.client_cores += result.client_cores
-        server.etags.update(etags)
+        server.etags.update(outcome.etags)
+        deleted.update(outcome.deleted)
+        server.ids.extend(outcome.created)
+    if deleted:
+        server.ids[:] = [i for i in server.ids if i not in deleted]
     window = max(total.seconds, time.perf_counter() - began - 0.5)
     total.server_cores = server_seconds / window
     total.db_cores = db_seconds / window
+    total.worker_hwm_kib = max((hwm for hwm, _ in memory), default=0)
+    total.worker_rss_kib = max((rss for _, rss in memory), default=0)
     return total
 
 
@@ -654,8 +844,9 @@ def share(ids: list[str], parts: int) -> list[list[str]]:
 def bench_op(server: Server, op: str, args: argparse.Namespace) -> tuple[Result, Result]:
     """The load run, then the single-client latency run, of ``op`` on ``server``."""
     ids = list(server.ids)
-    reserved = ids[-args.latency_requests :] if op in ("patch", "delete") else []
-    pool = ids[: -args.latency_requests] if reserved else ids
+    owned = op in ("patch", "delete", "mixed")  # each client has records of its own
+    reserved = ids[-args.latency_requests :] if owned else []
+    pool = ids[: -args.latency_requests] if owned else ids
     load = run_load(
         server,
         op,
@@ -675,26 +866,36 @@ def bench_op(server: Server, op: str, args: argparse.Namespace) -> tuple[Result,
         procs=1,
         keep_latencies=True,
     )
-    if op == "delete":
-        server.ids[:] = []  # what is left is not worth tracking
     return load, latency
 
 
 # -- report -------------------------------------------------------------------
 
+#: The ratio columns, shown when both of their targets ran.
+RATIOS = (("kiln", "floor"), ("kiln-shareable", "kinto"))
+LABELS = {"floor": "floor", "kiln": "kiln", "kiln-shareable": "kiln-shareable", "kinto": "Kinto"}
 
-def _ratio(results: dict[str, tuple[Result, Result]], a: str, b: str) -> str:
-    rate_a, rate_b = results[a][0].rate, results[b][0].rate
-    return f"{rate_a / rate_b:.2f}x" if rate_b else "n/a"
-
-
-#: The ratio columns shown when both of their targets ran.
-RATIOS = (("kiln", "floor"), ("kiln", "kinto"), ("kinto", "floor"))
-LABELS = {"kiln": "kiln", "floor": "floor", "kinto": "Kinto"}
+#: One operation's figures: ``{target: (load run, latency run)}``.
+Row = dict[str, tuple[Result, Result]]
 
 
-def report(rows: list[tuple[str, dict[str, tuple[Result, Result]]]], targets: list[str]) -> str:
-    """A Markdown table: per operation, each target's req/s, the ratios, errors, latency, CPU."""
+def _ratio(results: Row, a: str, b: str) -> float | None:
+    """``a``'s throughput over ``b``'s; ``None`` unless both ran (and ``b`` did something)."""
+    if a not in results or b not in results or not results[b][0].rate:
+        return None
+    return results[a][0].rate / results[b][0].rate
+
+
+def _operation_label(op: str) -> str:
+    if op == "batch":
+        return f"batch ({BATCH_SIZE} creates)"
+    if op == "mixed":
+        return "mixed (" + "/".join(str(weight) for _, weight in MIX) + ")"
+    return op
+
+
+def report(rows: list[tuple[str, Row]], targets: list[str], postgresql: bool) -> str:
+    """Two Markdown tables: throughput and errors; latency, CPU and memory."""
     names = [LABELS[t] for t in targets]
     slash = "/".join(names)
     ratios = [(a, b) for a, b in RATIOS if a in targets and b in targets]
@@ -702,25 +903,60 @@ def report(rows: list[tuple[str, dict[str, tuple[Result, Result]]]], targets: li
         "| operation | "
         + " | ".join(f"{name} req/s" for name in names)
         + "".join(f" | {LABELS[a]}/{LABELS[b]}" for a, b in ratios)
-        + f" | errors {slash} | p50 ms {slash} | p99 ms {slash} | "
-        + " | ".join(f"CPU cores {name} srv+cli" for name in names)
-        + " |"
+        + f" | errors {slash} |"
     )
-    columns = 1 + len(names) + len(ratios) + 3 + len(names)
-    lines = [header, "|" + "---|" * columns]
+    lines = [header, "|" + "---|" * (2 + len(names) + len(ratios))]
     for op, results in rows:
-        name = f"batch ({BATCH_SIZE} creates)" if op == "batch" else op
-        cells = [name]
+        cells = [_operation_label(op)]
         cells += [f"{results[t][0].rate:,.0f}" for t in targets]
-        cells += [_ratio(results, a, b) for a, b in ratios]
+        for a, b in ratios:
+            ratio = _ratio(results, a, b)
+            cells.append("n/a" if ratio is None else f"{ratio:.2f}x")
         cells.append("/".join(str(results[t][0].errors + results[t][1].errors) for t in targets))
+        lines.append("| " + " | ".join(cells) + " |")
+    columns = ["p50 ms", "p99 ms", "server CPU cores", "client CPU cores"]
+    if postgresql:
+        columns.append("PostgreSQL CPU cores")
+    columns.append("worker peak RSS MiB")
+    lines += ["", f"| operation | {' | '.join(f'{c} {slash}' for c in columns)} |"]
+    lines.append("|" + "---|" * (1 + len(columns)))
+    for op, results in rows:
+        cells = [_operation_label(op)]
         cells.append(" / ".join(f"{results[t][1].percentile(50):.2f}" for t in targets))
         cells.append(" / ".join(f"{results[t][1].percentile(99):.2f}" for t in targets))
-        cells += [
-            f"{results[t][0].server_cores:.2f} + {results[t][0].client_cores:.2f}" for t in targets
-        ]
+        cells.append(" / ".join(f"{results[t][0].server_cores:.2f}" for t in targets))
+        cells.append(" / ".join(f"{results[t][0].client_cores:.2f}" for t in targets))
+        if postgresql:
+            cells.append(" / ".join(f"{results[t][0].db_cores:.2f}" for t in targets))
+        cells.append(
+            " / ".join(
+                f"{max(results[t][0].worker_hwm_kib, results[t][1].worker_hwm_kib) / 1024:.0f}"
+                for t in targets
+            )
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figures(
+    rows: list[tuple[str, Row]], targets: list[str], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Every figure of the run, for ``--json``."""
+    operations = {}
+    for op, results in rows:
+        entry: dict[str, Any] = {
+            target: {
+                "load": results[target][0].as_dict(),
+                "latency": results[target][1].as_dict(latencies=True),
+            }
+            for target in targets
+        }
+        ratios = {f"{a}/{b}": _ratio(results, a, b) for a, b in RATIOS}
+        entry["ratios"] = {
+            name: round(ratio, 3) for name, ratio in ratios.items() if ratio is not None
+        }
+        operations[op] = entry
+    return {**meta, "targets": targets, "operations": operations}
 
 
 # -- setup ----------------------------------------------------------------------
@@ -767,40 +1003,61 @@ def describe_postgresql(url: str) -> str:
     return "PostgreSQL " + ", ".join(settings).removeprefix("server_version ")
 
 
-def _fill(template: str, backend: str, url: str) -> str:
-    """kiln's config: ``{backend}`` and ``{url}`` replaced (other braces left alone)."""
-    return template.replace("{backend}", backend).replace("{url}", url)
+def kiln_config(
+    template: str, target: str, backend: str, url: str, log_level: str = "WARNING"
+) -> dict[str, Any]:
+    """kiln's configuration for ``target``: the template (``{backend}`` and ``{url}``
+    filled in) with what the benchmark needs set over it: ``views``, ``basicauth``
+    with :data:`HMAC_SECRET`, logging at ``log_level``, and for ``kiln`` the
+    resource-level principals."""
+    text = template.replace("{backend}", backend).replace("{url}", url)
+    settings: dict[str, Any] = {
+        "views": [KILN_VIEWS[target]],
+        "auth": {"policies": ["basicauth"], "userid_hmac_secret": HMAC_SECRET},
+        "logging": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "kiln.logging.JSONFormatter"}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stderr",
+                    "formatter": "json",
+                }
+            },
+            "root": {"level": log_level, "handlers": ["stderr"]},
+            "loggers": {"request.summary": {"level": log_level}},
+        },
+    }
+    if target == "kiln":
+        settings["record"] = {
+            f"{permission}_principals": ["system.Authenticated"]
+            for permission in ("read", "write", "create")
+        }
+    from kiln.config import deep_merge
+
+    return deep_merge(yaml.safe_load(text) or {}, settings)
 
 
-def build_servers(args: argparse.Namespace, tmp: Path) -> tuple[list[Server], str]:
-    """The servers of ``args.targets`` (databases created); kiln's config text."""
+def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
+    """The servers of ``args.targets`` (databases created, configs written)."""
     template = args.kiln_config.read_text() if args.kiln_config else KILN_CONFIG
     servers = []
-    kiln_config = ""
     for target in args.targets:
         log = tmp / f"{target}.log"
-        if args.database == "sqlite":
-            db = tmp / f"{target}.sqlite"
-            if target == "kiln":
-                kiln_config = _fill(template, "sqlite", str(db))
-                (tmp / "kiln.yaml").write_text(kiln_config)
-                env = {"KILN_CONFIG": str(tmp / "kiln.yaml")}
-                servers.append(Server("kiln", ["kiln.wsgi:application"], env, log, db=db))
-            else:
-                env = {"FLOOR_DB": str(db)}
-                servers.append(Server("floor", ["bench.floor_app:application"], env, log, db=db))
-            continue
-        url = recreate_database(args.postgresql_url, target)
-        if target == "kiln":
-            kiln_config = _fill(template, "postgresql", url)
-            (tmp / "kiln.yaml").write_text(kiln_config)
-            env = {"KILN_CONFIG": str(tmp / "kiln.yaml")}
-            servers.append(Server("kiln", ["kiln.wsgi:application"], env, log, url=url))
-        elif target == "floor":
-            env = {"FLOOR_POSTGRESQL_URL": url}
-            servers.append(Server("floor", ["bench.floor_app:application"], env, log, url=url))
-        else:
-            ini = kinto_env.write_ini(tmp / "kinto.ini", url, pool_size=args.threads)
+        db = tmp / f"{target}.sqlite" if args.database == "sqlite" else None
+        url = "" if db else recreate_database(args.postgresql_url, target.replace("-", "_"))
+        if target == "floor":
+            env = {"FLOOR_DB": str(db)} if db else {"FLOOR_POSTGRESQL_URL": url}
+            servers.append(Server("floor", ["bench.floor_app:application"], env, log, db, url))
+        elif target == "kinto":
+            ini = kinto_env.write_ini(
+                tmp / "kinto.ini",
+                url,
+                pool_size=args.threads,
+                secret=HMAC_SECRET,
+                log_level=args.log_level,
+            )
             kinto_env.migrate(ini)
             servers.append(
                 Server(
@@ -810,32 +1067,29 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> tuple[list[Server], st
                     log,
                     url=url,
                     python=str(kinto_env.python()),
-                    collection=kinto_env.RECORDS_PATH,
-                    batch_path=kinto_env.RECORDS_PATH.removeprefix("/v1"),
                 )
             )
-    return servers, kiln_config
+        else:
+            config = kiln_config(
+                template, target, args.database, str(db) if db else url, args.log_level
+            )
+            path = tmp / f"{target}.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            env = {"KILN_CONFIG": str(path)}
+            servers.append(
+                Server(target, ["kiln.wsgi:application"], env, log, db, url, config=config)
+            )
+    return servers
 
 
 def check_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """Notes for the header line; exits with a sentence when a target cannot run."""
     notes = []
-    if args.database == "sqlite" and "kinto" in args.targets:
-        parser.error("Kinto has no SQLite backend: use --database postgresql, or drop kinto")
     if args.database == "postgresql":
         try:
             import psycopg  # noqa: F401
         except ImportError:
             parser.error("--database postgresql needs psycopg: pip install -e '.[postgresql]'")
-        if (
-            "kiln" in args.targets
-            and not args.kiln_config
-            and importlib.util.find_spec("kiln.storage.postgresql") is None
-        ):
-            parser.error(
-                "kiln has no PostgreSQL storage backend yet (kiln.storage.postgresql): "
-                "run --targets floor,kinto, or give --kiln-config"
-            )
         try:
             notes.append(describe_postgresql(_admin_url(args.postgresql_url)))
         except Exception as exc:
@@ -846,11 +1100,32 @@ def check_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return notes
 
 
-def main(argv: list[str] | None = None) -> int:
+def _git_revision() -> str:
+    """The commit benchmarked, ``+dirty`` when the work tree has changes."""
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *arguments],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads")
-    parser.add_argument("--records", type=int, default=10_000, help="records seeded")
+    parser.add_argument("--records", type=int, default=5_000, help="records seeded per target")
     parser.add_argument(
         "--requests", type=int, default=None, help="stop a load run after this many requests"
     )
@@ -870,21 +1145,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgresql-url",
         default=DEFAULT_POSTGRESQL_URL,
-        help="server and base name of the databases <name>_kiln, <name>_floor, <name>_kinto "
-        f"(dropped and created by this script; default {DEFAULT_POSTGRESQL_URL})",
+        help="server and base name of the databases <name>_floor, <name>_kiln, "
+        "<name>_kiln_shareable, <name>_kinto (dropped and created by this script; "
+        f"default {DEFAULT_POSTGRESQL_URL})",
     )
     parser.add_argument(
         "--targets",
         default="",
-        help="comma-separated among kiln,floor,kinto (default: kiln,floor on SQLite, "
-        "all three on PostgreSQL)",
+        help=f"comma-separated among {','.join(TARGETS)} (default: all; Kinto is skipped "
+        "on SQLite)",
     )
     parser.add_argument(
         "--kiln-config",
         type=Path,
-        help="kiln's YAML config template ({backend} and {url} are filled in); "
-        "it must list bench.kiln_resources in views",
+        help="kiln's YAML config template ({backend} and {url} are filled in); the "
+        "benchmark sets views, auth, logging and the record resource's principals over it",
     )
+    parser.add_argument(
+        "--log-level",
+        choices=("WARNING", "INFO"),
+        default="WARNING",
+        help="kiln's and Kinto's log level; INFO writes their request-summary lines "
+        "(default WARNING)",
+    )
+    parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory and the databases"
     )
@@ -893,37 +1177,80 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(ops) - set(OPERATIONS)
     if unknown:
         parser.error(f"unknown operations {sorted(unknown)}; choose among {OPERATIONS}")
-    ops = [op for op in OPERATIONS if op in ops]  # the order matters: delete is last
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets:
-        targets = list(TARGETS) if args.database == "postgresql" else ["kiln", "floor"]
+    args.ops = [op for op in OPERATIONS if op in ops]  # the order matters: delete is last
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(TARGETS)
     if set(targets) - set(TARGETS):
         parser.error(f"unknown targets {sorted(set(targets) - set(TARGETS))}; among {TARGETS}")
+    args.skipped = []
+    if args.database == "sqlite" and "kinto" in targets:
+        targets.remove("kinto")
+        args.skipped.append("Kinto (no SQLite backend)")
+        if not targets:
+            parser.error("Kinto has no SQLite backend: use --database postgresql")
     args.targets = [t for t in TARGETS if t in targets]
     if args.records < args.clients + args.latency_requests:
         parser.error("--records must cover --clients + --latency-requests")
-    notes = check_targets(parser, args)
+    args.notes = check_targets(parser, args)
+    return args
 
+
+def describe(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings and machine, for the header line and the JSON file."""
+    import kiln
+
+    database = (
+        f"SQLite {sqlite3.sqlite_version}" if args.database == "sqlite" else "; ".join(args.notes)
+    )
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "revision": _git_revision(),
+        "kiln_version": kiln.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "nproc": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "database": database,
+        "clients": args.clients,
+        "client_procs": args.client_procs,
+        "duration": args.duration,
+        "records": args.records,
+        "latency_requests": args.latency_requests,
+        "workers": args.workers,
+        "threads": args.threads,
+        "log_level": args.log_level,
+        "mix": dict(MIX),
+        "skipped": args.skipped,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    meta = describe(args)
     tmp = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     servers: list[Server] = []
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        servers, kiln_config = build_servers(args, tmp)
+        servers = build_servers(args, tmp)
         records = dataset(args.records, random.Random(42))
         for server in servers:
+            began = time.perf_counter()
             server.start(args.workers, args.threads)
-            seed(server, records, kiln_config)
-        database = (
-            f"SQLite {sqlite3.sqlite_version}" if args.database == "sqlite" else "; ".join(notes)
-        )
+            seed(server, records)
+            print(
+                f"  {server.name}: started and seeded in {time.perf_counter() - began:.1f}s",
+                flush=True,
+            )
+        skipped = "".join(f"; skipped: {what}" for what in args.skipped)
         print(
             f"# {args.clients} clients, {args.duration:g}s per run, {args.records:,} records, "
-            f"gunicorn -w {args.workers} --threads {args.threads}, nproc {os.cpu_count()}, "
-            f"Python {sys.version.split()[0]}, {database}",
+            f"gunicorn -w {args.workers} --threads {args.threads}, nproc {meta['nproc']}, "
+            f"load {meta['load_average'][0]:.1f}, Python {meta['python']}, "
+            f"kiln {meta['kiln_version']} at {meta['revision']}, {meta['database']}{skipped}",
             flush=True,
         )
         rows = []
-        for op in ops:
+        for op in args.ops:
             results = {}
             for server in servers:
                 results[server.name] = bench_op(server, op, args)
@@ -931,10 +1258,11 @@ def main(argv: list[str] | None = None) -> int:
                 kinds = load.error_kinds + single.error_kinds
                 db = f" db {load.db_cores:.2f}" if server.url else ""
                 print(
-                    f"  {op:7} {server.name:6} {load.rate:9,.1f} req/s  {load.requests:7} req  "
+                    f"  {op:6} {server.name:14} {load.rate:9,.1f} req/s  {load.requests:7} req  "
                     f"{load.errors + single.errors} errors  p50 {single.percentile(50):.2f} ms  "
                     f"p99 {single.percentile(99):.2f} ms  "
-                    f"cores srv {load.server_cores:.2f} cli {load.client_cores:.2f}{db}",
+                    f"cores srv {load.server_cores:.2f} cli {load.client_cores:.2f}{db}  "
+                    f"rss {max(load.worker_hwm_kib, single.worker_hwm_kib) / 1024:.0f} MiB",
                     flush=True,
                 )
                 if kinds:
@@ -942,8 +1270,14 @@ def main(argv: list[str] | None = None) -> int:
                 if load.first_error or single.first_error:
                     print(f"    first error: {load.first_error or single.first_error}")
             rows.append((op, results))
+        rows.sort(key=lambda row: REPORT_ORDER.index(row[0]))
         print()
-        print(report(rows, args.targets))
+        print(report(rows, args.targets, args.database == "postgresql"))
+        if args.json:
+            args.json.write_bytes(
+                orjson.dumps(figures(rows, args.targets, meta), option=orjson.OPT_INDENT_2)
+            )
+            print(f"\nwrote {args.json}")
     finally:
         for server in servers:
             server.stop()
