@@ -353,7 +353,10 @@ class StorageBase(abc.ABC):
         :meth:`transaction`; backends override it to send them at once.
 
         :raises WriteConflict: a write found the record other than expected,
-            or a unique value held; nothing of this call is applied.
+            or a unique value held; nothing of this call is applied. Inside a
+            :meth:`transaction`, the unit of work read something that changed
+            since: roll it back (and run it again); a backend may refuse any
+            further statement in it.
         """
         check_writes(writes)
         timestamps = []
@@ -577,16 +580,24 @@ class AppliedWrites(StorageBase):
     """:meth:`create`, :meth:`update`, :meth:`delete` and :meth:`delete_all`
     made with :meth:`apply`, for backends whose one write primitive it is.
 
-    Each is one :meth:`apply` when nothing stands in its way; a conflict is
-    then explained by reading the record (``UnicityError``,
-    ``PreconditionFailed``), or the write tried again when the record
-    changed between the read and the write (:data:`WRITE_ATTEMPTS` times,
-    then :class:`~kiln.exceptions.TransientBackendError`).
+    Each reads what it checks (the record, the holders of unique values),
+    raises the contract's errors from that, then makes one :meth:`apply` that
+    expects what it read. A conflict there means another writer came between
+    the read and the write: the write is tried again
+    (:data:`WRITE_ATTEMPTS` times at most), or, when the backend's
+    transaction cannot go on after a conflict (:meth:`_conflict_ends_unit`),
+    :class:`~kiln.exceptions.TransientBackendError` asks for the whole unit
+    of work to run again.
     """
 
     @abc.abstractmethod
     def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
         """See :meth:`StorageBase.apply`."""
+
+    def _conflict_ends_unit(self) -> bool:
+        """Whether a :class:`WriteConflict` now leaves the current transaction
+        unusable (the caller must roll it back). The default: no."""
+        return False
 
     def _live(self, resource_name: str, parent_id: str, object_id: str) -> Record | None:
         try:
@@ -613,8 +624,22 @@ class AppliedWrites(StorageBase):
                 return UnicityError(name, holders[0])
         return None
 
-    def _kept_changing(self) -> TransientBackendError:
-        return TransientBackendError("The record kept changing while it was written.")
+    def _apply_single(self, write: Write) -> int | None:
+        """``apply([write])``: its timestamp, or ``None`` after a conflict to try again.
+
+        :raises TransientBackendError: the conflict ended the unit of work.
+        """
+        try:
+            (timestamp,) = self.apply([write])
+        except WriteConflict:
+            if self._conflict_ends_unit():
+                raise self._kept_changing() from None
+            return None
+        return timestamp
+
+    @staticmethod
+    def _kept_changing() -> TransientBackendError:
+        return TransientBackendError("The record changed while it was written; run it again.")
 
     @staticmethod
     def _stored(object_id: str, record: Record, timestamp: int) -> Record:
@@ -643,17 +668,16 @@ class AppliedWrites(StorageBase):
             _forced(record.get("last_modified")),
         )
         for _ in range(WRITE_ATTEMPTS):
-            try:
-                (timestamp,) = self.apply([write])
-            except WriteConflict:
+            if "id" in record:  # a generated id is new: nothing to read
                 existing = self._live(resource_name, parent_id, object_id)
                 if existing is not None:
-                    raise UnicityError("id", existing) from None
-                held = self._held(write)
-                if held is not None:
-                    raise held from None
-                continue  # what stood in the way went away meanwhile
-            return self._stored(object_id, record, timestamp)
+                    raise UnicityError("id", existing)
+            held = self._held(write) if unique_fields else None
+            if held is not None:
+                raise held
+            timestamp = self._apply_single(write)
+            if timestamp is not None:
+                return self._stored(object_id, record, timestamp)
         raise self._kept_changing()
 
     def update(
@@ -668,26 +692,19 @@ class AppliedWrites(StorageBase):
     ) -> Record:
         forced = _forced(record.get("last_modified"))
         for _ in range(WRITE_ATTEMPTS):
-            if if_match is None:
-                current = self._live(resource_name, parent_id, object_id)
-                expected = ABSENT if current is None else int(current["last_modified"])
-            else:
-                expected = if_match
+            current = self._live(resource_name, parent_id, object_id)
+            if if_match is not None and (current is None or current["last_modified"] != if_match):
+                raise PreconditionFailed(current)
+            expected = ABSENT if current is None else int(current["last_modified"])
             write = Write(
                 resource_name, parent_id, object_id, record, expected, tuple(unique_fields), forced
             )
-            try:
-                (timestamp,) = self.apply([write])
-            except WriteConflict:
-                held = self._held(write)
-                if held is not None:
-                    raise held from None
-                if if_match is not None:
-                    current = self._live(resource_name, parent_id, object_id)
-                    if current is None or current["last_modified"] != if_match:
-                        raise PreconditionFailed(current) from None
-                continue
-            return self._stored(object_id, record, timestamp)
+            held = self._held(write) if unique_fields else None
+            if held is not None:
+                raise held
+            timestamp = self._apply_single(write)
+            if timestamp is not None:
+                return self._stored(object_id, record, timestamp)
         raise self._kept_changing()
 
     def delete(
@@ -700,24 +717,18 @@ class AppliedWrites(StorageBase):
         last_modified: int | None = None,
     ) -> Record:
         for _ in range(WRITE_ATTEMPTS):
-            if if_match is None:
-                current = self._live(resource_name, parent_id, object_id)
-                if current is None:
-                    raise RecordNotFoundError(object_id)
-                expected = int(current["last_modified"])
-            else:
-                expected = if_match
-            try:
-                (timestamp,) = self.apply(
-                    [Write(resource_name, parent_id, object_id, None, expected, (), last_modified)]
-                )
-            except WriteConflict:
+            current = self._live(resource_name, parent_id, object_id)
+            if current is None:
                 if if_match is not None:
-                    current = self._live(resource_name, parent_id, object_id)
-                    if current is None or current["last_modified"] != if_match:
-                        raise PreconditionFailed(current) from None
-                continue
-            return {"id": object_id, "last_modified": timestamp, "deleted": True}
+                    raise PreconditionFailed(None)
+                raise RecordNotFoundError(object_id)
+            if if_match is not None and current["last_modified"] != if_match:
+                raise PreconditionFailed(current)
+            expected = int(current["last_modified"])
+            write = Write(resource_name, parent_id, object_id, None, expected, (), last_modified)
+            timestamp = self._apply_single(write)
+            if timestamp is not None:
+                return {"id": object_id, "last_modified": timestamp, "deleted": True}
         raise self._kept_changing()
 
     def delete_all(
@@ -742,6 +753,8 @@ class AppliedWrites(StorageBase):
             try:
                 timestamps = self.apply(writes)
             except WriteConflict:
+                if self._conflict_ends_unit():
+                    raise self._kept_changing() from None
                 continue
             return [
                 {"id": record["id"], "last_modified": timestamp, "deleted": True}

@@ -196,8 +196,6 @@ _LOCK = (
 )
 #: SQLSTATE of kiln_expect's error (migration 0002).
 WRITE_CONFLICT = "KL409"
-_SAVEPOINT_NAME = "kiln_apply"
-_SAVEPOINT = f"SAVEPOINT {_SAVEPOINT_NAME}"
 
 
 def list_query(
@@ -344,12 +342,6 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
         import psycopg
 
         db = self.database
-        # Inside a unit of work that goes on afterwards, a conflict must undo
-        # this call only: its writes come after a savepoint.
-        undo = db.in_unit_of_work() and not commit
-        if undo:
-            statements.insert(0, (_SAVEPOINT, {}))
-            positions = [position + 1 for position in positions]
         with db.transaction() as conn:
             try:
                 if commit:
@@ -359,8 +351,6 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
                     cursors = db.pipeline(conn, *statements)
             except psycopg.Error as exc:
                 if exc.sqlstate == WRITE_CONFLICT:
-                    if undo:
-                        db.execute(conn, f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
                     raise WriteConflict(int(exc.diag.message_detail or 0)) from exc
                 if isinstance(exc, psycopg.errors.UntranslatableCharacter):
                     raise BackendError(
@@ -375,6 +365,10 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
                 assert row is not None
                 timestamps[index] = int(row[1])
         return timestamps
+
+    def _conflict_ends_unit(self) -> bool:
+        # kiln_expect aborted the transaction: a unit of work around it cannot go on.
+        return self.database.in_unit_of_work()
 
     @staticmethod
     def _refuse_unstorable() -> None:
