@@ -200,6 +200,26 @@ def test_a_child_create_permission_on_a_parent_lets_its_holder_create_below(tmp_
     assert client.get(nested, headers=basic("dave")).json["data"] == [created.json["data"]]
 
 
+def test_a_batch_sees_a_permission_an_earlier_sub_request_granted(tmp_path):
+    client = build(tmp_path, bucket={"create_principals": ["system.Authenticated"]}).test_client()
+    dave = user_id(client, "dave")
+    client.put("/v1/buckets/b1", json={}, headers=basic("a"))
+    create = {
+        "method": "POST",
+        "path": "/buckets/b1/collections",
+        "body": {},
+        "headers": basic("dave"),
+    }
+    grant = {
+        "method": "PATCH",
+        "path": "/buckets/b1",
+        "body": {"permissions": {"collection:create": [dave]}},
+        "headers": basic("a"),
+    }
+    response = client.post("/v1/batch", json={"requests": [create, grant, create]})
+    assert [r["status"] for r in response.json["responses"]] == [403, 200, 201]
+
+
 def test_a_put_that_loses_a_create_race_needs_write_and_rolls_back_without_it(tmp_path):
     # The record appears between the permission check and the write.
     app = build(

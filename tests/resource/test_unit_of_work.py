@@ -221,3 +221,17 @@ def test_an_event_source_names_the_collection():
 
 def _query():
     return parse_query([], is_known_field=lambda field: True)
+
+
+def test_permission_answers_are_kept_until_a_change_to_their_objects_is_staged():
+    unit = UnitOfWork(None, MemoryPermission())
+    unit.remember("a", True, ["/buckets/b"])
+    unit.remember("b", False, ["/buckets/c"])
+    assert (unit.remembered("a"), unit.remembered("b"), unit.remembered("c", "none")) == (
+        True,
+        False,
+        "none",
+    )
+    unit.stage_permissions(["/buckets/b"], lambda backend: None)
+    assert unit.remembered("a") is None
+    assert unit.remembered("b") is False

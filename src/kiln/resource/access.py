@@ -155,8 +155,6 @@ class Access:
     collection_uri: str
     unit: UnitOfWork | None = None
     _memo: dict[tuple[str, str], bool] = field(default_factory=dict)
-    #: The permissions of each record read so far, by URI.
-    _held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.unit is None and self.backend is not None:
@@ -194,8 +192,15 @@ class Access:
         def bound(_object_id: str, _permission: str) -> list[tuple[str, str]]:
             return rest
 
-        backend = self._reader([uri for uri, _ in pairs])
-        return backend.check_permission(object_id, permission, self.principals, bound)
+        uris = [uri for uri, _ in pairs]
+        assert self.unit is not None  # set with the backend
+        key = ("check", self.principals, tuple(pairs))
+        found = self.unit.remembered(key)
+        if found is None:
+            backend = self._reader(uris)
+            found = backend.check_permission(object_id, permission, self.principals, bound)
+            self.unit.remember(key, found, uris)
+        return bool(found)
 
     def _memoized(self, key: tuple[str, str], compute: Callable[[], bool]) -> bool:
         if key not in self._memo:
@@ -252,9 +257,12 @@ class Access:
 
     def _record_held(self, object_id: str) -> dict[str, set[str]]:
         uri = self.record_uri(object_id)
-        if uri not in self._held:
-            self._held[uri] = self._reader([uri]).object_permissions(uri)
-        return self._held[uri]
+        assert self.unit is not None  # set with the backend
+        held: dict[str, set[str]] | None = self.unit.remembered(("held", uri))
+        if held is None:
+            held = self._reader([uri]).object_permissions(uri)
+            self.unit.remember(("held", uri), held, [uri])
+        return held
 
     def accessible_ids(self, name: str) -> list[str]:
         """Ids of the records on which the caller holds ``name`` by their own ACEs."""
@@ -324,7 +332,7 @@ class Access:
                 backend.replace_object_permissions(uri, permissions)
 
         self.unit.stage_permissions([uri], write)
-        self._held[uri] = held
+        self.unit.remember(("held", uri), held, [uri])
         return self._shown(held)
 
     def delete_permissions(self, object_ids: Iterable[str]) -> None:

@@ -118,6 +118,8 @@ class UnitOfWork:
         self.changes: list[tuple[EventSource | None, Change]] = []
         #: What the unit's requests remember (the parents found, ...).
         self.memo: dict[Any, Any] = {}
+        #: Answers read from the permission backend, with the objects each depends on.
+        self._permission_memo: dict[Any, tuple[Any, frozenset[str]]] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -137,6 +139,16 @@ class UnitOfWork:
         if object_ids is None or not self._dirty_objects.isdisjoint(object_ids):
             self.flush()
 
+    def remembered(self, key: Any, default: Any = None) -> Any:
+        """An answer of the permission backend :meth:`remember` kept, or ``default``."""
+        found = self._permission_memo.get(key)
+        return default if found is None else found[0]
+
+    def remember(self, key: Any, answer: Any, object_ids: Iterable[str]) -> None:
+        """Keep ``answer``, read from the ACEs of ``object_ids``, until a change
+        to one of them is staged: the unit's other requests (a batch's) reuse it."""
+        self._permission_memo[key] = (answer, frozenset(object_ids))
+
     # -- writing ----------------------------------------------------------
 
     def stage(
@@ -154,6 +166,9 @@ class UnitOfWork:
         touched = frozenset(object_ids)
         self._permission_changes.append((touched, change))
         self._dirty_objects |= touched
+        memo = self._permission_memo
+        for key in [key for key, (_, on) in memo.items() if not on.isdisjoint(touched)]:
+            del memo[key]
         if self.immediate:
             self.flush()
 
