@@ -572,6 +572,7 @@ def test_ids_and_parents_holding_nul_name_nothing(storage):
     assert storage.count_all(R, nul) == 0
     assert storage.delete_all(R, nul) == []
     assert storage.purge_deleted(R, nul) == 0
+    assert storage.get_records([(R, P, "a\x00"), (R, P, "a")]) == [None, storage.get(R, P, "a")]
     assert _ids(storage.list_all(R, P)) == ["a"]
 
 

@@ -28,7 +28,6 @@ from kiln.errors import ERRORS, HTTPError
 from kiln.resource import Registration, RequestContext
 from kiln.resource.access import Access
 from kiln.resource.unit_of_work import UnitOfWork
-from kiln.storage import RecordNotFoundError
 
 __all__ = ["Parent", "check_parents", "find_parents", "record_permission_names"]
 
@@ -98,35 +97,47 @@ def check_parents(
     access: Access,
 ) -> None:
     """Unless every ancestor record of this request exists: 404 (errno 110),
-    naming the first missing one in ``details: {"id", "resource_name"}``.
+    naming the first missing one (grandparents first) in ``details: {"id",
+    "resource_name"}``.
 
     A caller who may not read the collection (a missing parent has no
     permissions of its own) is denied instead, so the answer does not tell
-    which parents exist: 403, or 401 when anonymous. A unit of work looks
-    each parent up once.
+    which parents exist: 403, or 401 when anonymous. The ancestors are read
+    together, once per unit of work.
     """
+    chain = _ancestors(parents, registration, path, user_id)
+    unknown = [key for key in chain if not unit.memo.get(("parent", *key))]
+    if not unknown:
+        return
+    for name, parent_id, object_id in unknown:
+        unit.reading(name, parent_id, object_id)
+    assert unit.storage is not None  # a resource's unit has its storage
+    for key, record in zip(unknown, unit.storage.get_records(unknown), strict=True):
+        if record is None:
+            if not access.may_collection("read"):
+                raise denied(access.principals)
+            name, _, object_id = key
+            raise HTTPError(
+                404,
+                ERRORS.INVALID_RESOURCE_ID,
+                f"The {name} {object_id!r} this path belongs to does not exist.",
+                details={"id": object_id, "resource_name": name},
+            )
+        unit.memo[("parent", *key)] = True
+
+
+def _ancestors(
+    parents: Mapping[str, Parent | None],
+    registration: Registration,
+    path: Mapping[str, str],
+    user_id: str | None,
+) -> list[tuple[str, str, str]]:
+    """``(resource_name, parent_id, id)`` of each ancestor record, grandparents first."""
     parent = parents[registration.name]
     if parent is None:
-        return
+        return []
     parent_path = {name: path[child_name] for name, child_name in parent.variables}
-    check_parents(parents, parent.registration, parent_path, user_id, unit, access)
     context = RequestContext(path=parent_path, user_id=user_id)
-    name = parent.registration.name
     parent_id = parent.registration.cls().get_parent_id(context)
-    key = ("parent", name, parent_id, parent_path["id"])
-    if unit.memo.get(key):
-        return
-    unit.reading(name, parent_id, parent_path["id"])
-    assert unit.storage is not None  # a resource's unit has its storage
-    try:
-        unit.storage.get(name, parent_id, parent_path["id"])
-    except RecordNotFoundError:
-        if not access.may_collection("read"):
-            raise denied(access.principals) from None
-        raise HTTPError(
-            404,
-            ERRORS.INVALID_RESOURCE_ID,
-            f"The {name} {parent_path['id']!r} this path belongs to does not exist.",
-            details={"id": parent_path["id"], "resource_name": name},
-        ) from None
-    unit.memo[key] = True
+    above = _ancestors(parents, parent.registration, parent_path, user_id)
+    return [*above, (parent.registration.name, parent_id, parent_path["id"])]

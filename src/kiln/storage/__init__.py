@@ -435,6 +435,21 @@ class StorageBase(abc.ABC):
         :raises RecordNotFoundError: none, or only a tombstone.
         """
 
+    def get_records(self, keys: Sequence[tuple[str, str, str]]) -> list[Record | None]:
+        """The live record of each ``(resource_name, parent_id, object_id)`` of
+        ``keys``, or ``None`` where there is none; in the order of ``keys``.
+
+        This implementation calls :meth:`get` for each; backends override it
+        to read them all at once.
+        """
+        found: list[Record | None] = []
+        for resource_name, parent_id, object_id in keys:
+            try:
+                found.append(self.get(resource_name, parent_id, object_id))
+            except RecordNotFoundError:
+                found.append(None)
+        return found
+
     @abc.abstractmethod
     def update(
         self,

@@ -62,9 +62,7 @@ _IN_COLLECTION = "resource_name = ? AND parent_id = ?"
 
 _SELECT_ONE = f"SELECT {_COLUMNS} FROM records WHERE {_IN_COLLECTION} AND id = ?"  # noqa: S608
 _SELECT_TIMESTAMP = f"SELECT last_modified FROM timestamps WHERE {_IN_COLLECTION}"  # noqa: S608
-_SELECT_STAMP = (
-    f"SELECT last_modified, deleted FROM records WHERE {_IN_COLLECTION} AND id = ?"  # noqa: S608
-)
+_SELECT_STAMP = f"SELECT last_modified, deleted FROM records WHERE {_IN_COLLECTION} AND id = ?"  # noqa: S608
 _UPSERT_TIMESTAMP = (
     "INSERT INTO timestamps (resource_name, parent_id, last_modified) VALUES (?, ?, ?)"
     " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified = excluded.last_modified"

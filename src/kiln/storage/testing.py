@@ -1012,6 +1012,23 @@ class StorageContract(BackendContract):
         assert problems == []
         assert set(created) <= set(seen)
 
+    def test_get_records_reads_each_live_record_in_the_order_asked(
+        self, storage: StorageBase
+    ) -> None:
+        a = storage.create(R, P, {"id": "a", "n": 1})
+        b = storage.create(R, "other", {"id": "b"})
+        storage.create(R, P, {"id": "gone"})
+        storage.delete(R, P, "gone")
+        keys = [
+            (R, "other", "b"),
+            (R, P, "missing"),
+            (R, P, "gone"),
+            (R, P, "a"),
+            (R, "other", "a"),
+        ]
+        assert storage.get_records(keys) == [b, None, None, a, None]
+        assert storage.get_records([]) == []
+
     # -- units of work: apply ---------------------------------------------
 
     def test_apply_makes_its_writes_in_order_and_returns_their_timestamps(
