@@ -194,6 +194,29 @@ _LOCK = (
     " VALUES (%(resource)s, %(parent)s, 0)"
     " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified = t.last_modified"
 )
+#: A run of ``n`` creates in one statement: the collection's timestamp moves by
+#: ``n``; the records take the ``n`` timestamps up to it, in order.
+_CREATES = (
+    "WITH stamp AS ("  # noqa: S608
+    "INSERT INTO timestamps AS t (resource_name, parent_id, last_modified)"
+    f" VALUES (%(resource)s, %(parent)s, {_NOW_MS} + %(n)s - 1)"
+    " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified ="
+    f" GREATEST({_NOW_MS} + %(n)s - 1, t.last_modified + %(n)s)"
+    " RETURNING t.last_modified - %(n)s + 1 AS first), written AS ("
+    "INSERT INTO records (resource_name, parent_id, id, last_modified, deleted, data)"
+    " SELECT %(resource)s, %(parent)s, w.id, stamp.first + w.position - 1, false, w.data"
+    " FROM stamp, unnest(%(ids)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY"
+    " AS w(id, data, position)"
+    " ON CONFLICT (resource_name, parent_id, id) DO UPDATE SET"
+    " last_modified = excluded.last_modified, deleted = false, data = excluded.data"
+    " WHERE records.deleted RETURNING records.id, records.last_modified)"
+    # The index of the first create that wrote nothing, for the conflict.
+    " SELECT kiln_expect(count(*) = %(n)s, COALESCE((SELECT (%(indices)s::int[])[w.position]"
+    " FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS w(id, position)"
+    " WHERE w.id NOT IN (SELECT id FROM written) ORDER BY w.position LIMIT 1), 0)),"
+    " array_agg(id), array_agg(last_modified) FROM written"
+)
+_META = ("id", "last_modified")
 #: SQLSTATE of kiln_expect's error (migration 0002).
 WRITE_CONFLICT = "KL409"
 
@@ -326,6 +349,8 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
             range(len(writes)), key=lambda i: (writes[i].resource_name, writes[i].parent_id)
         )
         locked: set[tuple[str, str]] = set()
+        #: Each statement's writes, when it makes several (a run of plain creates).
+        groups: dict[int, list[int]] = {}
         for index in order:
             write = writes[index]
             if not _storable(write.resource_name, write.parent_id, write.object_id):
@@ -337,8 +362,18 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
                 locked.add(collection)
                 keys = {"resource": write.resource_name, "parent": write.parent_id}
                 statements.append((_LOCK, keys))
+            previous = groups.get(len(statements) - 1)
+            if _plain_create(write) and previous is not None and _same_run(writes, previous, index):
+                previous.append(index)
+                positions.append(len(statements) - 1)
+                continue
             positions.append(len(statements))
             statements.append(_write_statement(write, index))
+            if _plain_create(write):
+                groups[len(statements) - 1] = [index]
+        for position, members in groups.items():
+            if len(members) > 1:
+                statements[position] = _creates_statement([writes[i] for i in members], members)
         import psycopg
 
         db = self.database
@@ -360,9 +395,13 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
                     ) from exc
                 raise
             timestamps = [0] * len(writes)
+            rows = {position: cursors[position].fetchone() for position in set(positions)}
             for index, position in zip(order, positions, strict=True):
-                row = cursors[position].fetchone()
+                row = rows[position]
                 assert row is not None
+                members = groups.get(position, [])
+                if len(members) > 1:
+                    row = (row[0], row[2][row[1].index(writes[index].object_id)])
                 timestamps[index] = int(row[1])
         return timestamps
 
@@ -547,6 +586,40 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
         with db.transaction() as conn:
             db.begin_write(conn)
             return db.execute(conn, sql, params).rowcount
+
+
+def _plain_create(write: Write) -> bool:
+    """Whether ``write`` creates with nothing to check but the id, and no forced timestamp."""
+    return (
+        write.record is not None
+        and write.expected == ABSENT
+        and not write.unique_fields
+        and write.forced is None
+    )
+
+
+def _same_run(writes: Sequence[Write], run: list[int], index: int) -> bool:
+    first, write = writes[run[0]], writes[index]
+    return (first.resource_name, first.parent_id) == (write.resource_name, write.parent_id) and (
+        write.object_id not in {writes[i].object_id for i in run}
+    )
+
+
+def _creates_statement(writes: list[Write], indices: list[int]) -> tuple[str, dict[str, Any]]:
+    """One statement making a run of plain creates of one collection (a batch's),
+    their timestamps following each other; ``indices``: their places in the flush."""
+    first = writes[0]
+    return _CREATES, {
+        "resource": first.resource_name,
+        "parent": first.parent_id,
+        "n": len(writes),
+        "ids": [write.object_id for write in writes],
+        "datas": [
+            dump_json({k: v for k, v in (write.record or {}).items() if k not in _META})
+            for write in writes
+        ],
+        "indices": indices,
+    }
 
 
 def _write_statement(write: Write, index: int) -> tuple[str, dict[str, Any]]:

@@ -1091,6 +1091,17 @@ class StorageContract(BackendContract):
         assert storage.get(R, P, "live") == live
         assert storage.collection_timestamp(R, P) == gone["last_modified"]
 
+    def test_apply_of_many_creates_stamps_them_in_order(self, storage: StorageBase) -> None:
+        storage.create(R, P, {"id": "before"})
+        writes = [Write(R, P, f"r{i}", {"i": i}, ABSENT) for i in range(5)]
+        stamps = storage.apply(writes)
+        assert stamps == sorted(stamps)
+        assert len(set(stamps)) == 5
+        assert [storage.get(R, P, f"r{i}")["last_modified"] for i in range(5)] == stamps
+        with pytest.raises(WriteConflict) as info:
+            storage.apply([Write(R, P, "x", {}, ABSENT), Write(R, P, "x", {}, ABSENT)])
+        assert info.value.index == 1
+
     def test_apply_refuses_a_delete_that_expects_no_record(self, storage: StorageBase) -> None:
         with pytest.raises(ValueError, match="ABSENT"):
             storage.apply([Write(R, P, "a", None, ABSENT)])
