@@ -61,11 +61,14 @@ def parse_body(
     return body
 
 
-def parse_value(value: Any, media_type: str | None, accepted: tuple[str, ...]) -> Any:
+def parse_value(
+    value: Any, media_type: str | None, accepted: tuple[str, ...], *, check_nul: bool = True
+) -> Any:
     """A body that arrived parsed (a batch sub-request's), checked as :func:`parse_body`
-    checks one: media type, NUL characters (its depth was checked with the batch)."""
+    checks one: media type, NUL characters (unless ``check_nul`` is false: its
+    text had none); its depth was checked with the batch."""
     check_media_type(media_type, accepted)
-    if holds_nul(value):
+    if check_nul and holds_nul(value):
         raise invalid_parameter(
             "body", "body", "Strings cannot contain the NUL character (U+0000); remove it."
         )

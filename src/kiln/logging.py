@@ -590,6 +590,11 @@ def start_timer(environ: dict[str, Any]) -> None:
     environ["kiln.start_time"] = time.time()
 
 
+def summary_logged(*, subrequest: bool = False) -> bool:
+    """Whether a request's (or batch sub-request's) summary line would be written."""
+    return (_SUBREQUEST_SUMMARY if subrequest else _SUMMARY).isEnabledFor(logging.INFO)
+
+
 def log_summary(
     config: Configuration, environ: dict[str, Any], method: str, path: str, status: int
 ) -> None:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import re
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -47,7 +49,7 @@ from kiln.config import Setting, register_setting
 from kiln.cors import cors_headers
 from kiln.eos import soft_eol_header
 from kiln.errors import HTTPError, invalid_parameter
-from kiln.logging import log_summary
+from kiln.logging import log_summary, summary_logged
 from kiln.resource.dispatch import (
     ResourceDispatcher,
     Route,
@@ -77,6 +79,7 @@ register_setting(
 )
 
 METHODS = ("GET", "HEAD", "DELETE", "POST", "PUT", "PATCH")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 REQUEST_KEYS = frozenset({"method", "path", "headers", "body"})
 _MAX_REDIRECTS = 3
 _JSON = "application/json"
@@ -100,7 +103,11 @@ def _invalid(name: str, description: str) -> HTTPError:
 
 
 def _deep_merge(defaults: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(defaults)
+    """``item`` over ``defaults``; what comes from ``defaults`` is copied (never shared)."""
+    merged: dict[str, Any] = {
+        key: copy.deepcopy(value) if isinstance(value, dict | list) else value
+        for key, value in defaults.items()
+    }
     for key, value in item.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
@@ -111,6 +118,8 @@ def _deep_merge(defaults: dict[str, Any], item: dict[str, Any]) -> dict[str, Any
 
 def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[str, Any]]:
     """Validate a batch body; return each sub-request with defaults applied."""
+    # A body that is not too deep as a whole has no sub-request body too deep.
+    shallow = not json_too_deep(body, MAX_JSON_DEPTH)
     if not isinstance(body, dict):
         raise _invalid("body", "must be a JSON object with a 'requests' list.")
     for key in body:
@@ -139,7 +148,7 @@ def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[s
         path = sub.get("path")
         if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
             raise _invalid(f"{name}.path", "must be a path starting with '/'.")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        if _CONTROL.search(path):
             raise _invalid(f"{name}.path", "must not contain control characters.")
         if not (path == prefix or path.startswith((prefix + "/", prefix + "?"))):
             path = prefix + path
@@ -154,7 +163,7 @@ def parse_batch(body: Any, prefix: str, max_requests: int | None) -> list[dict[s
             raise _invalid(f"{name}.headers", "must not contain CR, LF or NUL.")
         if "body" in sub and not isinstance(sub["body"], dict | list):
             raise _invalid(f"{name}.body", "must be a JSON object (or a JSON Patch list).")
-        if "body" in sub and json_too_deep(sub["body"]):
+        if "body" in sub and not shallow and json_too_deep(sub["body"]):
             raise _invalid(f"{name}.body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels.")
         parsed.append({**sub, "method": method.upper(), "path": path, "headers": headers})
     return parsed
@@ -204,7 +213,7 @@ def _run_batch(
         for key, value in headers.items()
         if key.lower() not in ("content-length", "content-type", "host")
     }
-    runner = _Batch(app, state, environ, memo, inherited)
+    runner = _Batch(app, state, environ, memo, inherited, nul_free=b"\\u0000" not in raw)
     storage = state.storage
     try:
         if storage is None:
@@ -231,12 +240,23 @@ class _Batch:
         environ: dict[str, Any],
         memo: Memo,
         inherited: dict[str, str],
+        *,
+        nul_free: bool = False,
     ) -> None:
         self.app = app
         self.state = state
         self.environ = environ
         self.memo = memo
         self.inherited = inherited
+        #: The batch's body holds no U+0000: its sub-requests' bodies need no check.
+        self.nul_free = nul_free
+        self._url_root: str | None = None
+
+    @property
+    def url_root(self) -> str:
+        if self._url_root is None:
+            self._url_root = url_root(self.environ, self.state)
+        return self._url_root
 
     def run_all(self, subrequests: list[dict[str, Any]], unit: UnitOfWork) -> list[Any]:
         """Serve every sub-request in ``unit``; each answer is finished after the commit."""
@@ -301,14 +321,14 @@ class _Batch:
         assert endpoint is not None
         state = self.state
         target, _, query = path.partition("?")
-        lookup = Headers(headers)
+        lookup = _Headers(headers)
         environ = self._sub_environ(method, target, query, headers)
         identity = None
         mark = unit.mark()
         try:
             authenticator = state.authenticator
             if authenticator is not None:
-                identity = authenticator.identify(lookup, self.memo)  # type: ignore[arg-type]
+                identity = authenticator.identify(lookup, self.memo)
                 note_identity(environ, identity)
             check_accept(lookup.get("Accept"))
             has_body = body is not None and method in ("POST", "PUT", "PATCH")
@@ -318,13 +338,14 @@ class _Batch:
                 path=unquote(target),
                 variables=variables,
                 args=parse_qsl(query, keep_blank_values=True) if query else [],
-                headers=lookup,  # type: ignore[arg-type]
+                headers=lookup,
                 read_body=lambda: b"",
                 media_type=parse_options_header(content_type)[0] if content_type else None,
                 identity=identity,
                 principals=principals_of(identity, state.permission, self.memo),
-                url_root=url_root(self.environ, state),
+                url_root=self.url_root,
                 parsed_body=body if has_body else None,
+                parsed_body_checked=self.nul_free,
             )
             endpoint.check(req, route.kind)
             reply = endpoint.handle(req, route.kind, unit)
@@ -358,7 +379,7 @@ class _Batch:
         environ: dict[str, Any],
         method: str,
         path: str,
-        lookup: Headers,
+        lookup: Mapping[str, str],
     ) -> None:
         state = self.state
         config = state.config
@@ -366,14 +387,15 @@ class _Batch:
         if state.authenticator is not None:
             state.authenticator.response_headers(reply.status, identity, out)
         log_summary(config, environ, method, path, reply.status)
-        cors_headers(config, lookup, method, out)  # type: ignore[arg-type]
+        cors_headers(config, lookup, method, out)
         soft_eol_header(config, out)
         common_headers(config, out)
 
     def _sub_environ(
         self, method: str, target: str, query: str, headers: dict[str, str]
     ) -> dict[str, Any]:
-        """What the summary log line of a sub-request reads."""
+        """What the summary log line of a sub-request reads (its headers only
+        when that line is written)."""
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
             "QUERY_STRING": query,
@@ -381,8 +403,9 @@ class _Batch:
             "kiln.start": self.environ.get("kiln.start"),
             "kiln.start_time": self.environ.get("kiln.start_time"),
         }
-        for name, value in headers.items():
-            environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
+        if summary_logged(subrequest=True):
+            for name, value in headers.items():
+                environ[f"HTTP_{name.upper().replace('-', '_')}"] = value
         return environ
 
     # -- other sub-requests, through Flask ----------------------------------
@@ -430,6 +453,31 @@ class _Batch:
 
 #: WSGI keys a sub-request does not inherit from its batch: its own request
 #: line, body and headers, and what Flask, werkzeug and kiln cached per request.
+class _Headers(Mapping[str, str]):
+    """A sub-request's headers, looked up case-insensitively (as HTTP's are)."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._by_name = {name.lower(): (name, value) for name, value in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._by_name[name.lower()][1]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._by_name.get(name.lower())
+        return default if found is None else found[1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
 def _inheritable(key: str) -> bool:
     return not (
         key.startswith(("HTTP_", "kiln.", "werkzeug."))

@@ -153,6 +153,8 @@ class Request:
     url_root: str
     #: The body already parsed (a batch sub-request's); else :attr:`body` is parsed.
     parsed_body: Any = field(default=None, repr=False)
+    #: ``parsed_body`` is known to hold no U+0000 (the batch's raw body had none).
+    parsed_body_checked: bool = False
     _body: bytes | None = field(default=None, repr=False)
 
     @property
@@ -661,7 +663,12 @@ class _Call:
     def json_body(self, media_types: tuple[str, ...]) -> Any:
         request = self.request
         if request.parsed_body is not None:
-            return parse_value(request.parsed_body, request.media_type, media_types)
+            return parse_value(
+                request.parsed_body,
+                request.media_type,
+                media_types,
+                check_nul=not request.parsed_body_checked,
+            )
         return parse_body(request.body, request.media_type, media_types, empty={})
 
     def envelope(
