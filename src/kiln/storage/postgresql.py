@@ -194,8 +194,9 @@ _LOCK = (
     " VALUES (%(resource)s, %(parent)s, 0)"
     " ON CONFLICT (resource_name, parent_id) DO UPDATE SET last_modified = t.last_modified"
 )
-#: A run of ``n`` creates in one statement: the collection's timestamp moves by
-#: ``n``; the records take the ``n`` timestamps up to it, in order.
+#: A run of ``n`` creates in one statement (``items``: ``[[id, record], ...]`` as
+#: JSON): the collection's timestamp moves by ``n``; the records take the ``n``
+#: timestamps up to it, in order.
 _CREATES = (
     "WITH stamp AS ("  # noqa: S608
     "INSERT INTO timestamps AS t (resource_name, parent_id, last_modified)"
@@ -204,16 +205,16 @@ _CREATES = (
     f" GREATEST({_NOW_MS} + %(n)s - 1, t.last_modified + %(n)s)"
     " RETURNING t.last_modified - %(n)s + 1 AS first), written AS ("
     "INSERT INTO records (resource_name, parent_id, id, last_modified, deleted, data)"
-    " SELECT %(resource)s, %(parent)s, w.id, stamp.first + w.position - 1, false, w.data"
-    " FROM stamp, unnest(%(ids)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY"
-    " AS w(id, data, position)"
+    " SELECT %(resource)s, %(parent)s, w.item ->> 0, stamp.first + w.position - 1, false,"
+    " w.item -> 1 FROM stamp, jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY"
+    " AS w(item, position)"
     " ON CONFLICT (resource_name, parent_id, id) DO UPDATE SET"
     " last_modified = excluded.last_modified, deleted = false, data = excluded.data"
     " WHERE records.deleted RETURNING records.id, records.last_modified)"
     # The index of the first create that wrote nothing, for the conflict.
     " SELECT kiln_expect(count(*) = %(n)s, COALESCE((SELECT (%(indices)s::int[])[w.position]"
-    " FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS w(id, position)"
-    " WHERE w.id NOT IN (SELECT id FROM written) ORDER BY w.position LIMIT 1), 0)),"
+    " FROM jsonb_array_elements(%(items)s::jsonb) WITH ORDINALITY AS w(item, position)"
+    " WHERE w.item ->> 0 NOT IN (SELECT id FROM written) ORDER BY w.position LIMIT 1), 0)),"
     " array_agg(id), array_agg(last_modified) FROM written"
 )
 _META = ("id", "last_modified")
@@ -613,11 +614,13 @@ def _creates_statement(writes: list[Write], indices: list[int]) -> tuple[str, di
         "resource": first.resource_name,
         "parent": first.parent_id,
         "n": len(writes),
-        "ids": [write.object_id for write in writes],
-        "datas": [
-            dump_json({k: v for k, v in (write.record or {}).items() if k not in _META})
-            for write in writes
-        ],
+        # One JSON document: [[id, record], ...] (psycopg escapes array items one by one).
+        "items": dump_json(
+            [
+                [write.object_id, {k: v for k, v in (write.record or {}).items() if k not in _META}]
+                for write in writes
+            ]
+        ),
         "indices": indices,
     }
 
