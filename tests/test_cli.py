@@ -616,7 +616,8 @@ def test_migrate_creates_every_schema_once_on_postgresql(cli, tmp_path, postgres
             "storage: would create table records",
             "storage: would create index records_last_modified",
             "storage: would create table timestamps",
-            "storage: would record storage schema version 1",
+            "storage: would create function kiln_expect",
+            "storage: would record storage schema version 2",
             "permission: would create table schema_versions",
             "permission: would create table user_principals",
             "permission: would create index user_principals_principal",
@@ -638,7 +639,43 @@ def test_migrate_creates_every_schema_once_on_postgresql(cli, tmp_path, postgres
         ]
         with psycopg.connect(url) as conn:
             rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
-        assert sorted(rows) == [("cache", 1), ("permission", 1), ("storage", 1)]
+        assert sorted(rows) == [("cache", 1), ("permission", 1), ("storage", 2)]
+        assert cli("-c", str(config), "migrate").stdout == NOTHING_TO_DO
+
+
+INDEXED_VIEWS = """
+from kiln import resource
+
+
+@resource.register()
+class Gauge(resource.Resource):
+    schema = {
+        "type": "object",
+        "properties": {"kind": {"type": "string"}, "value": {"type": "number"}},
+    }
+    indexes = (("kind", "-value"),)
+"""
+
+
+def test_migrate_creates_the_indexes_the_resources_declare(cli, tmp_path, postgresql_url):
+    (tmp_path / "gauges.py").write_text(INDEXED_VIEWS)
+    with fresh_schema(postgresql_url) as url:
+        config = write(
+            tmp_path / "service.yaml",
+            json.dumps({"views": ["gauges"], "storage": {"backend": "postgresql", "url": url}}),
+        )
+        dry = cli("-c", str(config), "migrate", "--dry-run")
+        (line,) = [line for line in dry.stdout.splitlines() if "kiln_gauge" in line]
+        assert line.startswith("storage: would create index kiln_gauge_")
+        done = cli("-c", str(config), "migrate")
+        assert done.exit_code == 0, done.output
+        with psycopg.connect(url) as conn:
+            (definition,) = conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'kiln_gauge%'"
+            ).fetchone()
+        assert "((data ->> 'kind'::text)) COLLATE \"C\"" in definition
+        assert "((data -> 'value'::text)) DESC" in definition
+        assert "WHERE ((resource_name = 'gauge'::text) AND (NOT deleted))" in definition
         assert cli("-c", str(config), "migrate").stdout == NOTHING_TO_DO
 
 

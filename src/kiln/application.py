@@ -163,6 +163,7 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
     initialize = config.setting("storage.initialize_on_startup")
     if declared or "accounts" in config.setting("auth.policies"):
         state.storage = load_storage(config)
+        state.storage.declare_indexes([i for r in declared for i in r.indexes])
         if initialize:
             state.storage.initialize_schema()
         register_heartbeat(app, "storage", state.storage.heartbeat)

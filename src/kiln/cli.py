@@ -238,8 +238,12 @@ def migrate(dry_run: bool) -> None:
     backends: list[tuple[str, StorageBase | PermissionBase | CacheBase]] = []
     steps = 0
     try:
+        # The indexes the app's resources declare are part of the storage schema.
+        indexes = _declared_indexes()
         # Every backend is built before any is touched: a wrong config changes nothing.
-        backends.append(("storage", load_storage(CONFIG)))
+        storage = load_storage(CONFIG)
+        storage.declare_indexes(indexes)
+        backends.append(("storage", storage))
         backends.append(("permission", load_permission(CONFIG)))
         backends.append(("cache", load_cache(CONFIG)))
         for kind, backend in backends:
@@ -253,6 +257,22 @@ def migrate(dry_run: bool) -> None:
         click.echo("Nothing to do: the storage, permission and cache schemas are up to date.")
     elif dry_run:
         click.echo("Dry run: nothing was written.")
+
+
+def _declared_indexes() -> list[Any]:
+    """The indexes the resources of the config's ``views`` modules declare."""
+    from kiln.application import close_app, create_app
+    from kiln.config import CONFIG
+
+    CONFIG.set("storage.initialize_on_startup", False)
+    app = create_app(CONFIG, configure_logging=False)
+    try:
+        state = app.extensions["kiln"]
+        return [
+            index for registration in state.resources.values() for index in registration.indexes
+        ]
+    finally:
+        close_app(app)
 
 
 @main.command(short_help="List every config key kiln knows.")

@@ -257,3 +257,51 @@ def test_registrations_are_in_declaration_order_and_a_copy():
 def test_register_returns_the_class_unchanged():
     cls = type("Thing", (Resource,), {"__module__": MODULE})
     assert register()(cls) is cls
+
+
+TYPED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "edible": {"type": "boolean"},
+        "size": {"type": ["number"]},
+        "name": {"type": "string"},
+        "tags": {"type": "array"},
+        "either": {"type": ["string", "null"]},
+    },
+}
+
+
+def test_indexes_name_typed_fields_with_their_directions():
+    declare(attributes={"schema": TYPED_SCHEMA, "indexes": (("edible", "-size"), ("name",))})
+    (first, second) = only_registration().indexes
+    assert first.resource_name == "mushroom"
+    assert [(f.field, f.type, f.direction) for f in first.fields] == [
+        ("edible", "boolean", 1),
+        ("size", "number", -1),
+    ]
+    assert [(f.field, f.type) for f in second.fields] == [("name", "string")]
+    assert first.name.startswith("kiln_mushroom_aedible_dsize_")
+    assert first.name != second.name
+
+
+@pytest.mark.parametrize(
+    ("indexes", "message"),
+    [
+        ("edible", "indexes is a tuple of field tuples"),
+        (("edible",), "each index is a non-empty tuple of fields"),
+        (((),), "each index is a non-empty tuple of fields"),
+        ((("tags",),), "the indexed field 'tags' must be a top-level property"),
+        ((("either",),), "the indexed field 'either'"),
+        ((("author.name",),), "the indexed field 'author.name'"),
+        ((("missing",),), "the indexed field 'missing'"),
+        (((3,),), "the indexed field 3"),
+    ],
+)
+def test_an_index_on_a_field_without_one_scalar_type_is_refused(indexes, message):
+    with pytest.raises(StartupError, match=re.escape(message)):
+        declare(attributes={"schema": TYPED_SCHEMA, "indexes": indexes})
+
+
+def test_a_schemaless_resource_has_no_typed_field_to_index():
+    with pytest.raises(StartupError, match="the indexed field 'size'"):
+        declare(attributes={"indexes": (("size",),)})

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 from kiln.exceptions import StartupError
 from kiln.resource.schema import Schema
+from kiln.storage import INDEX_TYPES, Index, IndexedField
 
 __all__ = [
     "COLLECTION_METHODS",
@@ -121,6 +122,14 @@ class Resource:
         Fields a PUT or PATCH may not change (400).
     ``id_generator``
         An :class:`IdGenerator` class (default :class:`UUID4`).
+    ``indexes``
+        Indexes of the collections, for the lists clients ask most: each a
+        tuple of top-level fields, ``-`` before one sorted descending, like
+        ``("edible", "-size")`` for ``?edible=true&_sort=-size``. Each field
+        must have one scalar type in the schema (number, integer, boolean or
+        string). The PostgreSQL backend creates them (``kiln migrate``) and
+        reads lists filtered on the first fields and sorted on the next ones
+        in index order; see ``docs/resource.md``.
     """
 
     #: Who may do what (:mod:`kiln.resource.access`): ``public`` here,
@@ -132,6 +141,7 @@ class Resource:
     unique_fields: ClassVar[Sequence[str]] = ()
     readonly_fields: ClassVar[Sequence[str]] = ()
     id_generator: ClassVar[type[IdGenerator]] = UUID4
+    indexes: ClassVar[Sequence[Sequence[str]]] = ()
 
     def process_record(self, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         """Hook run on every create and update, after validation; returns the record to store."""
@@ -194,6 +204,7 @@ class Registration:
     record_methods: tuple[str, ...]
     schema: Schema
     id_generator: IdGenerator
+    indexes: tuple[Index, ...] = ()
 
     @property
     def module(self) -> str:
@@ -217,6 +228,35 @@ def _flask_path(path: str) -> str:
     if len(set(variables)) != len(variables):
         raise StartupError(f"Resource path {path!r} names a path variable twice.")
     return _PATH_VARIABLE.sub(r"<\1>", path)
+
+
+def _indexes(resource_name: str, declared: Any, schema: Schema) -> tuple[Index, ...]:
+    """The ``indexes`` of a resource, checked against its schema."""
+    if isinstance(declared, str) or not isinstance(declared, Sequence):
+        raise StartupError(
+            f"Resource {resource_name!r}: indexes is a tuple of field tuples, like "
+            '(("edible", "-size"),).'
+        )
+    indexes = []
+    for entry in declared:
+        if isinstance(entry, str) or not isinstance(entry, Sequence) or not entry:
+            raise StartupError(
+                f"Resource {resource_name!r}: each index is a non-empty tuple of fields, "
+                f'like ("edible", "-size"), not {entry!r}.'
+            )
+        fields = []
+        for spec in entry:
+            name = spec.removeprefix("-") if isinstance(spec, str) else ""
+            kind = schema.field_type(name) if name else None
+            if kind not in INDEX_TYPES:
+                raise StartupError(
+                    f"Resource {resource_name!r}: the indexed field {spec!r} must be a "
+                    "top-level property whose schema type is one of "
+                    f"{', '.join(INDEX_TYPES)}."
+                )
+            fields.append(IndexedField(name, kind, -1 if spec.startswith("-") else 1))
+        indexes.append(Index(resource_name, tuple(fields)))
+    return tuple(indexes)
 
 
 def register(
@@ -268,6 +308,7 @@ def register(
                     f"Resource {resource_name!r}: unknown methods {sorted(unknown)}; "
                     f"choose among {', '.join(allowed)}."
                 )
+        schema = Schema.compile(cls.schema, resource_name)
         registration = Registration(
             cls=cls,
             name=resource_name,
@@ -275,8 +316,9 @@ def register(
             record_path=_flask_path(record),
             collection_methods=tuple(collection_methods),
             record_methods=tuple(record_methods),
-            schema=Schema.compile(cls.schema, resource_name),
+            schema=schema,
             id_generator=cls.id_generator(),
+            indexes=_indexes(resource_name, cls.indexes, schema),
         )
         modules = _REGISTRY.setdefault(cls.__module__, [])
         # A name registered again (a module reloaded, a class redefined) is replaced.

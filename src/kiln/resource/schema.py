@@ -139,6 +139,18 @@ class Schema:
     def schemaless(self) -> bool:
         return self.validator is None
 
+    def field_type(self, name: str) -> str | None:
+        """The one JSON type the schema gives top-level field ``name``
+        (``"number"``, ``"string"``...), or ``None`` when it gives none or several."""
+        if self.json_schema is None:
+            return None
+        properties = self.json_schema.get("properties")
+        declared = properties.get(name) if isinstance(properties, Mapping) else None
+        kind = declared.get("type") if isinstance(declared, Mapping) else None
+        if isinstance(kind, list) and len(kind) == 1:
+            kind = kind[0]
+        return kind if isinstance(kind, str) else None
+
     def is_known_field(self, dotted: str) -> bool:
         """Whether ``dotted`` may be filtered or sorted on.
 

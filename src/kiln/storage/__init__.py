@@ -131,10 +131,13 @@ from kiln.exceptions import BackendError, KilnError, TransientBackendError
 
 __all__ = [
     "ABSENT",
+    "INDEX_TYPES",
     "WRITE_ATTEMPTS",
     "AppliedWrites",
     "BackendError",
     "Filter",
+    "Index",
+    "IndexedField",
     "Operator",
     "PreconditionFailed",
     "RecordNotFoundError",
@@ -262,6 +265,47 @@ class Write(NamedTuple):
     forced: int | None = None
 
 
+#: JSON types an index may give a field (:class:`IndexedField`).
+INDEX_TYPES = ("number", "integer", "boolean", "string")
+
+
+class IndexedField(NamedTuple):
+    """A top-level field of an :class:`Index`: its name, the one JSON type its
+    values have (:data:`INDEX_TYPES`; a record may also lack it), and its
+    direction (``1`` ascending, ``-1`` descending)."""
+
+    field: str
+    type: str
+    direction: int = 1
+
+
+class Index(NamedTuple):
+    """An index a resource declares on its collections (``Resource.indexes``).
+
+    Lists filtered on its first fields with ``=`` and sorted on the next ones
+    (then on ``-last_modified``, ``id``) read it in order instead of sorting
+    every matching record. ``fields`` also tells the backend the type of each
+    field's values (the resource's schema guarantees it), so its filters and
+    sorts compare them with that type's order, as the index does.
+    """
+
+    resource_name: str
+    fields: tuple[IndexedField, ...]
+
+    @property
+    def name(self) -> str:
+        """A name for the index: stable, readable, short enough for any engine."""
+        import hashlib
+
+        parts = "_".join(
+            ("d" if f.direction < 0 else "a") + "".join(c for c in f.field if c.isalnum())[:12]
+            for f in self.fields
+        )
+        digest = hashlib.sha1(repr(self).encode(), usedforsecurity=False).hexdigest()[:8]
+        resource = "".join(c for c in self.resource_name if c.isalnum())[:16]
+        return f"kiln_{resource}_{parts}"[:50] + f"_{digest}"
+
+
 class StorageBase(abc.ABC):
     """The storage contract. Every method may raise :class:`BackendError`
     when the underlying engine fails (connection lost, disk full, ...).
@@ -331,6 +375,17 @@ class StorageBase(abc.ABC):
         as it is.
         """
         return work()
+
+    # -- indexes --------------------------------------------------------
+
+    def declare_indexes(self, indexes: Sequence[Index]) -> None:  # noqa: B027 - optional hook
+        """The indexes the app's resources declare, before :meth:`initialize_schema`.
+
+        A backend that supports them creates them with its schema
+        (``kiln migrate``) and compiles filters and sorts on their fields to
+        use them; the others ignore them (the default). Results never depend
+        on it: only speed does.
+        """
 
     # -- units of work -------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -347,9 +347,26 @@ def _ordered(left: int, symbol: str, right: int) -> bool:
     return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[symbol]
 
 
-def compile_filter(filter_: Filter, params: Params, *, total_order: bool = False) -> str:
-    """One filter as a SQL condition (never NULL), its values bound in ``params``."""
+def compile_filter(
+    filter_: Filter,
+    params: Params,
+    *,
+    total_order: bool = False,
+    typed: Mapping[str, str] | None = None,
+) -> str:
+    """One filter as a SQL condition (never NULL), its values bound in ``params``.
+
+    ``typed`` gives the one JSON type of some top-level fields (an index's):
+    conditions on them are written as the index reads them (they may then be
+    NULL where the field is missing, which ``WHERE`` and the ``OR`` of
+    pagination rules read as false).
+    """
     field_name, value, operator = filter_
+    kind = typed.get(field_name) if typed else None
+    if kind is not None:
+        condition = typed_condition(field_name, kind, value, operator, params, total_order)
+        if condition is not None:
+            return condition
     field = _Field(field_name, params)
     if operator is Operator.EQ:
         return _equal(field, value, params)
@@ -373,16 +390,20 @@ def compile_filter(filter_: Filter, params: Params, *, total_order: bool = False
 
 
 def compile_where(
-    filters: Sequence[Filter], pagination_rules: Sequence[Sequence[Filter]], params: Params
+    filters: Sequence[Filter],
+    pagination_rules: Sequence[Sequence[Filter]],
+    params: Params,
+    typed: Mapping[str, str] | None = None,
 ) -> str:
     """The conditions after the collection's, each starting with `` AND``."""
-    sql = "".join(f" AND {compile_filter(f, params)}" for f in filters)
+    sql = "".join(f" AND {compile_filter(f, params, typed=typed)}" for f in filters)
     if pagination_rules:
         bound = implied_bound(pagination_rules)
         if bound is not None:
             sql += f" AND {compile_filter(bound, params, total_order=True)}"
         rules = [
-            " AND ".join(compile_filter(f, params, total_order=True) for f in rule) or "true"
+            " AND ".join(compile_filter(f, params, total_order=True, typed=typed) for f in rule)
+            or "true"
             for rule in pagination_rules
         ]
         sql += " AND ((" + ") OR (".join(rules) + "))"
@@ -413,12 +434,19 @@ def implied_bound(pagination_rules: Sequence[Sequence[Filter]]) -> Filter | None
     return None
 
 
-def compile_order(sorting: Sequence[Sort], params: Params) -> str:
+def compile_order(
+    sorting: Sequence[Sort], params: Params, typed: Mapping[str, str] | None = None
+) -> str:
     if not sorting:
         return ""
     terms = []
     for sort in sorting:
         direction = "DESC" if sort.direction < 0 else "ASC"
+        kind = typed.get(sort.field) if typed else None
+        if kind is not None:
+            # One type: its own order is the contract's, missing last (first descending).
+            terms.append(f"{typed_expression(sort.field, kind)} {direction}")
+            continue
         field = _Field(sort.field, params)
         if field.column is not None:
             terms.append(f"{field.column} {direction}")
@@ -430,3 +458,58 @@ def compile_order(sorting: Sequence[Sort], params: Params) -> str:
             f"CASE WHEN {field.type_is(_IS_CONTAINER)} THEN {field.json_text()} END {direction}",
         ]
     return " ORDER BY " + ", ".join(terms)
+
+
+# -- fields of one type (an index's) -----------------------------------------------
+
+_TYPED_OPERATORS = {Operator.LT: "<", Operator.GT: ">", Operator.MIN: ">=", Operator.MAX: "<="}
+
+
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (for names from declarations, never values)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def typed_expression(name: str, kind: str) -> str:
+    """How an index reads top-level field ``name`` of JSON type ``kind``: the
+    ``jsonb`` value (numbers and booleans compare in their own order), or a
+    string's text in ``"C"`` collation (code points)."""
+    if kind == "string":
+        return f'((data ->> {sql_literal(name)}) COLLATE "C")'
+    return f"(data -> {sql_literal(name)})"
+
+
+def _typed_value(kind: str, value: Any, params: Params) -> str | None:
+    """``value`` bound for a comparison with a field of type ``kind``, or ``None``
+    when it is not of that type's class (numbers: finite ones)."""
+    if kind == "string":
+        if isinstance(value, str) and "\x00" not in value:
+            return f"{params.bind(value)}::text"
+        return None
+    if kind == "boolean":
+        return f"{params.bind(dump_json(value))}::jsonb" if isinstance(value, bool) else None
+    if is_number(value) and not (isinstance(value, float) and not math.isfinite(value)):
+        return f"{params.bind(dump_json(value))}::jsonb"
+    return None
+
+
+def typed_condition(
+    name: str, kind: str, value: Any, operator: Operator, params: Params, total_order: bool
+) -> str | None:
+    """A condition on a field of one type, as its index reads it; ``None`` when
+    the general compilation must be used (this operator, this value)."""
+    x = typed_expression(name, kind)
+    if operator is Operator.HAS:
+        return f"{x} IS {'NOT NULL' if value else 'NULL'}"
+    bound = _typed_value(kind, value, params)
+    if operator is Operator.EQ:
+        return f"{x} = {bound}" if bound is not None else None
+    symbol = _TYPED_OPERATORS.get(operator)
+    if symbol is None or bound is None:
+        return None
+    if not total_order:
+        # Comparisons match values of the value's class: never booleans.
+        return f"{x} {symbol} {bound}" if kind != "boolean" else "false"
+    if operator in (Operator.GT, Operator.MIN):
+        return f"({x} {symbol} {bound} OR {x} IS NULL)"  # a missing field sorts last
+    return f"{x} {symbol} {bound}"

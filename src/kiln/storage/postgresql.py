@@ -58,10 +58,10 @@ filters with it match what the contract says (nothing stored holds it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kiln._postgresql import PostgreSQLDatabase, database_for, replicas_for
+from kiln._postgresql import SCHEMA_LOCK, PostgreSQLDatabase, database_for, replicas_for
 from kiln._sql import SQLBackend
 from kiln.exceptions import BackendError
 from kiln.migrations import Migration, folder, load_migrations
@@ -69,6 +69,7 @@ from kiln.storage import (
     ABSENT,
     AppliedWrites,
     Filter,
+    Index,
     Operator,
     Record,
     RecordNotFoundError,
@@ -83,6 +84,8 @@ from kiln.storage._postgresql_sql import (
     compile_order,
     compile_where,
     dump_json,
+    sql_literal,
+    typed_expression,
 )
 from kiln.storage._python_filters import MISSING, get_path
 
@@ -231,18 +234,50 @@ def list_query(
     pagination_rules: Sequence[Sequence[Filter]] = (),
     limit: int | None = None,
     include_deleted: bool = False,
+    typed: Mapping[str, str] | None = None,
 ) -> tuple[str, Params]:
-    """The statement :meth:`PostgreSQLStorage.list_all` runs, and its parameters."""
+    """The statement :meth:`PostgreSQLStorage.list_all` runs, and its parameters.
+
+    ``typed``: the fields of the resource's indexes and their types. The
+    resource's name is then written in the SQL text, so that the plan of the
+    prepared statement can use the resource's (partial) indexes.
+    """
     params = Params(resource=resource_name, parent=parent_id)
     live = "" if include_deleted else " AND NOT deleted"
-    where = compile_where(filters, pagination_rules, params)
-    order = compile_order(sorting, params)
+    where = compile_where(filters, pagination_rules, params, typed)
+    order = compile_order(sorting, params, typed)
     bound = params.bind(None if limit is None else max(limit, 0))
+    collection = (
+        f"resource_name = {sql_literal(resource_name)} AND parent_id = %(parent)s"
+        if typed
+        else _IN_COLLECTION
+    )
     sql = (
         "SELECT id, last_modified, data FROM records"  # noqa: S608
-        f" WHERE {_IN_COLLECTION}{live}{where}{order} LIMIT {bound}"
+        f" WHERE {collection}{live}{where}{order} LIMIT {bound}"
     )
     return sql, params
+
+
+def index_statement(index: Index) -> str:
+    """The ``CREATE INDEX`` of ``index``: partial (its resource's live records),
+    on ``parent_id``, its fields as :func:`typed_expression` reads them, then
+    ``last_modified DESC, id`` (the end of every sort)."""
+    columns = ", ".join(
+        [
+            "parent_id",
+            *(
+                f"{typed_expression(f.field, f.type)} {'DESC' if f.direction < 0 else 'ASC'}"
+                for f in index.fields
+            ),
+            "last_modified DESC",
+            "id",
+        ]
+    )
+    return (
+        f"CREATE INDEX IF NOT EXISTS {index.name} ON records ({columns})"
+        f" WHERE resource_name = {sql_literal(index.resource_name)} AND NOT deleted"
+    )
 
 
 # -- the backend ---------------------------------------------------------------
@@ -279,6 +314,19 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
         if isinstance(database, str):
             database = PostgreSQLDatabase.shared(database)
         self.database = database
+        self._indexes: tuple[Index, ...] = ()
+        #: Per resource, the fields of its indexes and their types.
+        self._typed: dict[str, dict[str, str]] = {}
+
+    def declare_indexes(self, indexes: Sequence[Index]) -> None:
+        """Create ``indexes`` with the schema (:meth:`initialize_schema`), and
+        compile lists on their fields the way the indexes read them."""
+        self._indexes = tuple(indexes)
+        typed: dict[str, dict[str, str]] = {}
+        for index in indexes:
+            for field in index.fields:
+                typed.setdefault(index.resource_name, {})[field.field] = field.type
+        self._typed = typed
 
     # -- lifecycle (heartbeat, close, transaction: SQLBackend) ----------
 
@@ -295,7 +343,35 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
                 f"PostgreSQL database {db.name} uses the encoding {encoding}; kiln stores "
                 "JSON and needs UTF8. Create the database with ENCODING 'UTF8'."
             )
-        return db.install_schema("storage", migrations(icu), dry_run=dry_run)
+        steps = db.install_schema("storage", migrations(icu), dry_run=dry_run)
+        return steps + self._install_indexes(dry_run=dry_run)
+
+    def _install_indexes(self, *, dry_run: bool) -> list[str]:
+        """Create the declared indexes that do not exist yet; describe each."""
+        if not self._indexes:
+            return []
+        db = self.database
+        with db.transaction() as conn:
+            existing = {
+                row[0]
+                for row in db.execute(
+                    conn,
+                    "SELECT indexname FROM pg_indexes"
+                    " WHERE schemaname = current_schema() AND tablename = 'records'",
+                ).fetchall()
+            }
+        missing = [index for index in self._indexes if index.name not in existing]
+        if missing and not dry_run:
+            # Taken in turns by the processes starting at once, as migrations are.
+            with db.unwatched(), db.transaction() as conn:
+                db.begin_write(conn)
+                db.pipeline(
+                    conn,
+                    ("SET LOCAL statement_timeout = 0", None),
+                    ("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,)),
+                    *((index_statement(index), None) for index in missing),
+                )
+        return [f"create index {index.name}" for index in missing]
 
     def flush(self) -> None:
         db = self.database
@@ -504,6 +580,7 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
             pagination_rules=pagination_rules,
             limit=limit,
             include_deleted=include_deleted,
+            typed=self._typed.get(resource_name),
         )
         db = self.database.reader()
         with db.transaction() as conn:
@@ -532,6 +609,7 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
             pagination_rules=pagination_rules,
             limit=limit,
             include_deleted=include_deleted,
+            typed=self._typed.get(resource_name),
         )
         page = (
             f"SELECT ({_SELECT_TIMESTAMP}), p.id, p.last_modified, p.data"  # noqa: S608
@@ -551,7 +629,7 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
         if not _storable(resource_name, parent_id):
             return 0
         params = Params(resource=resource_name, parent=parent_id)
-        where = compile_where(filters, (), params)
+        where = compile_where(filters, (), params, self._typed.get(resource_name))
         sql = f"SELECT count(*) FROM records WHERE {_IN_COLLECTION} AND NOT deleted{where}"  # noqa: S608
         db = self.database.reader()
         with db.transaction() as conn:
