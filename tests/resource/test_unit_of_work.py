@@ -235,3 +235,32 @@ def test_permission_answers_are_kept_until_a_change_to_their_objects_is_staged()
     unit.stage_permissions(["/buckets/b"], lambda backend: None)
     assert unit.remembered("a") is None
     assert unit.remembered("b") is False
+
+
+class WithoutTransactions(MemoryPermission):
+    supports_transactions = False
+
+
+def test_deletes_go_unread_only_where_the_transaction_takes_back_what_was_flushed(storage):
+    assert UnitOfWork(storage, MemoryPermission(), blind_deletes=True).blind_deletes
+    assert UnitOfWork(storage, None, blind_deletes=True).blind_deletes
+    assert not UnitOfWork(storage, MemoryPermission()).blind_deletes
+    assert not UnitOfWork(storage, WithoutTransactions(), blind_deletes=True).blind_deletes
+    plain = Flaky(None, 0)
+    plain.supports_transactions = False
+    assert not UnitOfWork(plain, None, blind_deletes=True).blind_deletes
+
+
+def test_an_unread_delete_that_misses_answers_404_at_once(storage):
+    def delete_a(unit):
+        return model_in(unit).delete("a")
+
+    counting = Flaky(None, 0)
+    with pytest.raises(HTTPError) as info:
+        run(counting, None, delete_a, transient_retries=0, blind_deletes=True)
+    assert (info.value.status, info.value.errno) == (404, 110)
+    assert counting.calls == 1
+    run(counting, None, create_a, transient_retries=0)
+    tombstone = run(counting, None, delete_a, transient_retries=0, blind_deletes=True)
+    assert tombstone["deleted"] is True and tombstone["last_modified"] > 0
+    assert counting.list_all("mushroom", "", include_deleted=True) == [tombstone]

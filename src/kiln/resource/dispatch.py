@@ -439,6 +439,8 @@ def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:
             work,
             transient_retries=int(state.config.setting("storage.transaction_retries")),
             notify=lambda events: deliver(state.subscriptions, events),
+            # A delete alone need not read its record, unless a listener wants it.
+            blind_deletes=not state.subscriptions,
         )
 
     # PostgreSQL sends the reads of safe requests to a read replica.

@@ -45,6 +45,7 @@ from kiln.resource.schema import Schema
 from kiln.resource.unit_of_work import EventSource, UnitOfWork
 from kiln.storage import (
     ABSENT,
+    LIVE,
     Filter,
     Operator,
     RecordNotFoundError,
@@ -438,8 +439,16 @@ class Model:
         preconditions: Preconditions = Preconditions(),
         last_modified: int | None = None,
     ) -> Record:
-        """``DELETE`` on a record: its tombstone."""
+        """``DELETE`` on a record: its tombstone.
+
+        When the unit of work allows it (:attr:`UnitOfWork.blind_deletes`), the
+        record is not read first: the delete expects a live record (or the
+        ``If-Match`` timestamp) and the flush checks it; a failure answers 404
+        (or 412) then.
+        """
         self.check_id(object_id)
+        if self._unit.blind_deletes and last_modified is None:
+            return self._bury_unread(object_id, preconditions)
         existing = self._existing(object_id)
         if existing is None:
             if preconditions.if_match is not None:
@@ -451,6 +460,25 @@ class Model:
         ):
             raise _modified_meanwhile(existing)
         return self._bury(existing, last_modified)
+
+    def _bury_unread(self, object_id: str, preconditions: Preconditions) -> Record:
+        if_match = preconditions.if_match
+        write = Write(
+            self.resource_name,
+            self.parent_id,
+            object_id,
+            None,
+            LIVE if if_match is None else if_match,
+        )
+
+        def failed() -> HTTPError:
+            if if_match is None:
+                return _not_found(object_id)
+            return _modified_meanwhile(self._existing(object_id))
+
+        tombstone = {ID_FIELD: object_id, MODIFIED_FIELD: 0, DELETED_FIELD: True}
+        self._unit.stage(write, tombstone, Change("delete", tombstone, None), self._source, failed)
+        return tombstone
 
     def _bury(self, existing: Record, last_modified: int | None = None) -> Record:
         object_id = existing[ID_FIELD]

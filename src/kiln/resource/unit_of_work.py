@@ -83,6 +83,9 @@ class _Staged:
     result: Record
     source: EventSource | None
     change: Change
+    #: For a write made without reading first: the answer when it finds the
+    #: record other than expected (instead of running the unit again).
+    on_conflict: Callable[[], HTTPError] | None = None
 
 
 class UnitOfWork:
@@ -101,10 +104,24 @@ class UnitOfWork:
         permission: PermissionBase | None,
         *,
         immediate: bool = False,
+        blind_deletes: bool = False,
     ) -> None:
         self.storage = storage
         self.permission = permission
         self.immediate = immediate
+        #: Deletes may be staged without reading the record first (a request
+        #: alone, whose events need no deleted record): their failure answers
+        #: the request (404, 412) rather than running it again -- so only where
+        #: the unit's transaction takes back the permission changes flushed
+        #: before the failing write.
+        self.blind_deletes = (
+            blind_deletes
+            and storage is not None
+            and storage.supports_transactions
+            and (permission is None or permission.supports_transactions)
+        )
+        #: The writes of the flush under way, to explain a conflict.
+        self._flushing: list[_Staged] = []
         self._writes: list[_Staged] = []
         self._permission_changes: list[tuple[frozenset[str], PermissionChange]] = []
         self._dirty: set[tuple[str, str]] = set()
@@ -152,10 +169,19 @@ class UnitOfWork:
     # -- writing ----------------------------------------------------------
 
     def stage(
-        self, write: Write, result: Record, change: Change, source: EventSource | None
+        self,
+        write: Write,
+        result: Record,
+        change: Change,
+        source: EventSource | None,
+        on_conflict: Callable[[], HTTPError] | None = None,
     ) -> None:
-        """Stage ``write``; ``result`` gets its ``last_modified`` at the flush."""
-        self._writes.append(_Staged(write, result, source, change))
+        """Stage ``write``; ``result`` gets its ``last_modified`` at the flush.
+
+        ``on_conflict``: the error to answer when the write finds the record
+        other than expected (a write made without reading first).
+        """
+        self._writes.append(_Staged(write, result, source, change, on_conflict))
         self._dirty.add((write.resource_name, write.parent_id))
         self._dirty_records.add((write.resource_name, write.parent_id, write.object_id))
         if self.immediate:
@@ -230,10 +256,19 @@ class UnitOfWork:
                 change(self.permission)
         if staged:
             assert self.storage is not None  # only models stage writes, on their storage
+            self._flushing = staged
             timestamps = self.storage.apply([s.write for s in staged], commit=commit)
             for entry, timestamp in zip(staged, timestamps, strict=True):
                 entry.result["last_modified"] = timestamp
             self.changes.extend((entry.source, entry.change) for entry in staged)
+
+    def explain(self, conflict: WriteConflict) -> HTTPError | None:
+        """The answer a failed write made without reading first asks for, if it is one."""
+        if 0 <= conflict.index < len(self._flushing):
+            on_conflict = self._flushing[conflict.index].on_conflict
+            if on_conflict is not None:
+                return on_conflict()
+        return None
 
     # -- events ---------------------------------------------------------------
 
@@ -295,6 +330,7 @@ def run(
     *,
     transient_retries: int,
     notify: Callable[[list[ResourceChanged]], None] | None = None,
+    blind_deletes: bool = False,
 ) -> T:
     """``work(unit)`` in one unit of work, flushed and committed; its result.
 
@@ -306,11 +342,12 @@ def run(
     runs, then ``409``) -- after a short random pause, and only when nothing
     of it can have been applied (a backend without transactions keeps what
     an earlier flush wrote). ``notify`` receives the events after the commit.
+    ``blind_deletes``: see :attr:`UnitOfWork.blind_deletes`.
     """
     transient = 0
     conflicts = 0
     while True:
-        unit = UnitOfWork(storage, permission)
+        unit = UnitOfWork(storage, permission, blind_deletes=blind_deletes)
         try:
             with storage.transaction(), _transaction(permission):
                 result = work(unit)
@@ -321,6 +358,9 @@ def run(
             transient += 1
             logger.info("Unit of work aborted by a conflict; running it again (%d).", transient)
         except WriteConflict as conflict:
+            answer = unit.explain(conflict)
+            if answer is not None:
+                raise answer from None
             conflicts += 1
             if conflicts >= CONFLICT_ATTEMPTS or not _undone(storage, unit, conflict):
                 raise HTTPError(

@@ -132,6 +132,7 @@ from kiln.exceptions import BackendError, KilnError, TransientBackendError
 __all__ = [
     "ABSENT",
     "INDEX_TYPES",
+    "LIVE",
     "WRITE_ATTEMPTS",
     "AppliedWrites",
     "BackendError",
@@ -242,6 +243,9 @@ class WriteConflict(StorageError):
 
 #: :attr:`Write.expected` of a write that creates: no live record has the id.
 ABSENT = -1
+#: :attr:`Write.expected` of a delete made without reading the record first:
+#: a live record, whatever its ``last_modified``.
+LIVE = -2
 
 
 class Write(NamedTuple):
@@ -250,7 +254,8 @@ class Write(NamedTuple):
     ``record`` is the new record (its ``id`` and ``last_modified`` are
     ignored); ``None`` deletes. ``expected`` is the ``last_modified`` the
     live record must still have, or :data:`ABSENT`: no live record holds the
-    id (a tombstone may). ``forced`` is a ``last_modified`` to keep
+    id (a tombstone may), or, for a delete only, :data:`LIVE`: a live record
+    whatever its ``last_modified``. ``forced`` is a ``last_modified`` to keep
     (replication) when it is greater than ``expected`` -- or, when creating,
     than the collection's timestamp. No other live record of the collection
     may hold the same non-null value of one of ``unique_fields``.
@@ -427,8 +432,9 @@ class StorageBase(abc.ABC):
     def _apply_one(self, write: Write) -> Record:
         name, parent, object_id = write.resource_name, write.parent_id, write.object_id
         if write.record is None:
+            if_match = None if write.expected == LIVE else write.expected
             return self.delete(
-                name, parent, object_id, if_match=write.expected, last_modified=write.forced
+                name, parent, object_id, if_match=if_match, last_modified=write.forced
             )
         record = {k: v for k, v in write.record.items() if k not in ("id", "last_modified")}
         record["id"] = object_id
@@ -640,6 +646,8 @@ def check_writes(writes: Sequence[Write]) -> None:
     for write in writes:
         if write.record is None and write.expected == ABSENT:
             raise ValueError("A delete expects the record's last_modified, not ABSENT.")
+        if write.record is not None and write.expected == LIVE:
+            raise ValueError("Only a delete may expect LIVE: a record to write expects more.")
 
 
 #: Tries of a single write made with :meth:`StorageBase.apply` that keeps losing races.

@@ -67,6 +67,7 @@ from kiln.exceptions import BackendError
 from kiln.migrations import Migration, folder, load_migrations
 from kiln.storage import (
     ABSENT,
+    LIVE,
     AppliedWrites,
     Filter,
     Index,
@@ -164,7 +165,8 @@ _RECORD_TIMESTAMP = (
 _EXPECT = " SELECT kiln_expect(count(*) = 1, %(index)s), max(last_modified) FROM written"
 _THE_RECORD = (
     "records.resource_name = %(resource)s AND records.parent_id = %(parent)s"
-    " AND records.id = %(id)s AND NOT records.deleted AND records.last_modified = %(floor)s"
+    " AND records.id = %(id)s AND NOT records.deleted"
+    " AND (%(floor)s::bigint IS NULL OR records.last_modified = %(floor)s)"
 )
 #: A create (over nothing, or a tombstone).
 _CREATE = (
@@ -709,7 +711,7 @@ def _write_statement(write: Write, index: int) -> tuple[str, dict[str, Any]]:
         resource=write.resource_name,
         parent=write.parent_id,
         id=write.object_id,
-        floor=None if write.expected == ABSENT else write.expected,
+        floor=None if write.expected in (ABSENT, LIVE) else write.expected,
         forced=write.forced,
         index=index,
     )

@@ -37,6 +37,7 @@ from kiln._sql import SQLBackend
 from kiln._sqlite import SQLiteDatabase
 from kiln.storage import (
     ABSENT,
+    LIVE,
     AppliedWrites,
     Filter,
     Operator,
@@ -161,11 +162,14 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], AppliedWrites):
             if write.expected == ABSENT:
                 if stored is not None or write.record is None:
                     raise WriteConflict(index)
+            elif write.expected == LIVE:
+                if stored is None:
+                    raise WriteConflict(index)
             elif stored != write.expected:
                 raise WriteConflict(index)
             if write.record is not None and self._holds_unique(conn, write):
                 raise WriteConflict(index)
-            floor = current if write.expected == ABSENT else write.expected
+            floor = current if stored is None else stored
             if write.forced is not None and write.forced > floor:
                 timestamp = write.forced
             else:

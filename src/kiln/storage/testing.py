@@ -31,6 +31,7 @@ from kiln._contract import BackendContract, property_settings
 from kiln.exceptions import BackendError
 from kiln.storage import (
     ABSENT,
+    LIVE,
     Filter,
     Operator,
     PreconditionFailed,
@@ -1101,6 +1102,22 @@ class StorageContract(BackendContract):
         with pytest.raises(WriteConflict) as info:
             storage.apply([Write(R, P, "x", {}, ABSENT), Write(R, P, "x", {}, ABSENT)])
         assert info.value.index == 1
+
+    def test_apply_of_a_delete_expecting_a_live_record_takes_whatever_version(
+        self, storage: StorageBase
+    ) -> None:
+        storage.create(R, P, {"id": "a"})
+        storage.update(R, P, "a", {"n": 2})
+        (stamp,) = storage.apply([Write(R, P, "a", None, LIVE)])
+        assert storage.list_all(R, P, include_deleted=True) == [
+            {"id": "a", "last_modified": stamp, "deleted": True}
+        ]
+        with pytest.raises(WriteConflict):
+            storage.apply([Write(R, P, "a", None, LIVE)])
+        with pytest.raises(WriteConflict):
+            storage.apply([Write(R, P, "never", None, LIVE)])
+        with pytest.raises(ValueError, match="Only a delete may expect LIVE"):
+            storage.apply([Write(R, P, "a", {}, LIVE)])
 
     def test_apply_refuses_a_delete_that_expects_no_record(self, storage: StorageBase) -> None:
         with pytest.raises(ValueError, match="ABSENT"):
