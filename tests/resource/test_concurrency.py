@@ -10,8 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
 import kiln
+from tests.pgschema import fresh_schema
 from tests.resource.concurrency_resources import SLOW_SECONDS
 from tests.resource.live_server import (
     Client,
@@ -23,7 +25,13 @@ from tests.resource.live_server import (
 
 VIEWS = "tests.resource.concurrency_resources"
 CLIENTS = 16
-BACKENDS = ("memory", "sqlite", pytest.param("sqlite-processes", marks=pytest.mark.slow))
+BACKENDS = (
+    "memory",
+    "sqlite",
+    "postgresql",
+    "redis",
+    pytest.param("sqlite-processes", marks=pytest.mark.slow),
+)
 
 
 def config(backend: str, url: str = "") -> dict:
@@ -47,15 +55,23 @@ def api(request, tmp_path):
         client.close()
         return
     backend = request.param
-    url = str(tmp_path / "k.sqlite") if backend == "sqlite" else ""
-    app = kiln.create_app(config(backend, url), configure_logging=False)
-    with serve_in_thread(app) as base:
-        client = Client(base + "/v1")
-        try:
-            yield client
-        finally:
-            client.close()
-    app.extensions["kiln"].storage.close()
+    with contextlib.ExitStack() as stack:
+        url = ""
+        if backend == "sqlite":
+            url = str(tmp_path / "k.sqlite")
+        elif backend == "postgresql":
+            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgresql_url")))
+        elif backend == "redis":
+            url = request.getfixturevalue("redis_url")
+            redis.Redis.from_url(url).flushdb()
+        app = kiln.create_app(config(backend, url), configure_logging=False)
+        stack.callback(app.extensions["kiln"].storage.close)
+        with serve_in_thread(app) as base:
+            client = Client(base + "/v1")
+            try:
+                yield client
+            finally:
+                client.close()
 
 
 def assert_envelope(reply: Reply, status: int, errno: int) -> None:
@@ -395,7 +411,11 @@ def test_sqlite_file_read_only_at_the_os_level_serves_reads_and_answers_writes_5
 # --------------------------------------------------------------------------
 
 
-def test_concurrent_batches_apply_whole_and_failing_ones_leave_nothing(api):
+def test_concurrent_batches_apply_whole_and_failing_ones_leave_nothing(api, request):
+    if request.node.callspec.params["api"] == "redis":
+        # Redis applies a flush's writes one by one (no transaction): batches
+        # interleave until its flush is one script.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Redis flush not atomic"))
     good, bad, size = 6, 3, 25
     before = api.get("/lots").etag
 
