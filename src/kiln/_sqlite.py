@@ -218,7 +218,10 @@ class SQLiteDatabase:
         self.closed = False
         self._unit = _UnitOfWork()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # Each connection with the thread it belongs to (None: shared, ``:memory:``).
+        self._connections: list[
+            tuple[weakref.ref[threading.Thread] | None, sqlite3.Connection]
+        ] = []
         self._connections_lock = threading.Lock()
         self._memory_lock = threading.RLock()
         self._memory_conn: sqlite3.Connection | None = None
@@ -277,8 +280,20 @@ class SQLiteDatabase:
             raise _backend_error(exc, self.path) from exc
         for name, arity, function in _FUNCTIONS:
             conn.create_function(name, arity, function, deterministic=True)
+        owner = None if self.in_memory else weakref.ref(threading.current_thread())
         with self._connections_lock:
-            self._connections.append(conn)
+            # A thread that ended leaves its connection behind: close those now,
+            # or a server running a thread per connection (`kiln serve`) runs
+            # out of files under load (found by the load simulation).
+            kept = []
+            for other_owner, other in self._connections:
+                thread = other_owner() if other_owner is not None else None
+                if other_owner is not None and (thread is None or not thread.is_alive()):
+                    other.close()
+                else:
+                    kept.append((other_owner, other))
+            kept.append((owner, conn))
+            self._connections = kept
         return conn
 
     def close(self) -> None:
@@ -286,7 +301,7 @@ class SQLiteDatabase:
         self.closed = True
         with self._connections_lock:
             connections, self._connections = self._connections, []
-        for conn in connections:
+        for _, conn in connections:
             conn.close()
         self._local = threading.local()
         self._memory_conn = None
