@@ -153,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = Server(env, free_port(), Path(workdir) / "server.log")
         try:
             server.start()
-            print(f"loadtests: serving {', '.join(configs)} on {server.url}", flush=True)
+            backend = env["KILN_STORAGE__BACKEND"]
+            print(
+                f"loadtests: serving {', '.join(configs)} ({backend}) on {server.url}", flush=True
+            )
             locust = [
                 sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"),
                 "--config", options.locust_config, "--headless", "--host", server.url,

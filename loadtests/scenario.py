@@ -624,12 +624,15 @@ def sort_key(record: Mapping[str, Any], sort: tuple[str, ...]) -> tuple[Any, ...
     return tuple(key)
 
 
-def list_all(client: Client, url: str, name: str, violations: list[str]) -> list[dict[str, Any]]:
-    """Follow ``Next-Page`` to the end; report records listed twice."""
+def list_all(
+    client: Client, url: str, name: str, violations: list[str], *, max_pages: int = 0
+) -> list[dict[str, Any]]:
+    """Follow ``Next-Page`` to the end (or ``max_pages``); report records listed twice."""
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
     reply = client.request("GET", url, name=name, expect=(200,))
-    for _ in range(MAX_PAGES):
+    max_pages = max_pages or MAX_PAGES
+    for _ in range(max_pages):
         for record in reply.body["data"]:
             if record["id"] in seen:
                 violations.append(f"{name}: {record['id']} listed twice following {url}")
@@ -639,7 +642,7 @@ def list_all(client: Client, url: str, name: str, violations: list[str]) -> list
         if not next_page:
             return records
         reply = client.request("GET", relative(next_page), name=name, expect=(200,))
-    violations.append(f"{name}: more than {MAX_PAGES} pages following {url}: a pagination loop?")
+    violations.append(f"{name}: more than {max_pages} pages following {url}: a pagination loop?")
     return records
 
 

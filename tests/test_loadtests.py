@@ -161,7 +161,8 @@ def test_a_since_feed_that_skips_a_change_leaves_the_followers_replica_behind(tm
     )
 
 
-def test_a_record_listed_twice_across_pages_is_reported(tmp_path):
+def test_a_record_listed_twice_across_pages_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(invariants, "PAGE", 10)
     with serving(tmp_path, "RepeatOnNextPage") as url:
         world = World(seed_records=20)
         (user,) = users(world, url, 1)
