@@ -73,7 +73,7 @@ docs: install ## Regenerate docs/settings.md from the settings registry.
 constraints: install-dev ## Re-resolve constraints.txt, the known-good versions (uv), for Python 3.11 to 3.13.
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra loadtest --universal \
 		--python-version 3.11 --upgrade --no-annotate \
-		--custom-compile-command "make constraints" --output-file $(CONSTRAINTS)
+		--custom-compile-command "make constraints" --output-file $(CONSTRAINTS) --quiet
 
 build: install-dev ## Build the sdist and wheel, twine-check them, install the wheel in a fresh venv and smoke-test it.
 	rm -rf dist $(SMOKE)

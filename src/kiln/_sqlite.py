@@ -195,6 +195,12 @@ class _Transaction:
                 database._memory_lock.release()
 
 
+def _close_connections(connections: list[tuple[Any, sqlite3.Connection]]) -> None:
+    """Close every connection of a database object that is gone."""
+    for _, conn in connections:
+        conn.close()
+
+
 class SQLiteDatabase:
     """A SQLite database file, its per-thread connections and units of work.
 
@@ -223,6 +229,9 @@ class SQLiteDatabase:
             tuple[weakref.ref[threading.Thread] | None, sqlite3.Connection]
         ] = []
         self._connections_lock = threading.Lock()
+        # Closed explicitly when the object is collected: Python 3.13 warns
+        # (ResourceWarning) about a connection left to the garbage collector.
+        weakref.finalize(self, _close_connections, self._connections)
         self._memory_lock = threading.RLock()
         self._memory_conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -246,7 +255,7 @@ class SQLiteDatabase:
             # Forked: the parent's connections must not be used here.
             self._pid = os.getpid()
             self._local = threading.local()
-            self._connections = []
+            self._connections.clear()
         if self.in_memory:
             if self._memory_conn is None:
                 self._memory_conn = self._connect()
@@ -293,14 +302,15 @@ class SQLiteDatabase:
                 else:
                     kept.append((other_owner, other))
             kept.append((owner, conn))
-            self._connections = kept
+            self._connections[:] = kept
         return conn
 
     def close(self) -> None:
         """Close every connection; the object is unusable afterwards."""
         self.closed = True
         with self._connections_lock:
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
+            self._connections.clear()
         for _, conn in connections:
             conn.close()
         self._local = threading.local()

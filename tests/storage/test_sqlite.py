@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import threading
@@ -316,3 +317,12 @@ def test_connections_of_threads_that_ended_are_closed(tmp_path):
     database.connection().execute("SELECT 1")
     database.close()
     assert open_files(path) == []
+
+
+def test_a_database_object_that_is_collected_closes_its_connections(tmp_path):
+    database = SQLiteDatabase(str(tmp_path / "gone.sqlite"))
+    conn = database.connection()
+    del database
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        conn.execute("SELECT 1")
