@@ -14,6 +14,7 @@ shares it with them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import random
@@ -325,6 +326,19 @@ def action(weight: int, needs: str = "") -> Callable[[Action], Action]:
     return register
 
 
+def on_a_record(function: Callable[[VirtualUser, Expected], None]) -> Action:
+    """An action on one of my shared records; with none (or none known), a create instead."""
+
+    @functools.wraps(function)
+    def run(user: VirtualUser) -> None:
+        expected = user.pick(user.world.target.shared)
+        if expected is None:
+            return create(user)
+        return function(user, expected)
+
+    return run
+
+
 def available_actions(target: Target) -> list[str]:
     """The actions that apply to ``target``, in declaration order."""
     enabled = {
@@ -504,6 +518,11 @@ class VirtualUser:
                 raise UnexpectedReply(f"{name}: a batch create answered {response['status']}")
             self.journal.acknowledge(self.username, shared, response["body"])
 
+    def confirm(self, name: str, after: Expected, sent: Mapping[str, Any]) -> None:
+        """The record the server acknowledged holds the values sent (None: removed)."""
+        if after.data is None or any(after.data.get(key) != value for key, value in sent.items()):
+            self.journal.violation(f"{name}: {after.uri} answered {after.data} to {dict(sent)}")
+
     def check_record(self, expected: Expected, reply: Reply, name: str) -> None:
         """Read-your-writes: what the server sends is what it last acknowledged."""
         if reply.body["data"] != expected.data:
@@ -552,17 +571,15 @@ def batch_create(user: VirtualUser) -> None:
 
 
 @action(60)
-def read(user: VirtualUser) -> None:
+@on_a_record
+def read(user: VirtualUser, expected: Expected) -> None:
     """GET one of my records: its last acknowledged value; 304 with its ETag."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     url = user.world.url(expected.uri)
     if user.rng.random() < 0.3:
         user.request(
             "GET", url, "read", (304,), headers={"If-None-Match": f'"{expected.last_modified}"'}
         )
-        return None
+        return
     reply = user.request("GET", url, "read", (200,))
     user.check_record(expected, reply, "read")
     if normalize_permissions(reply.body.get("permissions")) != expected.permissions:
@@ -570,7 +587,6 @@ def read(user: VirtualUser) -> None:
             f"read: {expected.uri} has permissions {reply.body.get('permissions')}, "
             f"the last acknowledged were {expected.permissions}"
         )
-    return None
 
 
 FILTERS: tuple[
@@ -700,40 +716,28 @@ def count(user: VirtualUser) -> None:
 
 
 @action(50)
-def update(user: VirtualUser) -> None:
+@on_a_record
+def update(user: VirtualUser, expected: Expected) -> None:
     """PATCH (``application/json``) with a fresh ``If-Match``; expects 200."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     changes = {"size": user.rng.randint(0, 100), "edible": user.rng.random() < 0.5}
-    after = user.write("update", "PATCH", expected, {"data": changes})
-    if after.data is None or any(after.data[key] != value for key, value in changes.items()):
-        user.journal.violation(f"update: {expected.uri} answered {after.data} to {changes}")
-    return None
+    user.confirm("update", user.write("update", "PATCH", expected, {"data": changes}), changes)
 
 
 @action(30)
-def replace(user: VirtualUser) -> None:
+@on_a_record
+def replace(user: VirtualUser, expected: Expected) -> None:
     """PUT a whole record over one of mine with a fresh ``If-Match``; keeps its shares."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     assert expected.data is not None
     data = new_psilo(user.rng)
     data["name"], data["kind"] = expected.data["name"], expected.data["kind"]
     body = {"data": data, "permissions": {"read": (expected.permissions or {}).get("read", [])}}
-    after = user.write("replace", "PUT", expected, body)
-    if after.data is None or {k: after.data.get(k) for k in data} != data:
-        user.journal.violation(f"replace: {expected.uri} answered {after.data} to {data}")
-    return None
+    user.confirm("replace", user.write("replace", "PUT", expected, body), data)
 
 
 @action(30)
-def json_patch(user: VirtualUser) -> None:
+@on_a_record
+def json_patch(user: VirtualUser, expected: Expected) -> None:
     """PATCH with ``application/json-patch+json`` operations on ``/data``."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     size = user.rng.randint(0, 100)
     tags = sorted(user.rng.sample(["red", "white", "ring", "gills", "pores"], 2))
     operations = [
@@ -743,17 +747,13 @@ def json_patch(user: VirtualUser) -> None:
     after = user.write(
         "json_patch", "PATCH", expected, operations, content_type="application/json-patch+json"
     )
-    if after.data is None or (after.data["size"], after.data["tags"]) != (size, tags):
-        user.journal.violation(f"json_patch: {expected.uri} answered {after.data}")
-    return None
+    user.confirm("json_patch", after, {"size": size, "tags": tags})
 
 
 @action(30)
-def merge_patch(user: VirtualUser) -> None:
+@on_a_record
+def merge_patch(user: VirtualUser, expected: Expected) -> None:
     """PATCH with ``application/merge-patch+json``: sets or removes (``null``) ``notes``."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     notes = None if user.rng.random() < 0.5 else f"seen {user.rng.randint(1, 9)} times"
     after = user.write(
         "merge_patch",
@@ -762,21 +762,16 @@ def merge_patch(user: VirtualUser) -> None:
         {"data": {"notes": notes}},
         content_type="application/merge-patch+json",
     )
-    if after.data is None or after.data.get("notes") != notes:
-        user.journal.violation(f"merge_patch: {expected.uri} answered {after.data}")
-    return None
+    user.confirm("merge_patch", after, {"notes": notes})
 
 
 @action(10)
-def delete(user: VirtualUser) -> None:
+@on_a_record
+def delete(user: VirtualUser, expected: Expected) -> None:
     """DELETE one of my records, with a fresh ``If-Match`` half the time; expects 200."""
-    expected = user.pick(user.world.target.shared)
-    if expected is None:
-        return create(user)
     after = user.write("delete", "DELETE", expected, None, conditional=user.rng.random() < 0.5)
     if after.data is not None:
         user.journal.violation(f"delete: {expected.uri} answered no tombstone")
-    return None
 
 
 @action(20)
@@ -843,13 +838,11 @@ def share(user: VirtualUser) -> None:
 
 
 @action(30)
-def conflict(user: VirtualUser) -> None:
+@on_a_record
+def conflict(user: VirtualUser, expected: Expected) -> None:
     """Conflicts on purpose: a stale ``If-Match`` (412), ``If-None-Match: *`` on an
     existing id (412) or, with unique fields, a duplicated name (409)."""
     shared = user.world.target.shared
-    expected = user.pick(shared)
-    if expected is None:
-        return create(user)
     assert expected.data is not None
     choice = user.rng.random()
     if choice < 0.5:
@@ -873,7 +866,6 @@ def conflict(user: VirtualUser) -> None:
         data["name"] = expected.data["name"]
         new_url = user.world.url(f"{shared}/{uuid.uuid4()}")
         user.request("PUT", new_url, "conflict", (409,), body={"data": data})
-    return None
 
 
 @action(30, "private")
