@@ -6,9 +6,17 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 COVERAGE_GATE ?= 100
 EXAMPLE_CONFIG ?= examples/mushrooms/config.yaml
+# The known-good versions of every dependency, for the dev install, CI and test-all.
+CONSTRAINTS := constraints.txt
+# Pythons for test-all: pyenv's, when installed (nox looks for python3.X on PATH).
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYENV_PATH := $(subst $(eval) ,:,$(wildcard $(PYENV_ROOT)/versions/3.1[1-3].*/bin))
+LOADTEST_ARGS ?=
+SMOKE := build/smoke
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev serve test test-fast lint format typecheck docs clean distclean maintainer-clean
+.PHONY: help install install-dev serve test test-fast test-all loadtest-check-simulation lint format \
+	typecheck docs constraints build contributors clean distclean maintainer-clean
 
 help: ## Show this help (coloured on a terminal only).
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
@@ -27,14 +35,14 @@ $(VENV)/.install.stamp: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-$(VENV)/.install-dev.stamp: $(BIN)/python pyproject.toml
+$(VENV)/.install-dev.stamp: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	@$(UNINSTALL_OLD_NAME)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,loadtest]"
 	@touch $@ $(VENV)/.install.stamp
 
 install: $(VENV)/.install.stamp ## Create .venv and install kiln.
 
-install-dev: $(VENV)/.install-dev.stamp ## Install kiln with the development extras.
+install-dev: $(VENV)/.install-dev.stamp ## Install kiln with the development and load-test extras, at the versions of constraints.txt.
 
 serve: install ## Start the example service on http://127.0.0.1:8888 (SQLite, no other service).
 	KILN_CONFIG=$(EXAMPLE_CONFIG) $(BIN)/kiln serve
@@ -48,26 +56,56 @@ test: install-dev ## Run the suite under branch coverage, gated at COVERAGE_GATE
 test-fast: install-dev ## Run the tests without coverage, stopping at the first failure.
 	$(BIN)/python -m pytest -x -q $(PYTEST_ARGS)
 
+test-all: install-dev ## Run the suite on Python 3.11, 3.12 and 3.13 (nox; slow: CI runs one version).
+	PATH="$(PYENV_PATH):$$PATH" $(BIN)/nox $(NOX_ARGS)
+
+loadtest-check-simulation: install-dev ## Serve loadtests/ on SQLite, load every action briefly, check the invariants.
+	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
+
 lint: install-dev ## Check style with ruff.
-	$(BIN)/ruff check src tests examples bench docs
-	$(BIN)/ruff format --check src tests examples bench docs
+	$(BIN)/ruff check src tests examples bench docs loadtests noxfile.py
+	$(BIN)/ruff format --check src tests examples bench docs loadtests noxfile.py
 
 format: install-dev ## Reformat the code with ruff.
-	$(BIN)/ruff check --fix src tests examples bench docs
-	$(BIN)/ruff format src tests examples bench docs
+	$(BIN)/ruff check --fix src tests examples bench docs loadtests noxfile.py
+	$(BIN)/ruff format src tests examples bench docs loadtests noxfile.py
 
-typecheck: install-dev ## Type-check src/ with mypy --strict.
+typecheck: install-dev ## Type-check src/ and loadtests/ with mypy --strict.
 	$(BIN)/mypy
 
 docs: install ## Regenerate docs/settings.md from the settings registry.
 	$(BIN)/kiln settings --format markdown > docs/settings.md
 
+constraints: install-dev ## Re-resolve constraints.txt, the known-good versions (uv), for Python 3.11 to 3.13.
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra loadtest --universal \
+		--python-version 3.11 --upgrade --no-annotate \
+		--custom-compile-command "make constraints" --output-file $(CONSTRAINTS) --quiet
+
+build: install-dev ## Build the sdist and wheel, twine-check them, install the wheel in a fresh venv and smoke-test it.
+	rm -rf dist $(SMOKE)
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python .ci/check_dist.py dist
+	$(PYTHON3) -m venv $(SMOKE)/venv
+	$(SMOKE)/venv/bin/python -m pip install --quiet -c $(CONSTRAINTS) dist/*.whl pytest
+	test "$$($(SMOKE)/venv/bin/kiln --version)" = \
+		"kiln, version $$($(BIN)/python -c 'from kiln.__about__ import __version__ as v; print(v)')"
+	cd $(SMOKE) && venv/bin/kiln init service && cd service && ../venv/bin/python -m pytest -q -p no:cacheprovider
+	@echo "build: OK: $$(ls dist | tr '\n' ' ')"
+
+contributors: ## Write CONTRIBUTORS.md from the git history (one line per person).
+	@{ printf '# Contributors\n\nGenerated from the git history by `make contributors`.\n\n'; \
+	  git shortlog -sne HEAD | awk '{$$1=""; sub(" ", ""); print}' \
+	    | awk -F'<' '!x[$$1]++' | awk -F'<' '!x[$$2]++' | sort | sed 's/^/- /'; \
+	} > CONTRIBUTORS.md
+	@echo "CONTRIBUTORS.md: $$(grep -c '^- ' CONTRIBUTORS.md) contributors"
+
 clean: ## Remove caches and bytecode.
-	find . -path ./$(VENV) -prune -o \( -name '__pycache__' -o -name '*.pyc' \) -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./.nox \) -prune -o \( -name '__pycache__' -o -name '*.pyc' \) -exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
 
-distclean: clean ## Also remove build artefacts.
-	rm -rf build dist *.egg-info src/*.egg-info
+distclean: clean ## Also remove build artefacts (*.egg-info, *.egg, build/, dist/).
+	rm -rf build dist *.egg-info *.egg src/*.egg-info
 
-maintainer-clean: distclean ## Also remove the virtualenv.
-	rm -rf $(VENV)
+maintainer-clean: distclean ## Also remove the virtualenvs (.venv/ and nox's .nox/).
+	rm -rf $(VENV) .nox

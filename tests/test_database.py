@@ -762,3 +762,13 @@ def test_a_reload_that_removes_the_database_section_drops_the_pools(tmp_path: An
     assert configuration.last_error is None
     assert not is_alive(before)
     assert repr(db) == "<Database (not used yet)>"
+
+
+def test_a_pool_nobody_uses_closes_its_idle_connections(tmp_path: Any) -> None:
+    pool = ServerPool(sqlite3, str(tmp_path / "a.db"), size=2, connect_timeout=1)
+    connection = pool.checkout()
+    pool.checkin(connection)
+    del pool
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        connection.execute("SELECT 1")

@@ -206,6 +206,12 @@ class _Transaction:
                 database._memory_lock.release()
 
 
+def _close_connections(connections: list[tuple[Any, sqlite3.Connection]]) -> None:
+    """Close every connection of a database object that is gone."""
+    for _, conn in connections:
+        conn.close()
+
+
 class SQLiteDatabase:
     """A SQLite database file, its per-thread connections and units of work.
 
@@ -232,8 +238,14 @@ class SQLiteDatabase:
         self.closed = False
         self._unit = _UnitOfWork()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # Each connection with the thread it belongs to (None: shared, ``:memory:``).
+        self._connections: list[
+            tuple[weakref.ref[threading.Thread] | None, sqlite3.Connection]
+        ] = []
         self._connections_lock = threading.Lock()
+        # Closed explicitly when the object is collected: Python 3.13 warns
+        # (ResourceWarning) about a connection left to the garbage collector.
+        weakref.finalize(self, _close_connections, self._connections)
         self._memory_lock = threading.RLock()
         self._memory_conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -257,7 +269,7 @@ class SQLiteDatabase:
             # Forked: the parent's connections must not be used here.
             self._pid = os.getpid()
             self._local = threading.local()
-            self._connections = []
+            self._connections.clear()
         if self.in_memory:
             if self._memory_conn is None:
                 self._memory_conn = self._connect()
@@ -291,16 +303,29 @@ class SQLiteDatabase:
             raise _backend_error(exc, self.path) from exc
         for name, arity, function in _FUNCTIONS:
             conn.create_function(name, arity, function, deterministic=True)
+        owner = None if self.in_memory else weakref.ref(threading.current_thread())
         with self._connections_lock:
-            self._connections.append(conn)
+            # A thread that ended leaves its connection behind: close those now,
+            # or a server running a thread per connection (`kiln serve`) runs
+            # out of files under load (found by the load simulation).
+            kept = []
+            for other_owner, other in self._connections:
+                thread = other_owner() if other_owner is not None else None
+                if other_owner is not None and (thread is None or not thread.is_alive()):
+                    other.close()
+                else:
+                    kept.append((other_owner, other))
+            kept.append((owner, conn))
+            self._connections[:] = kept
         return conn
 
     def close(self) -> None:
         """Close every connection; the object is unusable afterwards."""
         self.closed = True
         with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
+            connections = list(self._connections)
+            self._connections.clear()
+        for _, conn in connections:
             conn.close()
         self._local = threading.local()
         self._memory_conn = None

@@ -234,6 +234,11 @@ def describe_entry(entry: str | Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------
 
 
+def _close_all(connections: list[Any]) -> None:
+    for connection in connections:
+        _close_quietly(connection)
+
+
 class ServerPool:
     """Idle connections to one server, and when that server was last seen down.
 
@@ -257,6 +262,9 @@ class ServerPool:
         self.down_until = 0.0
         self.closed = False
         self._idle: list[Any] = []
+        # Closed explicitly when the pool is collected (with a Database nobody
+        # uses): Python 3.13 warns about a sqlite3 connection left to the GC.
+        weakref.finalize(self, _close_all, self._idle)
         self._lock = threading.Lock()
         self._extra: dict[str, Any] = {}
         name = module.__name__
@@ -304,9 +312,9 @@ class ServerPool:
         """Close the idle connections; connections in use are closed when given back."""
         with self._lock:
             self.closed = True
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            _close_quietly(connection)
+            idle = list(self._idle)
+            self._idle.clear()
+        _close_all(idle)
 
 
 def load_driver(name: Any) -> ModuleType:
