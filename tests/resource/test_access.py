@@ -12,6 +12,7 @@ from kiln.exceptions import ConfigError, StartupError
 from kiln.permission.memory import MemoryPermission
 from kiln.resource import RequestContext, UserResource
 from kiln.resource.access import Access, AccessRules, ancestor_uris, denied, parse_permissions
+from kiln.resource.unit_of_work import UnitOfWork
 
 SECRET = "access-secret-" + "z" * 40
 
@@ -264,25 +265,55 @@ class RaceResource(resource.ShareableResource):
         return new
 
 
-def test_each_question_asks_the_backend_once_per_request():
+def test_each_question_asks_the_backend_once_per_unit_of_work():
     backend = MemoryPermission()
     backend.add_principal_to_ace("/buckets/b", "read", "u")
     asked = []
-    check = backend.check_permission
+    check, read = backend.check_permission, backend.objects_permissions
 
-    def counting(*args, **kwargs):
-        asked.append(args[:2])
+    def counting_check(*args, **kwargs):
+        asked.append(("check", *args[:2]))
         return check(*args, **kwargs)
 
-    backend.check_permission = counting
-    access = Access(
-        AccessRules("collection", "shareable"), backend, ("u",), "/buckets/b/collections"
-    )
-    assert access.may_collection("read")
-    assert access.may_collection("read")
-    assert access.may_record("read", "c")
-    assert access.may_record("read", "c")
-    assert asked == [("/buckets/b", "read")]
+    def counting_read(object_ids):
+        asked.append(("read", sorted(object_ids)))
+        return read(object_ids)
+
+    backend.check_permission = counting_check
+    backend.objects_permissions = counting_read
+    unit = UnitOfWork(None, backend)
+
+    def access():  # a request of the unit (a batch's sub-request)
+        rules = AccessRules("collection", "shareable")
+        return Access(rules, backend, ("u",), "/buckets/b/collections", unit)
+
+    first = access()
+    assert first.may_collection("read")
+    assert first.may_collection("read")
+    second = access()
+    assert second.may_collection("read")
+    assert second.may_record("read", "c")
+    assert second.may_record("read", "c")
+    assert access().may_record("read", "c")
+    assert not access().may_record("write", "c")
+    assert asked == [
+        ("check", "/buckets/b", "read"),
+        ("read", ["/buckets/b", "/buckets/b/collections/c"]),
+    ]
+
+
+def test_a_writer_who_patches_a_record_becomes_one_of_its_writers(tmp_path):
+    client = build(tmp_path, toadstool={"write_principals": ["system.Authenticated"]}).test_client()
+    owner, other = user_id(client, "a"), user_id(client, "b")
+    client.put("/v1/toadstools/t1", json={"data": {"name": "x"}}, headers=basic("a"))
+    patched = client.patch("/v1/toadstools/t1", json={"data": {"name": "y"}}, headers=basic("b"))
+    assert patched.status_code == 200
+    assert patched.json["permissions"]["write"] == sorted([owner, other])
+    again = client.patch("/v1/toadstools/t1", json={"data": {"name": "z"}}, headers=basic("a"))
+    assert again.json["permissions"]["write"] == sorted([owner, other])
+    shown = client.get("/v1/toadstools/t1", headers=basic("a")).json
+    assert shown["permissions"]["write"] == sorted([owner, other])
+    assert shown["data"]["name"] == "z"
 
 
 def test_json_patch_of_data_only_on_a_shareable_record_keeps_its_permissions(tmp_path):

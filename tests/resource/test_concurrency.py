@@ -13,6 +13,7 @@ import pytest
 import redis
 
 import kiln
+from kiln.application import close_app
 from tests.pgschema import fresh_schema
 from tests.resource.concurrency_resources import SLOW_SECONDS
 from tests.resource.live_server import (
@@ -65,7 +66,7 @@ def api(request, tmp_path):
             url = request.getfixturevalue("redis_url")
             redis.Redis.from_url(url).flushdb()
         app = kiln.create_app(config(backend, url), configure_logging=False)
-        stack.callback(app.extensions["kiln"].storage.close)
+        stack.callback(close_app, app)
         with serve_in_thread(app) as base:
             client = Client(base + "/v1")
             try:

@@ -12,6 +12,7 @@ from kiln.resource.schema import Schema
 from kiln.resource.unit_of_work import (
     CONFLICT_ATTEMPTS,
     EventSource,
+    ReplacePermissions,
     UnitOfWork,
     current_unit,
     run,
@@ -265,3 +266,24 @@ def test_an_unread_delete_that_misses_answers_404_at_once(storage):
     assert tombstone["deleted"] is True
     assert tombstone["last_modified"] > 0
     assert counting.list_all("mushroom", "", include_deleted=True) == [tombstone]
+
+
+def test_permission_changes_are_made_in_order_with_runs_of_replacements_together():
+    calls = []
+
+    class Recording(MemoryPermission):
+        def replace_objects_permissions(self, changes):
+            calls.append(sorted(changes))
+            super().replace_objects_permissions(changes)
+
+    permission = Recording()
+    unit = UnitOfWork(None, permission)
+    unit.stage_permissions(["/a"], ReplacePermissions("/a", {"write": {"alice"}}))
+    unit.stage_permissions(["/b"], ReplacePermissions("/b", {"read": {"bob"}}))
+    unit.stage_permissions(["/a"], ReplacePermissions("/a", {"read": {"carol"}}))
+    unit.stage_permissions(["/a"], lambda backend: backend.add_principal_to_ace("/a", "write", "x"))
+    unit.stage_permissions(["/a"], ReplacePermissions("/a", {"write": {"dave"}}))
+    unit.flush()
+    assert calls == [["/a", "/b"], ["/a"]]
+    assert permission.object_permissions("/a") == {"read": {"carol"}, "write": {"dave"}}
+    assert permission.object_permissions("/b") == {"read": {"bob"}}

@@ -329,6 +329,19 @@ class PermissionBase(abc.ABC):
         selected = principal_set(permissions, "permissions")
         return self._permissions_of(object_id, selected) if selected else {}
 
+    def objects_permissions(self, object_ids: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+        """:meth:`object_permissions` of each of ``object_ids`` (exact ids), read
+        together: ``{object_id: {permission: principals}}``, with ``{}`` for an
+        object without ACEs (Kinto's ``get_objects_permissions``).
+
+        This implementation reads them one by one; backends override it to
+        read them at once.
+
+        :raises TypeError: ``object_ids`` is a ``str``.
+        """
+        ids = principal_set(object_ids, "object_ids")
+        return {object_id: self._permissions_of(object_id, None) for object_id in sorted(ids)}
+
     @abc.abstractmethod
     def _permissions_of(self, object_id: str, selected: set[str] | None) -> dict[str, set[str]]:
         """:meth:`object_permissions` once its arguments are checked: the
@@ -355,6 +368,36 @@ class PermissionBase(abc.ABC):
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         """:meth:`replace_object_permissions` once its arguments are checked:
         ``{permission: principals}``, not empty."""
+
+    def replace_objects_permissions(
+        self, changes: Mapping[str, Mapping[str, Iterable[str]]]
+    ) -> None:
+        """:meth:`replace_object_permissions` of several objects at once:
+        ``{object_id: {permission: principals}}``, each object atomically.
+
+        This implementation writes them one by one; backends override
+        :meth:`_replace_many` to write them together.
+
+        :raises TypeError: a value is a ``str``.
+        """
+        checked = {
+            object_id: {
+                perm: principal_set(principals, f"permissions[{perm!r}]")
+                for perm, principals in permissions.items()
+            }
+            for object_id, permissions in changes.items()
+        }
+        checked = {
+            object_id: replacements for object_id, replacements in checked.items() if replacements
+        }
+        if checked:
+            self._replace_many(checked)
+
+    def _replace_many(self, changes: dict[str, dict[str, set[str]]]) -> None:
+        """:meth:`replace_objects_permissions` once its arguments are checked
+        (no object without replacements, at least one object)."""
+        for object_id, replacements in changes.items():
+            self._replace_permissions(object_id, replacements)
 
     @abc.abstractmethod
     def delete_object_permissions(self, *object_ids: str) -> None:

@@ -27,11 +27,12 @@ call are answered by one statement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from kiln._postgresql import Params, PostgreSQLDatabase, database_for
 from kiln._sql import SQLBackend
-from kiln.permission import PermissionBase
+from kiln.permission import PermissionBase, principal_set
 
 __all__ = [
     "PostgreSQLPermission",
@@ -231,25 +232,54 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
             rv.setdefault(decode(perm), set()).add(decode(principal))
         return rv
 
+    def objects_permissions(self, object_ids: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+        rv: dict[str, dict[str, set[str]]] = {
+            object_id: {} for object_id in principal_set(object_ids, "object_ids")
+        }
+        if not rv:
+            return rv
+        rows = self._read(
+            f"SELECT object_id, permission, principal FROM {_ACE}"  # noqa: S608
+            " WHERE object_id = ANY(%s::bytea[])",
+            ([encode(o) for o in sorted(rv)],),
+        )
+        for object_id, perm, principal in rows:
+            rv[decode(object_id)].setdefault(decode(perm), set()).add(decode(principal))
+        return rv
+
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
-        rows = [
-            (perm, who) for perm, principals in replacements.items() for who in sorted(principals)
+        self._replace_many({object_id: replacements})
+
+    def _replace_many(self, changes: dict[str, dict[str, set[str]]]) -> None:
+        cleared = [(o, perm) for o, replacements in changes.items() for perm in replacements]
+        granted = [
+            (o, perm, who)
+            for o, replacements in changes.items()
+            for perm, principals in replacements.items()
+            for who in sorted(principals)
         ]
+        # One statement: the ACEs of the cleared permissions that are not granted
+        # again go, the granted ones not held yet come (those kept are untouched).
         self._write(
             (
-                f"DELETE FROM {_ACE}"  # noqa: S608
-                " WHERE object_id = %(object)s AND permission = ANY(%(cleared)s::bytea[])",
-                {"object": encode(object_id), "cleared": [encode(p) for p in replacements]},
-            ),
-            (
-                f"INSERT INTO {_ACE} (object_id, permission, principal)"  # noqa: S608
-                " SELECT %(object)s, granted.permission, granted.principal"
-                " FROM unnest(%(permissions)s::bytea[], %(principals)s::bytea[])"
-                " AS granted(permission, principal) ON CONFLICT DO NOTHING",
+                "WITH granted (object_id, permission, principal) AS ("  # noqa: S608
+                " SELECT * FROM unnest(%(objects)s::bytea[], %(permissions)s::bytea[],"
+                " %(principals)s::bytea[])),"
+                " gone AS ("
+                f" DELETE FROM {_ACE} AS a"
+                " USING unnest(%(cleared_objects)s::bytea[], %(cleared_permissions)s::bytea[])"
+                " AS cleared(object_id, permission)"
+                " WHERE a.object_id = cleared.object_id AND a.permission = cleared.permission"
+                " AND NOT EXISTS (SELECT 1 FROM granted AS g WHERE g.object_id = a.object_id"
+                " AND g.permission = a.permission AND g.principal = a.principal))"
+                f" INSERT INTO {_ACE} (object_id, permission, principal)"
+                " SELECT object_id, permission, principal FROM granted ON CONFLICT DO NOTHING",
                 {
-                    "object": encode(object_id),
-                    "permissions": [encode(perm) for perm, _ in rows],
-                    "principals": [encode(who) for _, who in rows],
+                    "objects": [encode(o) for o, _, _ in granted],
+                    "permissions": [encode(perm) for _, perm, _ in granted],
+                    "principals": [encode(who) for _, _, who in granted],
+                    "cleared_objects": [encode(o) for o, _ in cleared],
+                    "cleared_permissions": [encode(perm) for _, perm in cleared],
                 },
             ),
         )

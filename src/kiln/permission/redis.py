@@ -36,6 +36,7 @@ from kiln._redis import (
 from kiln.permission import (
     PermissionBase,
     match_object_id,
+    principal_set,
 )
 
 __all__ = ["RedisPermission", "load"]
@@ -309,6 +310,18 @@ class RedisPermission(RedisBackend, PermissionBase):
             perm: _strings(members)
             for perm, members in zip(ordered, replies, strict=True)
             if members
+        }
+
+    def objects_permissions(self, object_ids: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+        ordered = sorted(principal_set(object_ids, "object_ids"))
+        with self.connection.errors():
+            pipe = self.connection.client.pipeline(transaction=False)
+            for object_id in ordered:
+                self._object_permissions(args=[self.namespace, object_id], client=pipe)
+            replies = pipe.execute()
+        return {
+            object_id: {reply[i].decode(): _strings(reply[i + 1]) for i in range(0, len(reply), 2)}
+            for object_id, reply in zip(ordered, replies, strict=True)
         }
 
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:

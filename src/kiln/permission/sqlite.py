@@ -27,7 +27,7 @@ checked with :func:`kiln.permission.match_object_id`, which is exact.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from kiln._sql import SQLBackend
@@ -35,6 +35,7 @@ from kiln._sqlite import SQLiteDatabase
 from kiln.permission import (
     PermissionBase,
     match_object_id,
+    principal_set,
 )
 
 __all__ = ["SQLitePermission", "glob_escape", "load", "prefix_range"]
@@ -212,6 +213,21 @@ class SQLitePermission(SQLBackend[SQLiteDatabase], PermissionBase):
         for perm, principal in rows:
             if selected is None or perm in selected:
                 rv.setdefault(perm, set()).add(principal)
+        return rv
+
+    def objects_permissions(self, object_ids: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+        rv: dict[str, dict[str, set[str]]] = {
+            object_id: {} for object_id in principal_set(object_ids, "object_ids")
+        }
+        with self.database.transaction() as conn:
+            for chunk in _chunks(set(rv)):
+                rows = conn.execute(
+                    f"SELECT object_id, permission, principal FROM {_ACE}"  # noqa: S608
+                    f" WHERE object_id IN ({_placeholders(len(chunk))})",
+                    chunk,
+                )
+                for object_id, perm, principal in rows:
+                    rv[object_id].setdefault(perm, set()).add(principal)
         return rv
 
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:

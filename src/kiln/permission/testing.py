@@ -278,6 +278,47 @@ class PermissionContract(BackendContract):
         assert permission.object_permissions("/a", []) == {}
         assert permission.object_permissions("/none") == {}
 
+    def test_objects_permissions_read_several_objects_exactly(
+        self, permission: PermissionBase
+    ) -> None:
+        permission.add_principal_to_ace("/a", "read", "alice")
+        permission.add_principal_to_ace("/a", "write", "bob")
+        permission.add_principal_to_ace("/a/b", "read", "carol")
+        permission.add_principal_to_ace("/ab", "read", "dave")
+        assert permission.objects_permissions(["/a", "/a/b", "/none", "/a"]) == {
+            "/a": {"read": {"alice"}, "write": {"bob"}},
+            "/a/b": {"read": {"carol"}},
+            "/none": {},
+        }
+        assert permission.objects_permissions([]) == {}
+        with pytest.raises(TypeError):
+            permission.objects_permissions("/a")
+
+    def test_replace_objects_permissions_sets_each_object_at_once(
+        self, permission: PermissionBase
+    ) -> None:
+        permission.replace_object_permissions("/a", {"read": ["alice", "bob"], "write": ["x"]})
+        permission.add_principal_to_ace("/b", "read", "carol")
+        permission.add_principal_to_ace("/c", "read", "dave")
+        permission.replace_objects_permissions(
+            {
+                "/a": {"read": ["bob", "carol", "carol"]},
+                "/b": {"read": [], "write": ["erin"]},
+                "/c": {},
+                "/new": {"write": ["frank"]},
+            }
+        )
+        assert permission.objects_permissions(["/a", "/b", "/c", "/new"]) == {
+            "/a": {"read": {"bob", "carol"}, "write": {"x"}},
+            "/b": {"write": {"erin"}},
+            "/c": {"read": {"dave"}},
+            "/new": {"write": {"frank"}},
+        }
+        permission.replace_objects_permissions({})
+        with pytest.raises(TypeError):
+            permission.replace_objects_permissions({"/a": {"read": "bob"}})
+        assert permission.object_permissions("/a") == {"read": {"bob", "carol"}, "write": {"x"}}
+
     def test_replace_object_permissions(self, permission: PermissionBase) -> None:
         permission.add_principal_to_ace("/a", "read", "alice")
         permission.add_principal_to_ace("/a", "write", "alice")

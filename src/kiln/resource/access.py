@@ -40,14 +40,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kiln.auth import AUTHENTICATED, denied
 from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
-
-if TYPE_CHECKING:
-    from kiln.resource.unit_of_work import UnitOfWork
+from kiln.resource.unit_of_work import ReplacePermissions, UnitOfWork
 
 __all__ = [
     "KINDS",
@@ -159,15 +157,13 @@ class Access:
     def __post_init__(self) -> None:
         if self.unit is None and self.backend is not None:
             # Used on its own (tests, scripts): each change is written at once.
-            from kiln.resource.unit_of_work import UnitOfWork
-
             self.unit = UnitOfWork(None, self.backend, immediate=True)
 
     def _reader(self, object_ids: Iterable[str] | None) -> PermissionBase:
         """The backend, once the unit's changes to ``object_ids`` (None: any) are made."""
         assert self.backend is not None
-        if self.unit is not None:
-            self.unit.reading_permissions(object_ids)
+        assert self.unit is not None  # set with the backend
+        self.unit.reading_permissions(object_ids)
         return self.backend
 
     @property
@@ -194,6 +190,12 @@ class Access:
 
         uris = [uri for uri, _ in pairs]
         assert self.unit is not None  # set with the backend
+        known = {uri: self.unit.remembered(("held", uri)) for uri in uris}
+        if None not in known.values():
+            # Every object's permissions were read already: no need to ask.
+            return any(
+                not known[uri].get(perm, set()).isdisjoint(self.principals) for uri, perm in pairs
+            )
         key = ("check", self.principals, tuple(pairs))
         found = self.unit.remembered(key)
         if found is None:
@@ -214,13 +216,19 @@ class Access:
         every record of the collection (or, for ``create``, on the collection)."""
         return self._memoized(("", name), lambda: self._may_collection(name))
 
-    def _may_collection(self, name: str) -> bool:
+    def _decided_by_settings(self, name: str) -> bool | None:
+        """What the ``<resource>.<perm>_principals`` settings say about ``name``
+        collection-wide (``None``: they do not say)."""
         decided = self._by_setting(name)
         by_write = self._by_setting(WRITE)
         if by_write:
             decided = True  # collection-wide write implies read and create
         elif name == "create" and decided is None:
             decided = by_write  # who may create, when unset: who may write
+        return decided
+
+    def _may_collection(self, name: str) -> bool:
+        decided = self._decided_by_settings(name)
         if not self.shareable:
             # Public: an unset setting allows; private: any authenticated caller.
             if self.rules.kind == "private":
@@ -245,6 +253,13 @@ class Access:
         return self._memoized((object_id, name), lambda: self._may_record(name, object_id))
 
     def _may_record(self, name: str, object_id: str) -> bool:
+        if self.shareable and self.backend is not None:
+            # One read for the record's permissions (the response shows them)
+            # and, unless the settings decide, its ancestors' (which may grant).
+            uris = [self.record_uri(object_id)]
+            if not self._decided_by_settings(name):
+                uris += ancestor_uris(self.collection_uri)
+            self._read_held(uris)
         if self.may_collection(name):
             return True
         if not self.shareable or self.backend is None:
@@ -254,6 +269,16 @@ class Access:
         held = self._record_held(object_id)
         granting = held.get(WRITE, set()) | (held.get(READ, set()) if name == READ else set())
         return not granting.isdisjoint(self.principals)
+
+    def _read_held(self, uris: list[str]) -> None:
+        """Remember the permissions of those of ``uris`` not known yet, read at once."""
+        assert self.unit is not None  # set with the backend
+        unit = self.unit
+        missing = [uri for uri in uris if unit.remembered(("held", uri)) is None]
+        if missing:
+            found = self._reader(missing).objects_permissions(missing)
+            for uri, held in found.items():
+                unit.remember(("held", uri), held, [uri])
 
     def _record_held(self, object_id: str) -> dict[str, set[str]]:
         uri = self.record_uri(object_id)
@@ -320,18 +345,22 @@ class Access:
         if creator is not None:
             if WRITE in permissions:
                 permissions[WRITE].add(creator)
-            else:
+            elif creator not in held.get(WRITE, ()):
                 added = creator
                 held.setdefault(WRITE, set()).add(creator)
         held.update(permissions)
-
-        def write(backend: PermissionBase) -> None:
-            if added is not None:
-                backend.add_principal_to_ace(uri, WRITE, added)
+        if added is None:
             if permissions:
-                backend.replace_object_permissions(uri, permissions)
+                self.unit.stage_permissions([uri], ReplacePermissions(uri, permissions))
+        else:
+            principal = added
 
-        self.unit.stage_permissions([uri], write)
+            def write(backend: PermissionBase) -> None:
+                backend.add_principal_to_ace(uri, WRITE, principal)
+                if permissions:
+                    backend.replace_object_permissions(uri, permissions)
+
+            self.unit.stage_permissions([uri], write)
         self.unit.remember(("held", uri), held, [uri])
         return self._shown(held)
 

@@ -375,8 +375,18 @@ class Endpoint:
         )
         call = _Call(self, request, settings, model, access)
         try:
+            object_id = request.variables.get("id")
             check_parents(
-                self.parents, registration, request.variables, request.user_id, unit, access
+                self.parents,
+                registration,
+                request.variables,
+                request.user_id,
+                unit,
+                access,
+                # The record itself, read with its parents, when its id can be one.
+                record=(self.name, model.parent_id, object_id)
+                if object_id is not None and model.id_pattern.match(object_id)
+                else None,
             )
             authorize = state.authorizer
             if authorize is not None:

@@ -257,6 +257,9 @@ class Model:
         return self._existing(object_id)
 
     def _existing(self, object_id: str) -> Record | None:
+        found, record = self._unit.take_prefetched((self.resource_name, self.parent_id, object_id))
+        if found:
+            return record
         try:
             return self._read(object_id).get(self.resource_name, self.parent_id, object_id)
         except RecordNotFoundError:

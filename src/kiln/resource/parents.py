@@ -95,6 +95,7 @@ def check_parents(
     user_id: str | None,
     unit: UnitOfWork,
     access: Access,
+    record: tuple[str, str, str] | None = None,
 ) -> None:
     """Unless every ancestor record of this request exists: 404 (errno 110),
     naming the first missing one (grandparents first) in ``details: {"id",
@@ -103,17 +104,22 @@ def check_parents(
     A caller who may not read the collection (a missing parent has no
     permissions of its own) is denied instead, so the answer does not tell
     which parents exist: 403, or 401 when anonymous. The ancestors are read
-    together, once per unit of work.
+    together, once per unit of work; with them, the request's own
+    ``record`` (its key), kept for the model (:meth:`UnitOfWork.prefetch`).
     """
     chain = _ancestors(parents, registration, path, user_id)
     unknown = [key for key in chain if not unit.memo.get(("parent", *key))]
     if not unknown:
         return
-    for name, parent_id, object_id in unknown:
+    read = unknown if record is None else [*unknown, record]
+    for name, parent_id, object_id in read:
         unit.reading(name, parent_id, object_id)
     assert unit.storage is not None  # a resource's unit has its storage
-    for key, record in zip(unknown, unit.storage.get_records(unknown), strict=True):
-        if record is None:
+    found = unit.storage.get_records(read)
+    if record is not None:
+        unit.prefetch(record, found.pop())
+    for key, parent in zip(unknown, found, strict=True):
+        if parent is None:
             if not access.may_collection("read"):
                 raise denied(access.principals)
             name, _, object_id = key

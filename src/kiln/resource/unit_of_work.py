@@ -54,7 +54,15 @@ if TYPE_CHECKING:
     from kiln.permission import PermissionBase
     from kiln.resource.model import Change
 
-__all__ = ["CONFLICT_ATTEMPTS", "EventSource", "UnitOfWork", "current_unit", "run", "using"]
+__all__ = [
+    "CONFLICT_ATTEMPTS",
+    "EventSource",
+    "ReplacePermissions",
+    "UnitOfWork",
+    "current_unit",
+    "run",
+    "using",
+]
 
 logger = logging.getLogger("kiln.resource")
 
@@ -63,7 +71,18 @@ T = TypeVar("T")
 #: Runs of a unit of work whose writes keep conflicting before answering 409.
 CONFLICT_ATTEMPTS = 20
 
-PermissionChange = Callable[["PermissionBase"], None]
+@dataclass(frozen=True)
+class ReplacePermissions:
+    """A permission change setting some permissions of one object
+    (:meth:`~kiln.permission.PermissionBase.replace_object_permissions`): the
+    flush writes a run of them with one call."""
+
+    object_id: str
+    permissions: Mapping[str, set[str]]
+
+
+#: A staged permission change: a replacement, or any call on the backend.
+PermissionChange = ReplacePermissions | Callable[["PermissionBase"], None]
 
 
 class EventSource(NamedTuple):
@@ -137,6 +156,8 @@ class UnitOfWork:
         self.memo: dict[Any, Any] = {}
         #: Answers read from the permission backend, with the objects each depends on.
         self._permission_memo: dict[Any, tuple[Any, frozenset[str]]] = {}
+        #: Records read ahead with others (a request's parents), until taken.
+        self._prefetched: dict[tuple[str, str, str], Record | None] = {}
 
     # -- reading ----------------------------------------------------------
 
@@ -147,6 +168,18 @@ class UnitOfWork:
             return
         if object_id is None or (resource_name, parent_id, object_id) in self._dirty_records:
             self.flush()
+
+    def prefetch(self, key: tuple[str, str, str], record: Record | None) -> None:
+        """Keep ``record`` (``None``: there is none), read ahead, for the first
+        :meth:`take_prefetched` of ``key`` -- unless a write to it is staged first."""
+        self._prefetched[key] = record
+
+    def take_prefetched(self, key: tuple[str, str, str]) -> tuple[bool, Record | None]:
+        """``(True, record)`` when ``key`` was read ahead (then forgotten), else
+        ``(False, None)``."""
+        if key in self._prefetched:
+            return True, self._prefetched.pop(key)
+        return False, None
 
     def reading_permissions(self, object_ids: Iterable[str] | None = None) -> None:
         """Before reading the permissions of ``object_ids`` (``None``: any): flush
@@ -182,6 +215,7 @@ class UnitOfWork:
         other than expected (a write made without reading first).
         """
         self._writes.append(_Staged(write, result, source, change, on_conflict))
+        self._prefetched.pop((write.resource_name, write.parent_id, write.object_id), None)
         self._dirty.add((write.resource_name, write.parent_id))
         self._dirty_records.add((write.resource_name, write.parent_id, write.object_id))
         if self.immediate:
@@ -252,8 +286,7 @@ class UnitOfWork:
         self.flushes += 1
         if changes:
             assert self.permission is not None  # only shareable resources stage any
-            for _, change in changes:
-                change(self.permission)
+            _change_permissions(self.permission, [change for _, change in changes])
         if staged:
             assert self.storage is not None  # only models stage writes, on their storage
             self._flushing = staged
@@ -375,6 +408,21 @@ def run(
                     notify(events)
             return result
         time.sleep(random.uniform(0, 0.001 * 2 ** min(transient + conflicts, 5)))
+
+
+def _change_permissions(permission: PermissionBase, changes: list[PermissionChange]) -> None:
+    """Make ``changes`` in order, each run of :class:`ReplacePermissions` with one call."""
+    run: dict[str, dict[str, set[str]]] = {}
+    for change in changes:
+        if isinstance(change, ReplacePermissions):
+            run.setdefault(change.object_id, {}).update(change.permissions)
+            continue
+        if run:
+            permission.replace_objects_permissions(run)
+            run = {}
+        change(permission)
+    if run:
+        permission.replace_objects_permissions(run)
 
 
 def _transaction(permission: PermissionBase | None) -> contextlib.AbstractContextManager[Any]:
