@@ -1076,6 +1076,8 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
             path = tmp / f"{target}.yaml"
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             env = {"KILN_CONFIG": str(path)}
+            if args.kiln_src:
+                env["PYTHONPATH"] = f"{args.kiln_src.resolve() / 'src'}{os.pathsep}{ROOT}"
             servers.append(
                 Server(target, ["kiln.wsgi:application"], env, log, db, url, config=config)
             )
@@ -1100,12 +1102,12 @@ def check_targets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return notes
 
 
-def _git_revision() -> str:
+def _git_revision(root: Path = ROOT) -> str:
     """The commit benchmarked, ``+dirty`` when the work tree has changes."""
 
     def git(*arguments: str) -> str:
         done = subprocess.run(
-            ["git", "-C", str(ROOT), *arguments],
+            ["git", "-C", str(root), *arguments],
             capture_output=True,
             text=True,
             check=True,
@@ -1162,6 +1164,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "benchmark sets views, auth, logging and the record resource's principals over it",
     )
     parser.add_argument(
+        "--kiln-src",
+        type=Path,
+        help="run the kiln targets' servers on the kiln package of this source tree "
+        "(its src/ directory: an older checkout, to compare with; the benchmark's "
+        "own code, seeding included, stays this tree's)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("WARNING", "INFO"),
         default="WARNING",
@@ -1204,7 +1213,8 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "revision": _git_revision(),
+        "revision": _git_revision(args.kiln_src or ROOT)
+        + (f" (--kiln-src {args.kiln_src})" if args.kiln_src else ""),
         "kiln_version": kiln.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
