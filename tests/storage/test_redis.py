@@ -85,6 +85,25 @@ class RacingStorage(RedisStorage):
         return state
 
 
+class Interfering(RedisStorage):
+    """Lets ``rival`` write just before each flush of this backend, and ``after`` it."""
+
+    def __init__(self, connection, rival, before, after):
+        super().__init__(connection)
+        self.rival = rival
+        self.before = before
+        self.after = after
+        self.flushes = 0
+
+    def apply(self, writes, *, commit=False):
+        self.flushes += 1
+        self.before(self.rival)
+        try:
+            return super().apply(writes, commit=commit)
+        finally:
+            self.after(self.rival)
+
+
 # -- concurrency ---------------------------------------------------------------
 
 
@@ -216,23 +235,31 @@ def test_an_unrelated_concurrent_write_does_not_make_a_write_start_again(connect
         storage.close()
 
 
-def test_a_write_that_keeps_losing_asks_for_the_unit_to_run_again(connection, rival):
-    rival.create(R, P, {"id": "a", "n": 0})
-    storage = RacingStorage(
+def test_direct_writes_that_keep_losing_races_ask_for_the_unit_to_run_again(connection, rival):
+    rival.create(R, P, {"id": "b", "n": 0})
+    storage = Interfering(
         _redis.acquire(connection.url),
         rival,
-        races=100,
-        write=lambda other: other.update(R, P, "a", {"n": 1}),
+        before=lambda other: other.create(R, P, {"id": "a"}),
+        after=lambda other: other.delete(R, P, "a"),
     )
     try:
         with pytest.raises(TransientBackendError, match="run it again"):
-            storage.update(R, P, "a", {"email": "a@x"}, unique_fields=["email"])
-        assert storage.races == 100 - WRITE_ATTEMPTS
-        with pytest.raises(TransientBackendError, match="run it again"):
-            storage.delete_all(R, P)
-        assert storage.races == 100 - 2 * WRITE_ATTEMPTS
-        assert storage.count_all(R, P) == 1
-        assert "email" not in storage.get(R, P, "a")
+            storage.create(R, P, {"id": "a"})
+        assert storage.flushes == WRITE_ATTEMPTS
+        storage.before = lambda other: other.update(R, P, "b", {"n": 1})
+        storage.after = lambda other: None
+        for write in (
+            lambda: storage.update(R, P, "b", {"email": "a@x"}, unique_fields=["email"]),
+            lambda: storage.delete(R, P, "b"),
+            lambda: storage.delete_all(R, P),
+        ):
+            with pytest.raises(TransientBackendError, match="run it again"):
+                write()
+        assert storage.flushes == 4 * WRITE_ATTEMPTS
+        assert [(r["id"], r["n"], "email" in r) for r in storage.list_all(R, P)] == [
+            ("b", 1, False)
+        ]
     finally:
         storage.close()
 
