@@ -20,6 +20,7 @@ from kiln.resource.unit_of_work import (
 )
 from kiln.storage import ABSENT, Write, WriteConflict
 from kiln.storage.memory import MemoryStorage
+from kiln.storage.redis import RedisStorage
 
 
 def model_in(unit, name="mushroom", parent="", payload=None):
@@ -185,17 +186,63 @@ def test_a_unit_whose_writes_keep_conflicting_is_409():
     assert flaky.calls == CONFLICT_ATTEMPTS
 
 
-def test_without_transactions_a_unit_that_applied_writes_does_not_run_again():
+def test_without_transactions_a_unit_runs_again_only_if_no_earlier_flush_stays():
     flaky = Flaky(WriteConflict(1), 1)
-    flaky.supports_transactions = False
-    with pytest.raises(HTTPError) as info:
-        run(flaky, None, create_a, transient_retries=0)
-    assert info.value.status == 409
-    assert flaky.calls == 1
-    flaky = Flaky(WriteConflict(0), 1)
     flaky.supports_transactions = False
     assert run(flaky, None, create_a, transient_retries=0)["id"] == "a"
     assert flaky.calls == 2
+    flaky = Flaky(WriteConflict(0), 0)
+    flaky.supports_transactions = False
+
+    def flushes_early(unit):
+        model_in(unit, "note").create({"id": "n"})
+        unit.flush()
+        flaky.failures = 1
+        return create_a(unit)
+
+    with pytest.raises(HTTPError) as info:
+        run(flaky, None, flushes_early, transient_retries=0)
+    assert info.value.status == 409
+    assert flaky.calls == 2
+
+
+def _creates_abc_while_a_rival_takes_c(storage, rival, runs, flush_early=False):
+    def work(unit):
+        runs.append(len(runs))
+        model = model_in(unit)
+        created = [model.create({"id": "a", "run": len(runs)})[1]]
+        if flush_early:
+            model.page(_query())
+        created.append(model.create({"id": "b", "run": len(runs)})[1])
+        created.append(model.create({"id": "c", "run": len(runs)})[1])
+        if len(runs) == 1:
+            rival.create("mushroom", "", {"id": "c", "rival": True})
+        return created
+
+    return run(storage, None, work, transient_retries=0)
+
+
+def test_a_unit_whose_only_flush_conflicted_on_redis_runs_again_on_what_it_left(
+    redis_connection, closing
+):
+    storage = closing(RedisStorage(redis_connection.url))
+    runs = []
+    assert _creates_abc_while_a_rival_takes_c(storage, storage, runs) == [True, True, False]
+    assert runs == [0, 1]
+    records = {r["id"]: r for r in storage.list_all("mushroom", "")}
+    assert (records["a"]["run"], records["b"]["run"], records["c"]["rival"]) == (2, 2, True)
+
+
+def test_a_unit_that_flushed_before_its_conflict_on_redis_is_409_and_keeps_that_flush(
+    redis_connection, closing
+):
+    storage = closing(RedisStorage(redis_connection.url))
+    runs = []
+    with pytest.raises(HTTPError) as info:
+        _creates_abc_while_a_rival_takes_c(storage, storage, runs, flush_early=True)
+    assert info.value.status == 409
+    assert runs == [0]
+    assert sorted(r["id"] for r in storage.list_all("mushroom", "")) == ["a", "c"]
 
 
 def test_events_reach_notify_after_the_commit(storage):

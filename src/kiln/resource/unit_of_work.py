@@ -430,7 +430,11 @@ def _transaction(permission: PermissionBase | None) -> contextlib.AbstractContex
 
 
 def _undone(storage: StorageBase, unit: UnitOfWork, conflict: WriteConflict) -> bool:
-    """Whether a unit that failed on ``conflict`` left no write behind (so it may run again)."""
-    # Without transactions, an earlier flush stays, and so do the writes of the
-    # failing one before the conflicting write.
-    return storage.supports_transactions or (unit.flushes == 1 and conflict.index == 0)
+    """Whether a unit that failed on ``conflict`` left no write behind (so it may run again).
+
+    The flush that conflicted wrote nothing, whichever of its writes ``conflict``
+    names: :meth:`~kiln.storage.StorageBase.apply` is all or nothing on every
+    backend. Without transactions, an earlier flush of the unit (a batch that
+    read its own writes) stays.
+    """
+    return storage.supports_transactions or unit.flushes == 1

@@ -231,9 +231,8 @@ class PreconditionFailed(StorageError):
 class WriteConflict(StorageError):
     """A write of :meth:`StorageBase.apply` did not find what it expected.
 
-    ``index`` is the write's position in the call. Nothing of that call
-    was applied (on a backend without transactions, the writes before
-    ``index`` may have been).
+    ``index`` is the write's position in the call (the first whose check
+    failed). Nothing of that call was applied.
     """
 
     def __init__(self, index: int) -> None:
@@ -410,7 +409,10 @@ class StorageBase(abc.ABC):
 
         This implementation makes the writes one by one with
         :meth:`create`, :meth:`update` and :meth:`delete` in a
-        :meth:`transaction`; backends override it to send them at once.
+        :meth:`transaction`; backends override it to send them at once. A
+        backend without transactions must override it: its ``apply`` is
+        still all or nothing (the unit of work runs again after a conflict
+        only because a conflicting ``apply`` wrote nothing).
 
         :raises WriteConflict: a write found the record other than expected,
             or a unique value held; nothing of this call is applied. Inside a

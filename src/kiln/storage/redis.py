@@ -1,4 +1,4 @@
-"""Storage in Redis (redis-py + hiredis): every write is one atomic Lua script.
+"""Storage in Redis (redis-py + hiredis): every flush is one atomic Lua script.
 
 Layout, per collection (``<r>`` and ``<p>`` are the resource name and the
 parent id, percent-encoded by :func:`kiln._redis.encode_key_part`, so no
@@ -6,20 +6,23 @@ name can contain the ``:`` separator or act as a glob)::
 
     kiln:storage:<r>:<p>:records   HASH  id -> the record's JSON, ending with "last_modified":<ms>}
     kiln:storage:<r>:<p>:deleted   ZSET  id -> the tombstone's last_modified (score)
-    kiln:storage:<r>:<p>:meta      HASH  timestamp -> collection timestamp,
-                                         version -> count of writes (optimistic checks)
+    kiln:storage:<r>:<p>:meta      HASH  timestamp -> collection timestamp
 
-Writes. ``create``/``update``, ``delete`` and ``delete_all`` each run one Lua
-script (``EVALSHA``; Redis runs a script alone), which checks ``if_match``
-or the id's existence, takes the next timestamp ``max(now, current + 1)``
-from the server's clock (``TIME``) and writes, all at once. So a compare
-and its swap cannot be separated, N concurrent creates of one id have one
-winner, and timestamps increase in commit order across every process
-using the server. Unicity of ``unique_fields`` (JSON equality over the
-collection) is checked in Python on a consistent read of the collection,
-then the write script runs only if the collection's ``version`` is still
-the one read (else the write is tried again, at most :data:`MAX_ATTEMPTS`
-times); ``delete_all`` picks its records the same way.
+Writes. :meth:`RedisStorage.apply` makes a unit of work's writes, across
+collections, in one Lua script (``EVALSHA``; Redis runs a script alone,
+nothing interleaves). The script first checks every write in order -- its
+expectation (no live record, or the live record's ``last_modified``) and its
+``unique_fields`` (JSON equality over the collection's live records, decoded
+by the server's ``cjson``), each seeing the earlier writes of the call --
+and gives each its timestamp ``max(now, current + 1)`` from the server's
+clock (``TIME``); only when every check passed does it write the records,
+tombstones and collection timestamps. A failed check writes nothing and
+answers the failing write's index (:class:`~kiln.storage.WriteConflict`).
+So a flush is all or nothing, a compare and its swap cannot be separated,
+N concurrent creates of one id have one winner, and timestamps increase in
+commit order across every process using the server. ``create``,
+``update``, ``delete`` and ``delete_all`` read, raise the contract's
+errors, then make one ``apply`` (:class:`~kiln.storage.AppliedWrites`).
 
 Reads. ``list_all`` and ``count_all`` load the collection (``HGETALL``, and
 the tombstones) in one ``MULTI``/``EXEC`` and filter, sort and page in
@@ -28,151 +31,219 @@ the cost of a list is proportional to the collection, not to the page.
 
 Limits. No transactions: Redis cannot roll back a sequence of scripts, so
 :meth:`RedisStorage.transaction` groups nothing and
-``supports_transactions`` is ``False`` (a failing request or batch keeps
-the writes it made before failing). Forced timestamps (replication) must be
-below ``2**53`` (they are scores and Lua numbers); larger ones are ignored
-like stale ones.
+``supports_transactions`` is ``False`` (a unit of work that flushed before
+its end, a batch reading its own writes, keeps that flush when it fails
+later). The script compares unique values as ``cjson`` decodes them:
+numbers as doubles (integers beyond ``2**53`` that differ only past that
+precision are equal), and an empty array equals an empty object. Forced
+timestamps (replication) must be below ``2**53`` (they are scores and Lua
+numbers); larger ones are ignored like stale ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
 from kiln._redis import RedisBackend, RedisConnection, connection_from_config, encode_key_part
-from kiln.exceptions import BackendError
 from kiln.storage import (
+    ABSENT,
+    AppliedWrites,
     Filter,
-    PreconditionFailed,
     Record,
     RecordNotFoundError,
     Sort,
-    StorageBase,
-    UnicityError,
+    Write,
+    WriteConflict,
+    check_writes,
 )
-from kiln.storage._python_filters import MISSING, get_path, json_equal, select, sort_records
+from kiln.storage._python_filters import MISSING, get_path, select, sort_records
 
 __all__ = ["RedisStorage", "load"]
 
 NAMESPACE = "kiln:storage:"
-#: Tries of a write whose optimistic check keeps losing to concurrent writers.
-MAX_ATTEMPTS = 50
 #: Forced timestamps must be below this (exact as a double).
 TIMESTAMP_LIMIT = 2**53
 
-_LUA_COMMON = """
-local records, deleted, meta = KEYS[1], KEYS[2], KEYS[3]
-
+# KEYS: records, deleted and meta of each collection the writes touch, in threes.
+# ARGV: six per write: its collection (0-based, in KEYS' order), id, expected
+# last_modified ('': no live record), forced last_modified (''), the stored JSON
+# up to its last_modified value ('': delete), unique checks ('': none; else the
+# JSON list of [path keys, value, the value's JSON text if a string, else '']).
+# Returns the timestamps, or the 0-based index of the first write whose check failed.
+_APPLY = """
 local function fmt(n)
   return string.format('%.0f', n)
 end
 
--- Every stored body ends with "last_modified":<digits>} (see _body_prefix).
-local function stamp_of(body)
-  return tonumber(string.match(body, '(%d+)}$'))
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+-- Each collection: its keys, its timestamp as stored and as the writes move it,
+-- its live records as the earlier writes of this call leave them (pending, over
+-- the hash; false: deleted) and, once a unique check needs it, its hash (HGETALL).
+local collections = {}
+local function collection(position)
+  local c = collections[position]
+  if not c then
+    local base = position * 3
+    c = {records = KEYS[base + 1], deleted = KEYS[base + 2], meta = KEYS[base + 3], pending = {}}
+    c.stored = tonumber(redis.call('HGET', c.meta, 'timestamp') or '0')
+    c.current = c.stored
+    collections[position] = c
+  end
+  return c
 end
 
--- A forced timestamp is kept when above floor (default: the collection's).
-local function next_timestamp(forced, floor)
-  local current = tonumber(redis.call('HGET', meta, 'timestamp') or '0')
+local function live_body(c, id)
+  local body = c.pending[id]
+  if body == nil then
+    body = redis.call('HGET', c.records, id)
+  end
+  return body
+end
+
+local decoded = {}
+local function decode(body)
+  local record = decoded[body]
+  if record == nil then
+    record = cjson.decode(body)
+    decoded[body] = record
+  end
+  return record
+end
+
+-- The value at a path of object keys (an array has no string keys), or nil.
+local function field(node, path)
+  for _, key in ipairs(path) do
+    if type(node) ~= 'table' then
+      return nil
+    end
+    node = node[key]
+  end
+  return node
+end
+
+-- JSON equality of decoded values: types must match, numbers by value.
+local function same(a, b)
+  if a == b then
+    return true
+  end
+  if type(a) ~= 'table' or type(b) ~= 'table' then
+    return false
+  end
+  for k, v in pairs(a) do
+    if b[k] == nil or not same(v, b[k]) then
+      return false
+    end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then
+      return false
+    end
+  end
+  return true
+end
+
+-- Whether a live record other than id holds one of the checks' values.
+local function held(c, id, checks)
+  if not c.hash then
+    c.hash = redis.call('HGETALL', c.records)
+  end
+  local function holds(other, body)
+    if other == id or not body then
+      return false
+    end
+    for _, check in ipairs(checks) do
+      -- A string is stored as the same JSON text wherever it is: a body
+      -- without that text cannot hold it, and is not decoded.
+      if (check[3] == '' or string.find(body, check[3], 1, true))
+          and same(field(decode(body), check[1]), check[2]) then
+        return true
+      end
+    end
+    return false
+  end
+  local hash = c.hash
+  for i = 1, #hash, 2 do
+    if c.pending[hash[i]] == nil and holds(hash[i], hash[i + 1]) then
+      return true
+    end
+  end
+  for other, body in pairs(c.pending) do
+    if holds(other, body) then
+      return true
+    end
+  end
+  return false
+end
+
+local planned, stamps = {}, {}
+for index = 0, #ARGV / 6 - 1 do
+  local a = index * 6
+  local c = collection(tonumber(ARGV[a + 1]))
+  local id, expected, forced = ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local prefix, unique = ARGV[a + 5], ARGV[a + 6]
+  local current = live_body(c, id)
+  local floor
+  if expected == '' then
+    if current then
+      return index
+    end
+    floor = c.current
+  else
+    if not current or string.match(current, '(%d+)}$') ~= expected then
+      return index
+    end
+    floor = tonumber(expected)
+  end
+  if unique ~= '' and held(c, id, cjson.decode(unique)) then
+    return index
+  end
   local ts
-  if forced and forced > (floor or current) then
+  if forced and forced > floor then
     ts = forced
   else
-    local now = redis.call('TIME')
-    ts = math.max(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), current + 1)
+    ts = math.max(now, c.current + 1)
   end
-  if ts > current then
-    redis.call('HSET', meta, 'timestamp', fmt(ts))
+  c.current = math.max(c.current, ts)
+  local body = false
+  if prefix ~= '' then
+    body = prefix .. fmt(ts) .. '}'
   end
-  redis.call('HINCRBY', meta, 'version', 1)
-  return ts
+  c.pending[id] = body
+  planned[index + 1] = {c, id, ts, body, expected == ''}
+  stamps[index + 1] = ts
 end
 
-local function stale(expected)
-  return expected ~= '' and (redis.call('HGET', meta, 'version') or '0') ~= expected
+for _, write in ipairs(planned) do
+  local c, id, ts, body, created = write[1], write[2], write[3], write[4], write[5]
+  if body then
+    redis.call('HSET', c.records, id, body)
+    if created then
+      redis.call('ZREM', c.deleted, id)
+    end
+  else
+    redis.call('HDEL', c.records, id)
+    redis.call('ZADD', c.deleted, fmt(ts), id)
+  end
 end
+for _, c in pairs(collections) do
+  if c.current > c.stored then
+    redis.call('HSET', c.meta, 'timestamp', fmt(c.current))
+  end
+end
+return stamps
 """
 
-# ARGV: mode (create|update), id, body prefix, forced, if_match, expected version.
-_WRITE = (
-    _LUA_COMMON
-    + """
-local mode, id, prefix, forced, if_match = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-if stale(ARGV[6]) then
-  return {'retry'}
-end
-local current = redis.call('HGET', records, id)
-local floor = nil
-if current then
-  if mode == 'create' then
-    return {'exists', current}
-  end
-  floor = stamp_of(current)
-end
-if if_match ~= '' and floor ~= tonumber(if_match) then
-  if current then
-    return {'precondition', current}
-  end
-  return {'precondition'}
-end
-local ts = next_timestamp(forced, floor)
-redis.call('HSET', records, id, prefix .. fmt(ts) .. '}')
-redis.call('ZREM', deleted, id)
-return {'ok', fmt(ts)}
-"""
-)
 
-# ARGV: id, forced, if_match.
-_DELETE = (
-    _LUA_COMMON
-    + """
-local id, forced, if_match = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local current = redis.call('HGET', records, id)
-if not current then
-  if if_match ~= '' then
-    return {'precondition'}
-  end
-  return {'missing'}
-end
-local stamp = stamp_of(current)
-if if_match ~= '' and stamp ~= tonumber(if_match) then
-  return {'precondition', current}
-end
-local ts = next_timestamp(forced, stamp)
-redis.call('HDEL', records, id)
-redis.call('ZADD', deleted, fmt(ts), id)
-return {'ok', fmt(ts)}
-"""
-)
-
-# ARGV: expected version, ids... (all live at that version).
-_DELETE_MANY = (
-    _LUA_COMMON
-    + """
-if stale(ARGV[1]) then
-  return {'retry'}
-end
-local rv = {'ok'}
-for i = 2, #ARGV do
-  local ts = next_timestamp(nil, stamp_of(redis.call('HGET', records, ARGV[i])))
-  redis.call('HDEL', records, ARGV[i])
-  redis.call('ZADD', deleted, fmt(ts), ARGV[i])
-  rv[i] = fmt(ts)
-end
-return rv
-"""
-)
-
-
-def _forced(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value < TIMESTAMP_LIMIT:
-        return value
-    return None
+def _forced(value: int | None) -> int | str:
+    """A forced timestamp as the script's argument: ``""`` when none or too large."""
+    return value if value is not None and value < TIMESTAMP_LIMIT else ""
 
 
 def _body_prefix(object_id: str, record: Record) -> bytes:
@@ -180,6 +251,18 @@ def _body_prefix(object_id: str, record: Record) -> bytes:
     fields = {k: v for k, v in record.items() if k not in ("id", "last_modified")}
     fields["id"] = object_id
     return orjson.dumps(fields)[:-1] + b',"last_modified":'
+
+
+def _unique_checks(write: Write) -> bytes:
+    """The write's unique values the script checks: ``[[path keys, value, text], ...]``,
+    ``text`` being a string value's JSON (as every stored body spells it), else ``""``."""
+    assert write.record is not None
+    checks = [
+        (name.split("."), value, orjson.dumps(value).decode() if isinstance(value, str) else "")
+        for name in write.unique_fields
+        if (value := get_path(write.record, name)) is not MISSING and value is not None
+    ]
+    return orjson.dumps(checks) if checks else b""
 
 
 def _tombstone(object_id: bytes, score: float) -> Record:
@@ -196,7 +279,6 @@ class _State(NamedTuple):
     """A collection read at one instant."""
 
     timestamp: int
-    version: str
     records: dict[bytes, bytes]
     tombstones: list[tuple[bytes, float]]
 
@@ -205,7 +287,7 @@ class _Snapshot(threading.local):
     states: dict[_Keys, _State] | None = None
 
 
-class RedisStorage(RedisBackend, StorageBase):
+class RedisStorage(RedisBackend, AppliedWrites):
     """Storage in a Redis database.
 
     Settings (read by :func:`load`): ``storage.url`` (a ``redis://``,
@@ -217,9 +299,6 @@ class RedisStorage(RedisBackend, StorageBase):
         (then the process's shared connection to it); the backend releases
         it in :meth:`close`.
     :param namespace: prefix of every key.
-    :param max_attempts: tries of a write whose optimistic check (unique
-        fields, ``delete_all``) keeps losing to concurrent writers, before
-        :class:`~kiln.exceptions.BackendError`.
     """
 
     supports_transactions = False
@@ -229,15 +308,10 @@ class RedisStorage(RedisBackend, StorageBase):
         connection: RedisConnection | str = "redis://localhost:6379/0",
         *,
         namespace: str = NAMESPACE,
-        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         super().__init__(connection, namespace)
-        self.max_attempts = max_attempts
         self._snapshot = _Snapshot()
-        register = self.connection.register_script
-        self._write_script = register(_WRITE)
-        self._delete_script = register(_DELETE)
-        self._delete_many_script = register(_DELETE_MANY)
+        self._apply_script = self.connection.register_script(_APPLY)
 
     # -- lifecycle (initialize_schema, flush, heartbeat, close, transaction:
     # RedisBackend; transaction groups nothing, see the module) ----------
@@ -256,6 +330,39 @@ class RedisStorage(RedisBackend, StorageBase):
         finally:
             local.states = None
 
+    # -- units of work: the flush ----------------------------------------
+
+    def apply(self, writes: Sequence[Write], *, commit: bool = False) -> list[int]:
+        """The flush: every write checked, stamped and made in one Lua script,
+        all of them or none (see the module). ``commit`` changes nothing: the
+        script is its own unit."""
+        if not writes:
+            return []
+        check_writes(writes)
+        positions: dict[tuple[str, str], int] = {}
+        keys: list[str] = []
+        args: list[Any] = []
+        for write in writes:
+            collection = (write.resource_name, write.parent_id)
+            position = positions.get(collection)
+            if position is None:
+                position = positions[collection] = len(positions)
+                keys.extend(self._writable(*collection))
+            record = write.record
+            args += (
+                position,
+                write.object_id,
+                "" if write.expected == ABSENT else write.expected,
+                _forced(write.forced),
+                b"" if record is None else _body_prefix(write.object_id, record),
+                _unique_checks(write) if record is not None and write.unique_fields else b"",
+            )
+        with self.connection.errors():
+            reply = self._apply_script(keys=keys, args=args)
+        if isinstance(reply, int):
+            raise WriteConflict(reply)
+        return [int(stamp) for stamp in reply]
+
     # -- keys and reads ------------------------------------------------
 
     def _keys(self, resource_name: str, parent_id: str) -> _Keys:
@@ -266,18 +373,12 @@ class RedisStorage(RedisBackend, StorageBase):
         """The collection, read in one ``MULTI``/``EXEC``."""
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=True)
-            pipe.hmget(keys.meta, "timestamp", "version")
+            pipe.hget(keys.meta, "timestamp")
             pipe.hgetall(keys.records)
             if include_deleted:
                 pipe.zrange(keys.deleted, 0, -1, withscores=True)
             replies = pipe.execute()
-        timestamp, version = replies[0]
-        return _State(
-            int(timestamp or 0),
-            (version or b"0").decode(),
-            replies[1],
-            replies[2] if include_deleted else [],
-        )
+        return _State(int(replies[0] or 0), replies[1], replies[2] if include_deleted else [])
 
     def _state(self, keys: _Keys, *, include_deleted: bool) -> _State:
         states = self._snapshot.states
@@ -303,21 +404,7 @@ class RedisStorage(RedisBackend, StorageBase):
             timestamp = self.connection.client.hget(keys.meta, "timestamp")
         return int(timestamp or 0)
 
-    # -- single records ------------------------------------------------
-
-    def create(
-        self,
-        resource_name: str,
-        parent_id: str,
-        record: Record,
-        *,
-        id_generator: Callable[[], str] | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        object_id = self.new_id(record, id_generator)
-        return self._write(
-            "create", resource_name, parent_id, object_id, record, None, unique_fields
-        )
+    # -- single records (create, update, delete: AppliedWrites) --------
 
     def get(self, resource_name: str, parent_id: str, object_id: str) -> Record:
         keys = self._keys(resource_name, parent_id)
@@ -331,125 +418,7 @@ class RedisStorage(RedisBackend, StorageBase):
         rv: Record = orjson.loads(body)
         return rv
 
-    def update(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        record: Record,
-        *,
-        if_match: int | None = None,
-        unique_fields: Sequence[str] = (),
-    ) -> Record:
-        return self._write(
-            "update", resource_name, parent_id, object_id, record, if_match, unique_fields
-        )
-
-    def _write(
-        self,
-        mode: str,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        record: Record,
-        if_match: int | None,
-        unique_fields: Sequence[str],
-    ) -> Record:
-        keys = self._writable(resource_name, parent_id)
-        prefix = _body_prefix(object_id, record)
-        forced = _forced(record.get("last_modified"))
-        unique = [
-            (field, value)
-            for field in unique_fields
-            if (value := get_path(record, field)) is not MISSING and value is not None
-        ]
-        for _ in range(self.max_attempts):
-            expected = ""
-            if unique:
-                state = self._load(keys, include_deleted=False)
-                self._check(mode, state, object_id, if_match, unique)
-                expected = state.version
-            with self.connection.errors():
-                reply = self._write_script(
-                    keys=keys,
-                    args=[
-                        mode,
-                        object_id,
-                        prefix,
-                        "" if forced is None else forced,
-                        "" if if_match is None else if_match,
-                        expected,
-                    ],
-                )
-            status = reply[0]
-            if status == b"ok":
-                rv: Record = orjson.loads(prefix + reply[1] + b"}")
-                return rv
-            if status == b"exists":
-                raise UnicityError("id", orjson.loads(reply[1]))
-            if status == b"precondition":
-                raise PreconditionFailed(orjson.loads(reply[1]) if len(reply) > 1 else None)
-            # "retry": another write changed the collection since the check.
-        raise self._contention(resource_name, parent_id)
-
-    def _contention(self, resource_name: str, parent_id: str) -> BackendError:
-        return BackendError(
-            f"Gave up writing to collection {resource_name!r} of {parent_id!r} after "
-            f"{self.max_attempts} attempts: concurrent writes kept changing it. Try again."
-        )
-
-    @staticmethod
-    def _check(
-        mode: str,
-        state: _State,
-        object_id: str,
-        if_match: int | None,
-        unique: list[tuple[str, Any]],
-    ) -> None:
-        """The contract errors a write would raise on ``state``, in the memory backend's order."""
-        key = object_id.encode()
-        existing = state.records.get(key)
-        current = orjson.loads(existing) if existing is not None else None
-        if mode == "create" and current is not None:
-            raise UnicityError("id", current)
-        if if_match is not None and (current is None or current["last_modified"] != if_match):
-            raise PreconditionFailed(current)
-        for other_key, body in state.records.items():
-            if other_key == key:
-                continue
-            other = orjson.loads(body)
-            for field, value in unique:
-                if json_equal(get_path(other, field), value):
-                    raise UnicityError(field, other)
-
-    def delete(
-        self,
-        resource_name: str,
-        parent_id: str,
-        object_id: str,
-        *,
-        if_match: int | None = None,
-        last_modified: int | None = None,
-    ) -> Record:
-        keys = self._writable(resource_name, parent_id)
-        forced = _forced(last_modified)
-        with self.connection.errors():
-            reply = self._delete_script(
-                keys=keys,
-                args=[
-                    object_id,
-                    "" if forced is None else forced,
-                    "" if if_match is None else if_match,
-                ],
-            )
-        status = reply[0]
-        if status == b"missing":
-            raise RecordNotFoundError(object_id)
-        if status == b"precondition":
-            raise PreconditionFailed(orjson.loads(reply[1]) if len(reply) > 1 else None)
-        return {"id": object_id, "last_modified": int(reply[1]), "deleted": True}
-
-    # -- many records --------------------------------------------------
+    # -- many records (delete_all: AppliedWrites) ----------------------
 
     def list_all(
         self,
@@ -481,34 +450,6 @@ class RedisStorage(RedisBackend, StorageBase):
                 return int(self.connection.client.hlen(keys.records))
         state = self._state(keys, include_deleted=False)
         return len(select((orjson.loads(body) for body in state.records.values()), filters))
-
-    def delete_all(
-        self,
-        resource_name: str,
-        parent_id: str,
-        *,
-        filters: Sequence[Filter] = (),
-        sorting: Sequence[Sort] = (),
-        limit: int | None = None,
-    ) -> list[Record]:
-        keys = self._writable(resource_name, parent_id)
-        for _ in range(self.max_attempts):
-            state = self._load(keys, include_deleted=False)
-            found = select([orjson.loads(body) for body in state.records.values()], filters)
-            sort_records(found, sorting)
-            if limit is not None:
-                found = found[: max(limit, 0)]
-            if not found:
-                return []
-            ids = [record["id"] for record in found]
-            with self.connection.errors():
-                reply = self._delete_many_script(keys=keys, args=[state.version, *ids])
-            if reply[0] == b"ok":
-                return [
-                    {"id": object_id, "last_modified": int(stamp), "deleted": True}
-                    for object_id, stamp in zip(ids, reply[1:], strict=True)
-                ]
-        raise self._contention(resource_name, parent_id)
 
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None
