@@ -53,6 +53,7 @@ __all__ = [
     "logstash_event",
     "printable",
     "start_timer",
+    "summary_logged",
 ]
 
 SUMMARY_LOGGER = "request.summary"

@@ -412,11 +412,7 @@ def test_sqlite_file_read_only_at_the_os_level_serves_reads_and_answers_writes_5
 # --------------------------------------------------------------------------
 
 
-def test_concurrent_batches_apply_whole_and_failing_ones_leave_nothing(api, request):
-    if request.node.callspec.params["api"] == "redis":
-        # Redis applies a flush's writes one by one (no transaction): batches
-        # interleave until its flush is one script.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Redis flush not atomic"))
+def test_concurrent_batches_apply_whole_and_failing_ones_leave_nothing(api):
     good, bad, size = 6, 3, 25
     before = api.get("/lots").etag
 

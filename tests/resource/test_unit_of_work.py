@@ -5,6 +5,7 @@ import pytest
 from kiln.errors import HTTPError
 from kiln.exceptions import TransientBackendError
 from kiln.permission.memory import MemoryPermission
+from kiln.permission.redis import RedisPermission
 from kiln.resource import Slug
 from kiln.resource.model import Change, Model
 from kiln.resource.query import parse_query
@@ -285,18 +286,32 @@ def test_permission_answers_are_kept_until_a_change_to_their_objects_is_staged()
     assert unit.remembered("b") is False
 
 
-class WithoutTransactions(MemoryPermission):
-    supports_transactions = False
+def test_without_permission_transactions_a_conflicting_flush_changes_no_permission(
+    redis_connection, closing
+):
+    storage = closing(RedisStorage(redis_connection.url))
+    permission = closing(RedisPermission(redis_connection.url))
+    permission.replace_object_permissions("/mushrooms/a", {"write": {"alice"}})
 
+    def delete_a_and_its_permissions(unit):
+        unit.stage_permissions(
+            ["/mushrooms/a"], ReplacePermissions("/mushrooms/a", {"write": set()})
+        )
+        return model_in(unit).delete("a")
 
-def test_deletes_go_unread_only_where_the_transaction_takes_back_what_was_flushed(storage):
-    assert UnitOfWork(storage, MemoryPermission(), blind_deletes=True).blind_deletes
-    assert UnitOfWork(storage, None, blind_deletes=True).blind_deletes
-    assert not UnitOfWork(storage, MemoryPermission()).blind_deletes
-    assert not UnitOfWork(storage, WithoutTransactions(), blind_deletes=True).blind_deletes
-    plain = Flaky(None, 0)
-    plain.supports_transactions = False
-    assert not UnitOfWork(plain, None, blind_deletes=True).blind_deletes
+    with pytest.raises(HTTPError) as info:
+        run(
+            storage,
+            permission,
+            delete_a_and_its_permissions,
+            transient_retries=0,
+            blind_deletes=True,
+        )
+    assert info.value.status == 404
+    assert permission.object_permissions("/mushrooms/a") == {"write": {"alice"}}
+    run(storage, permission, create_a, transient_retries=0)
+    run(storage, permission, delete_a_and_its_permissions, transient_retries=0)
+    assert permission.object_permissions("/mushrooms/a") == {}
 
 
 def test_an_unread_delete_that_misses_answers_404_at_once(storage):

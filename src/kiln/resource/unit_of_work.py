@@ -130,15 +130,9 @@ class UnitOfWork:
         self.immediate = immediate
         #: Deletes may be staged without reading the record first (a request
         #: alone, whose events need no deleted record): their failure answers
-        #: the request (404, 412) rather than running it again -- so only where
-        #: the unit's transaction takes back the permission changes flushed
-        #: before the failing write.
-        self.blind_deletes = (
-            blind_deletes
-            and storage is not None
-            and storage.supports_transactions
-            and (permission is None or permission.supports_transactions)
-        )
+        #: the request (404, 412) rather than running it again. A flush that
+        #: conflicts leaves nothing behind on every backend (see :meth:`flush`).
+        self.blind_deletes = blind_deletes
         #: The writes of the flush under way, to explain a conflict.
         self._flushing: list[_Staged] = []
         self._writes: list[_Staged] = []
@@ -267,7 +261,9 @@ class UnitOfWork:
     # -- flushing -----------------------------------------------------------
 
     def flush(self, *, commit: bool = False) -> None:
-        """Send what is staged: the permission changes, then the writes.
+        """Send what is staged: the permission changes, then the writes -- or,
+        when the permission backend has no transactions (Redis), the writes
+        first, so that a conflicting flush leaves no permission change behind.
 
         ``commit``: this is the end of the unit of work (see
         :meth:`StorageBase.apply <kiln.storage.StorageBase.apply>`).
@@ -284,9 +280,13 @@ class UnitOfWork:
         if not (changes or staged):
             return
         self.flushes += 1
-        if changes:
-            assert self.permission is not None  # only shareable resources stage any
-            _change_permissions(self.permission, [change for _, change in changes])
+        permission = self.permission
+        # A transaction takes permission changes back with a conflicting write;
+        # there, they go first (PostgreSQL: deferred, they travel with the writes).
+        late = permission is not None and not permission.supports_transactions
+        if changes and not late:
+            assert permission is not None  # only shareable resources stage any
+            _change_permissions(permission, [change for _, change in changes])
         if staged:
             assert self.storage is not None  # only models stage writes, on their storage
             self._flushing = staged
@@ -294,6 +294,9 @@ class UnitOfWork:
             for entry, timestamp in zip(staged, timestamps, strict=True):
                 entry.result["last_modified"] = timestamp
             self.changes.extend((entry.source, entry.change) for entry in staged)
+        if changes and late:
+            assert permission is not None
+            _change_permissions(permission, [change for _, change in changes])
 
     def explain(self, conflict: WriteConflict) -> HTTPError | None:
         """The answer a failed write made without reading first asks for, if it is one."""

@@ -52,6 +52,7 @@ import orjson
 from kiln._redis import RedisBackend, RedisConnection, connection_from_config, encode_key_part
 from kiln.storage import (
     ABSENT,
+    LIVE,
     AppliedWrites,
     Filter,
     Record,
@@ -66,12 +67,14 @@ from kiln.storage._python_filters import MISSING, get_path, select, sort_records
 __all__ = ["RedisStorage", "load"]
 
 NAMESPACE = "kiln:storage:"
+#: How the script receives the expectations that are not a timestamp.
+_EXPECTED: dict[int, str] = {ABSENT: "", LIVE: "*"}
 #: Forced timestamps must be below this (exact as a double).
 TIMESTAMP_LIMIT = 2**53
 
 # KEYS: records, deleted and meta of each collection the writes touch, in threes.
 # ARGV: six per write: its collection (0-based, in KEYS' order), id, expected
-# last_modified ('': no live record), forced last_modified (''), the stored JSON
+# last_modified ('': no live record, '*': a live record), forced last_modified (''), the stored JSON
 # up to its last_modified value ('': delete), unique checks ('': none; else the
 # JSON list of [path keys, value, the value's JSON text if a string, else '']).
 # Returns the timestamps, or the 0-based index of the first write whose check failed.
@@ -195,6 +198,11 @@ for index = 0, #ARGV / 6 - 1 do
       return index
     end
     floor = c.current
+  elseif expected == '*' then
+    if not current then
+      return index
+    end
+    floor = tonumber(string.match(current, '(%d+)}$'))
   else
     if not current or string.match(current, '(%d+)}$') ~= expected then
       return index
@@ -352,7 +360,7 @@ class RedisStorage(RedisBackend, AppliedWrites):
             args += (
                 position,
                 write.object_id,
-                "" if write.expected == ABSENT else write.expected,
+                _EXPECTED.get(write.expected, write.expected),
                 _forced(write.forced),
                 b"" if record is None else _body_prefix(write.object_id, record),
                 _unique_checks(write) if record is not None and write.unique_fields else b"",
