@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -505,10 +506,13 @@ def test_a_config_that_kiln_migrate_refuses_fails_before_serving(tmp_path, capfd
     assert "loadtests: kiln migrate failed:" in capfd.readouterr().err
 
 
-def test_a_server_that_exits_at_startup_fails_the_run(tmp_path, capfd):
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("middleware: [tests.no_such_module.Middleware]\n")
-    assert run.main(["--config", str(TESTAPP), "--config", str(broken)]) == 1
+def test_a_server_that_exits_at_startup_fails_the_run(monkeypatch, capfd):
+    # Its port is taken: gunicorn gives up binding it and exits.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(run, "free_port", lambda: taken.getsockname()[1])
+        assert run.main([]) == 1
     captured = capfd.readouterr()
     assert "loadtests: the server exited with " in captured.err
     assert "loadtests: FAILED (exit status 1)" in captured.out
