@@ -12,6 +12,7 @@ from kiln.auth import (
     EVERYONE,
     AuthenticationPolicy,
     Identity,
+    Principals,
     authenticate,
     get_header,
     load_policies,
@@ -160,6 +161,47 @@ def test_accounts_without_storage_cannot_start():
 def test_principals_of_an_anonymous_request_are_everyone_only():
     assert principals_for(None) == (EVERYONE,)
     assert principals_for(None, lambda _: {"group:x"}) == (EVERYONE,)
+
+
+def test_principals_read_their_groups_once_and_only_when_asked():
+    reads = []
+
+    def groups(user_id):
+        reads.append(user_id)
+        return {"group:g", EVERYONE}
+
+    identity = Identity("abc", "basicauth:abc", "basicauth")
+    principals = Principals(identity, groups)
+    assert principals.base == ("basicauth:abc", AUTHENTICATED, EVERYONE)
+    assert (AUTHENTICATED in principals, "basicauth:abc" in principals) == (True, True)
+    assert reads == []
+    assert "unread" in repr(principals)
+    assert "group:g" in principals
+    assert reads == ["basicauth:abc"]
+    expected = ("basicauth:abc", "group:g", AUTHENTICATED, EVERYONE)
+    assert (principals == expected, len(principals), principals[1], principals[:2]) == (
+        True,
+        4,
+        "group:g",
+        expected[:2],
+    )
+    assert principals == Principals(identity, groups)
+    assert hash(principals) == hash(expected)
+    assert repr(principals) == f"Principals({expected!r})"
+    assert reads == ["basicauth:abc", "basicauth:abc"]  # the second object read its own
+
+
+def test_principals_handed_their_groups_read_nothing():
+    def unreachable(_user_id):
+        raise AssertionError("read")
+
+    principals = Principals(Identity("abc", "basicauth:abc", "basicauth"), unreachable)
+    assert principals.user_id == "basicauth:abc"
+    assert principals.resolve({"group:h"}) == ("basicauth:abc", "group:h", AUTHENTICATED, EVERYONE)
+    assert principals.known
+    anonymous = Principals(None, unreachable)
+    assert (anonymous.known, anonymous.user_id, list(anonymous)) == (True, None, [EVERYONE])
+    assert Principals(Identity("abc", "basicauth:abc", "basicauth")).known
 
 
 def test_principals_of_an_identity_are_sorted_and_deduplicated():

@@ -7,6 +7,7 @@ import pytest
 
 import kiln
 from kiln import resource
+from kiln.auth import Identity, Principals
 from kiln.errors import HTTPError
 from kiln.exceptions import ConfigError, StartupError
 from kiln.permission.memory import MemoryPermission
@@ -296,10 +297,92 @@ def test_each_question_asks_the_backend_once_per_unit_of_work():
     assert second.may_record("read", "c")
     assert access().may_record("read", "c")
     assert not access().may_record("write", "c")
-    assert asked == [
-        ("check", "/buckets/b", "read"),
-        ("read", ["/buckets/b", "/buckets/b/collections/c"]),
-    ]
+    assert asked == [("read", ["/buckets/b"]), ("read", ["/buckets/b/collections/c"])]
+
+
+def _counting_permission(asked):
+    """A memory permission backend noting each read: ACLs, groups, or both at once."""
+    backend = MemoryPermission()
+    acls, groups = backend.objects_permissions, backend.user_principals
+
+    def read_acls(object_ids):
+        asked.append(("acls", sorted(object_ids)))
+        return acls(object_ids)
+
+    def read_groups(user_id):
+        asked.append(("groups", user_id))
+        return groups(user_id)
+
+    def read_both(object_ids, user_id):
+        asked.append(("acls+groups", sorted(object_ids), user_id))
+        return acls(object_ids), groups(user_id)
+
+    backend.objects_permissions = read_acls
+    backend.user_principals = read_groups
+    backend.objects_permissions_and_principals = read_both
+    return backend
+
+
+def test_a_callers_groups_are_read_with_the_first_acls_and_only_when_needed():
+    asked = []
+    backend = _counting_permission(asked)
+    backend.add_user_principal("u", "group:readers")
+    backend.add_principal_to_ace("/buckets/b", "read", "group:readers")
+    unit = UnitOfWork(None, backend)
+    identity = Identity("u", "u", "basicauth")
+    principals = Principals(identity, backend.user_principals)
+    access = Access(
+        AccessRules("collection", "shareable"), backend, principals, "/buckets/b/collections", unit
+    )
+    assert not principals.known
+    assert access.may_record("read", "c")  # by the group, on the bucket
+    assert asked == [("acls+groups", ["/buckets/b", "/buckets/b/collections/c"], "u")]
+    assert principals.known
+    assert "group:readers" in principals
+    assert not access.may_record("write", "c")
+    assert len(asked) == 1
+
+
+def test_a_setting_granting_the_caller_by_id_reads_neither_acls_nor_groups():
+    asked = []
+    backend = _counting_permission(asked)
+    identity = Identity("u", "u", "basicauth")
+    principals = Principals(identity, backend.user_principals)
+    rules = AccessRules(
+        "collection", "shareable", granted={"read": frozenset({"system.Authenticated"})}
+    )
+    access = Access(rules, backend, principals, "/buckets/b/collections", UnitOfWork(None, backend))
+    assert access.may_collection("read")
+    assert access.may_record("read", "c")
+    assert asked == [("acls+groups", ["/buckets/b/collections/c"], "u")]  # the record's own, shown
+    public = Access(
+        AccessRules("mushroom", "public", granted={"write": frozenset({"u"})}),
+        backend,
+        Principals(identity, backend.user_principals),
+        "/mushrooms",
+        UnitOfWork(None, backend),
+    )
+    assert public.may_collection("write")
+    assert public.may_record("read", "m")
+    assert len(asked) == 1
+
+
+def test_a_setting_naming_a_group_reads_the_callers_groups():
+    asked = []
+    backend = _counting_permission(asked)
+    backend.add_user_principal("u", "group:editors")
+    rules = AccessRules("mushroom", "public", granted={"write": frozenset({"group:editors"})})
+    identity = Identity("u", "u", "basicauth")
+    access = Access(
+        rules, backend, Principals(identity, backend.user_principals), "/mushrooms", None
+    )
+    assert access.may_collection("write")
+    assert asked == [("groups", "u")]
+    stranger = Identity("v", "v", "basicauth")
+    refused = Access(
+        rules, backend, Principals(stranger, backend.user_principals), "/mushrooms", None
+    )
+    assert not refused.may_collection("write")
 
 
 def test_a_writer_who_patches_a_record_becomes_one_of_its_writers(tmp_path):

@@ -45,9 +45,9 @@ import difflib
 import importlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
@@ -62,6 +62,7 @@ __all__ = [
     "EVERYONE",
     "AuthenticationPolicy",
     "Identity",
+    "Principals",
     "authenticate",
     "denied",
     "get_header",
@@ -210,6 +211,85 @@ def principals_for(
         if user_principals is not None:
             principals |= set(user_principals(identity.prefixed_id))
     return tuple(sorted(principals))
+
+
+class Principals(Sequence[str]):
+    """The principals of a request (as :func:`principals_for` gives them),
+    its groups read only when a question needs them.
+
+    ``system.Everyone``, ``system.Authenticated`` and the user id are known
+    without any read (:attr:`base`); the groups come from
+    ``user_principals(user_id)`` when first needed, or are handed over by a
+    read that fetched them with something else (:meth:`resolve`), so that a
+    permission check costs one round trip, and none when :attr:`base`
+    already decides. Behaves as the sorted tuple of all of them.
+
+    >>> p = Principals(Identity("abc", "basicauth:abc", "basicauth"), lambda _: {"group:g"})
+    >>> p.known, "system.Authenticated" in p, p.known
+    (False, True, False)
+    >>> list(p), p.known
+    (['basicauth:abc', 'group:g', 'system.Authenticated', 'system.Everyone'], True)
+    """
+
+    __slots__ = ("_all", "_read_groups", "base", "user_id")
+
+    def __init__(
+        self,
+        identity: Identity | None,
+        user_principals: Callable[[str], Iterable[str]] | None = None,
+    ) -> None:
+        self.base: tuple[str, ...] = principals_for(identity)
+        #: Whose groups are still to be read (``None``: nothing to read).
+        self.user_id = (
+            identity.prefixed_id if identity is not None and user_principals is not None else None
+        )
+        self._read_groups = user_principals
+        self._all: tuple[str, ...] | None = self.base if self.user_id is None else None
+
+    @property
+    def known(self) -> bool:
+        """Whether the groups are known (read, or nothing to read)."""
+        return self._all is not None
+
+    def resolve(self, groups: Iterable[str] | None = None) -> tuple[str, ...]:
+        """All the principals: ``groups`` (read elsewhere) added to :attr:`base`,
+        or the groups read now; read once."""
+        if self._all is None:
+            if groups is None:
+                assert self._read_groups is not None  # set with user_id
+                assert self.user_id is not None
+                groups = self._read_groups(self.user_id)
+            self._all = tuple(sorted({*self.base, *groups}))
+        return self._all
+
+    def __contains__(self, principal: object) -> bool:
+        return principal in self.base or principal in self.resolve()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.resolve())
+
+    def __len__(self) -> int:
+        return len(self.resolve())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self.resolve()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Principals):
+            other = other.resolve()
+        return self.resolve() == other
+
+    def __hash__(self) -> int:
+        return hash(self.resolve())
+
+    def __repr__(self) -> str:
+        if self._all is None:
+            return f"Principals({self.base!r} and the groups of {self.user_id!r}, unread)"
+        return f"Principals({self._all!r})"
 
 
 # --------------------------------------------------------------------------

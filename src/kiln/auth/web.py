@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from kiln._state import KilnState, current_state, kiln_hook
-from kiln.auth import AuthenticationPolicy, Identity, authenticate, load_policies, principals_for
+from kiln.auth import AuthenticationPolicy, Identity, Principals, authenticate, load_policies
 from kiln.errors import HTTPError
 from kiln.permission import PermissionBase
 
@@ -93,14 +93,15 @@ class Authenticator:
 
 def principals_of(
     identity: Identity | None, permission: PermissionBase | None, memo: Memo
-) -> tuple[str, ...]:
-    """The principals of ``identity`` (see :func:`kiln.auth.principals_for`),
-    with its groups from ``permission``, read once per user and ``memo``."""
+) -> Principals:
+    """The principals of ``identity`` (see :class:`kiln.auth.Principals`),
+    with its groups from ``permission``, read once per user and ``memo``
+    when first needed."""
     key = ("principals", identity.prefixed_id if identity is not None else None)
-    principals: tuple[str, ...] | None = memo.get(key)
+    principals: Principals | None = memo.get(key)
     if principals is None:
         groups = permission.user_principals if permission is not None else None
-        principals = memo[key] = principals_for(identity, groups)
+        principals = memo[key] = Principals(identity, groups)
     return principals
 
 
@@ -157,8 +158,8 @@ def current_principals() -> tuple[str, ...]:
     principals: tuple[str, ...] | None = environ.get(_PRINCIPALS)
     if principals is None:
         memo: Memo = g.setdefault("kiln_auth_memo", {})
-        principals = principals_of(current_identity(), current_state().permission, memo)
-        environ[_PRINCIPALS] = principals
+        found = principals_of(current_identity(), current_state().permission, memo)
+        principals = environ[_PRINCIPALS] = found.resolve()
     return principals
 
 

@@ -247,6 +247,28 @@ class PostgreSQLPermission(SQLBackend[PostgreSQLDatabase], PermissionBase):
             rv[decode(object_id)].setdefault(decode(perm), set()).add(decode(principal))
         return rv
 
+    def objects_permissions_and_principals(
+        self, object_ids: Iterable[str], user_id: str
+    ) -> tuple[dict[str, dict[str, set[str]]], set[str]]:
+        acls: dict[str, dict[str, set[str]]] = {
+            object_id: {} for object_id in principal_set(object_ids, "object_ids")
+        }
+        # One statement: the ACEs of the objects, then the user's principals
+        # (rows without an object).
+        rows = self._read(
+            f"SELECT object_id, permission, principal FROM {_ACE}"  # noqa: S608
+            " WHERE object_id = ANY(%s::bytea[])"
+            " UNION ALL SELECT NULL, NULL, principal FROM user_principals WHERE user_id = %s",
+            ([encode(o) for o in sorted(acls)], encode(user_id)),
+        )
+        groups: set[str] = set()
+        for object_id, perm, principal in rows:
+            if object_id is None:
+                groups.add(decode(principal))
+            else:
+                acls[decode(object_id)].setdefault(decode(perm), set()).add(decode(principal))
+        return acls, groups
+
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         self._replace_many({object_id: replacements})
 

@@ -313,16 +313,32 @@ class RedisPermission(RedisBackend, PermissionBase):
         }
 
     def objects_permissions(self, object_ids: Iterable[str]) -> dict[str, dict[str, set[str]]]:
+        return self._read_access(object_ids, None)[0]
+
+    def objects_permissions_and_principals(
+        self, object_ids: Iterable[str], user_id: str
+    ) -> tuple[dict[str, dict[str, set[str]]], set[str]]:
+        return self._read_access(object_ids, user_id)
+
+    def _read_access(
+        self, object_ids: Iterable[str], user_id: str | None
+    ) -> tuple[dict[str, dict[str, set[str]]], set[str]]:
+        """The permissions of ``object_ids`` and the principals of ``user_id``
+        (none when ``None``), in one pipeline."""
         ordered = sorted(principal_set(object_ids, "object_ids"))
         with self.connection.errors():
             pipe = self.connection.client.pipeline(transaction=False)
             for object_id in ordered:
                 self._object_permissions(args=[self.namespace, object_id], client=pipe)
+            if user_id is not None:
+                pipe.smembers(self._user_key(user_id))
             replies = pipe.execute()
-        return {
+        groups = _strings(replies.pop()) if user_id is not None else set()
+        acls = {
             object_id: {reply[i].decode(): _strings(reply[i + 1]) for i in range(0, len(reply), 2)}
             for object_id, reply in zip(ordered, replies, strict=True)
         }
+        return acls, groups
 
     def _replace_permissions(self, object_id: str, replacements: dict[str, set[str]]) -> None:
         args: list[str] = []

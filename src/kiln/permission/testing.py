@@ -294,6 +294,22 @@ class PermissionContract(BackendContract):
         with pytest.raises(TypeError):
             permission.objects_permissions("/a")
 
+    def test_objects_permissions_and_principals_read_both_together(
+        self, permission: PermissionBase
+    ) -> None:
+        permission.add_principal_to_ace("/a", "read", "alice")
+        permission.add_principal_to_ace("/a/b", "write", "group:g")
+        permission.add_user_principal("alice", "group:g")
+        permission.add_user_principal("alice", "group:h")
+        permission.add_user_principal("bob", "group:b")
+        assert permission.objects_permissions_and_principals(["/a", "/a/b", "/none"], "alice") == (
+            {"/a": {"read": {"alice"}}, "/a/b": {"write": {"group:g"}}, "/none": {}},
+            {"group:g", "group:h"},
+        )
+        assert permission.objects_permissions_and_principals([], "carol") == ({}, set())
+        with pytest.raises(TypeError):
+            permission.objects_permissions_and_principals("/a", "alice")
+
     def test_replace_objects_permissions_sets_each_object_at_once(
         self, permission: PermissionBase
     ) -> None:

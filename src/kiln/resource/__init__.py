@@ -108,7 +108,7 @@ class RequestContext:
 
     path: dict[str, str]
     user_id: str | None = None
-    principals: tuple[str, ...] = ()
+    principals: Sequence[str] = ()
 
 
 class Resource:

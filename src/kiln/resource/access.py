@@ -38,11 +38,11 @@ client knows to authenticate, and ``403`` (errno 121) when authenticated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiln.auth import AUTHENTICATED, denied
+from kiln.auth import AUTHENTICATED, Principals, denied
 from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
 from kiln.resource.unit_of_work import ReplacePermissions, UnitOfWork
@@ -145,11 +145,16 @@ class Access:
     ``<collection_uri>/<id>``. Answers are memoized: one request asks the
     backend at most once per question. Reads first make the changes
     ``unit`` staged on the objects they read; changes are staged there.
+
+    When ``principals`` is a :class:`~kiln.auth.Principals` whose groups are
+    not read yet, they are read with the first ACLs a question needs (one
+    round trip), and not at all when ``system.Everyone``,
+    ``system.Authenticated`` or the user id already decide.
     """
 
     rules: AccessRules
     backend: PermissionBase | None
-    principals: tuple[str, ...]
+    principals: Sequence[str]
     collection_uri: str
     unit: UnitOfWork | None = None
     _memo: dict[tuple[str, str], bool] = field(default_factory=dict)
@@ -173,36 +178,36 @@ class Access:
     def record_uri(self, object_id: str) -> str:
         return f"{self.collection_uri}/{object_id}"
 
-    def _by_setting(self, name: str) -> bool | None:
-        """``True``/``False`` when the setting decides, ``None`` when it is unset."""
-        principals = self.rules.granted.get(name)
-        if principals is None:
+    @property
+    def _base(self) -> Sequence[str]:
+        """The principals known without reading the caller's groups."""
+        principals = self.principals
+        return principals.base if isinstance(principals, Principals) else principals
+
+    def _by_setting(self, name: str, *, base_only: bool = False) -> bool | None:
+        """``True``/``False`` when the setting decides, ``None`` when it is unset.
+
+        ``base_only``: without the caller's groups (no read; ``False`` then
+        means "not by the principals known so far")."""
+        granted = self.rules.granted.get(name)
+        if granted is None:
             return None
-        return not principals.isdisjoint(self.principals)
+        if not granted.isdisjoint(self._base):
+            return True
+        return False if base_only else not granted.isdisjoint(self.principals)
 
     def _check(self, pairs: list[tuple[str, str]]) -> bool:
+        """Whether the caller holds one of ``pairs`` (object URI, permission),
+        from their ACLs (read with the caller's groups, when unknown)."""
         if not pairs or self.backend is None:
             return False
-        (object_id, permission), rest = pairs[0], pairs[1:]
-
-        def bound(_object_id: str, _permission: str) -> list[tuple[str, str]]:
-            return rest
-
-        uris = [uri for uri, _ in pairs]
         assert self.unit is not None  # set with the backend
-        known = {uri: self.unit.remembered(("held", uri)) for uri in uris}
-        if None not in known.values():
-            # Every object's permissions were read already: no need to ask.
-            return any(
-                not known[uri].get(perm, set()).isdisjoint(self.principals) for uri, perm in pairs
-            )
-        key = ("check", self.principals, tuple(pairs))
-        found = self.unit.remembered(key)
-        if found is None:
-            backend = self._reader(uris)
-            found = backend.check_permission(object_id, permission, self.principals, bound)
-            self.unit.remember(key, found, uris)
-        return bool(found)
+        self._read_held([uri for uri, _ in pairs])
+        unit = self.unit
+        return any(
+            not unit.remembered(("held", uri), {}).get(perm, set()).isdisjoint(self.principals)
+            for uri, perm in pairs
+        )
 
     def _memoized(self, key: tuple[str, str], compute: Callable[[], bool]) -> bool:
         if key not in self._memo:
@@ -216,11 +221,12 @@ class Access:
         every record of the collection (or, for ``create``, on the collection)."""
         return self._memoized(("", name), lambda: self._may_collection(name))
 
-    def _decided_by_settings(self, name: str) -> bool | None:
+    def _decided_by_settings(self, name: str, *, base_only: bool = False) -> bool | None:
         """What the ``<resource>.<perm>_principals`` settings say about ``name``
-        collection-wide (``None``: they do not say)."""
-        decided = self._by_setting(name)
-        by_write = self._by_setting(WRITE)
+        collection-wide (``None``: they do not say; with ``base_only``, only
+        ``True`` is final)."""
+        decided = self._by_setting(name, base_only=base_only)
+        by_write = self._by_setting(WRITE, base_only=base_only)
         if by_write:
             decided = True  # collection-wide write implies read and create
         elif name == "create" and decided is None:
@@ -228,13 +234,13 @@ class Access:
         return decided
 
     def _may_collection(self, name: str) -> bool:
-        decided = self._decided_by_settings(name)
         if not self.shareable:
             # Public: an unset setting allows; private: any authenticated caller.
             if self.rules.kind == "private":
                 return AUTHENTICATED in self.principals
+            decided = self._decided_by_settings(name)
             return decided is None or decided
-        if decided:
+        if self._decided_by_settings(name, base_only=True):
             return True
         ancestors = ancestor_uris(self.collection_uri)
         if name == READ:
@@ -244,7 +250,10 @@ class Access:
         else:
             pairs = _pairs_on(ancestors[:1], (self.rules.create_permission, WRITE))
             pairs += _pairs_on(ancestors[1:], (WRITE,))
-        return self._check(pairs)
+        if self.backend is not None:
+            # The ancestors' ACLs and the caller's groups, in one read.
+            self._read_held([uri for uri, _ in pairs])
+        return bool(self._decided_by_settings(name)) or self._check(pairs)
 
     # -- one record -------------------------------------------------------
 
@@ -257,7 +266,7 @@ class Access:
             # One read for the record's permissions (the response shows them)
             # and, unless the settings decide, its ancestors' (which may grant).
             uris = [self.record_uri(object_id)]
-            if not self._decided_by_settings(name):
+            if not self._decided_by_settings(name, base_only=True):
                 uris += ancestor_uris(self.collection_uri)
             self._read_held(uris)
         if self.may_collection(name):
@@ -271,14 +280,23 @@ class Access:
         return not granting.isdisjoint(self.principals)
 
     def _read_held(self, uris: list[str]) -> None:
-        """Remember the permissions of those of ``uris`` not known yet, read at once."""
+        """Remember the permissions of those of ``uris`` not known yet, read at
+        once, with the caller's groups when they are not known yet."""
         assert self.unit is not None  # set with the backend
         unit = self.unit
-        missing = [uri for uri in uris if unit.remembered(("held", uri)) is None]
-        if missing:
-            found = self._reader(missing).objects_permissions(missing)
-            for uri, held in found.items():
-                unit.remember(("held", uri), held, [uri])
+        missing = [uri for uri in dict.fromkeys(uris) if unit.remembered(("held", uri)) is None]
+        if not missing:
+            return
+        backend = self._reader(missing)
+        principals = self.principals
+        if isinstance(principals, Principals) and not principals.known:
+            assert principals.user_id is not None  # unknown groups have a user
+            found, groups = backend.objects_permissions_and_principals(missing, principals.user_id)
+            principals.resolve(groups)
+        else:
+            found = backend.objects_permissions(missing)
+        for uri, held in found.items():
+            unit.remember(("held", uri), held, [uri])
 
     def _record_held(self, object_id: str) -> dict[str, set[str]]:
         uri = self.record_uri(object_id)

@@ -21,7 +21,7 @@ import email.utils
 import functools
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -149,7 +149,7 @@ class Request:
     read_body: Callable[[], bytes]
     media_type: str | None
     identity: Identity | None
-    principals: tuple[str, ...]
+    principals: Sequence[str]
     url_root: str
     #: The body already parsed (a batch sub-request's); else :attr:`body` is parsed.
     parsed_body: Any = field(default=None, repr=False)
