@@ -202,6 +202,37 @@ def test_a_client_that_sent_a_newer_timestamp_is_answered_by_the_primary(servers
         assert client.get("/v1/mushrooms?_since=" + "9" * 25, headers=BOB).status_code < 500
 
 
+def test_storage_reads_on_a_replica_behind_what_the_client_saw_run_on_the_primary(
+    servers, make_app
+):
+    _, replica, name = servers
+    app = make_app(replica_max_lag_seconds=60)
+    storage = app.extensions["kiln"].storage
+    reading_from_replica(app)
+    first = storage.create("mushroom", "", {"name": "a"})
+    replica.wait_until_caught_up()
+
+    def read(work, seen):
+        return storage.route_request(
+            work, method="GET", if_match=False, resource_name="mushroom", user_id=None, seen=seen
+        )
+
+    def timestamp():
+        return storage.collection_timestamp("mushroom", "")
+
+    def records():
+        return storage.get_records([("mushroom", "", first["id"])])
+
+    with replay_paused(replica.url_for(name)):
+        second = storage.update("mushroom", "", first["id"], {"name": "b"})
+        # What the client saw, the replica has: it answers, with its older state.
+        assert read(timestamp, first["last_modified"]) == first["last_modified"]
+        assert read(records, first["last_modified"]) == [first]
+        # The client saw the update, which the replica lacks: the primary answers.
+        assert read(timestamp, second["last_modified"]) == second["last_modified"]
+        assert read(records, second["last_modified"]) == [second]
+
+
 def test_a_callers_reads_go_to_the_primary_for_a_while_after_they_write(servers, make_app):
     _, replica, name = servers
     app = make_app(replica_max_lag_seconds=60, read_your_writes_seconds=0.5)

@@ -42,6 +42,7 @@ __all__ = [
     "invalid_parameter",
     "json_response",
     "unexpected_error",
+    "werkzeug_error",
 ]
 
 logger = logging.getLogger("kiln.errors")
@@ -213,16 +214,21 @@ def _handle_http_error(error: HTTPError) -> Response:
 
 
 def _handle_werkzeug(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    if status < 400:  # werkzeug's RequestRedirect (routing): keep it as it is
+    if (exc.code or 500) < 400:  # werkzeug's RequestRedirect (routing): keep it as it is
         return exc.get_response()  # type: ignore[return-value]
+    return _respond(werkzeug_error(exc))
+
+
+def werkzeug_error(exc: HTTPException) -> HTTPError:
+    """The envelope of one of werkzeug's HTTP errors (``exc.code`` >= 400)."""
+    status = exc.code or 500
     message = DEFAULT_MESSAGE.get(status) or _plain(exc.description)
     headers: dict[str, str] = {}
     if status == 405:
         headers.update({k: v for k, v in exc.get_headers() if k.lower() == "allow"})
     if status == 503:
         headers["Retry-After"] = str(_retry_after())
-    return _respond(HTTPError(status, message=message, headers=headers))
+    return HTTPError(status, message=message, headers=headers)
 
 
 def _handle_backend(exc: BackendError) -> Response:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from kiln import resource
+from kiln.errors import HTTPError
 
 EXPLODE = "explode"
+#: A title whose record a hook refuses with a 503 of its own (an upstream it needs is down).
+UNAVAILABLE = "unavailable"
 
 
 @resource.register()
@@ -68,6 +71,8 @@ class Article(resource.Resource):
     def process_record(self, new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
         if new.get("title") == EXPLODE:
             raise RuntimeError("process_record was told to explode")
+        if new.get("title") == UNAVAILABLE:
+            raise HTTPError(503, message="The upstream is down.", headers={"Retry-After": "7"})
         new["revision"] = (old or {}).get("revision", 0) + 1
         return new
 

@@ -399,6 +399,27 @@ def test_a_writer_who_patches_a_record_becomes_one_of_its_writers(tmp_path):
     assert shown["data"]["name"] == "z"
 
 
+def test_a_writer_who_patches_permissions_becomes_a_writer_and_sets_them(tmp_path):
+    client = build(tmp_path, toadstool={"write_principals": ["system.Authenticated"]}).test_client()
+    owner, other = user_id(client, "a"), user_id(client, "b")
+    client.put("/v1/toadstools/t1", json={"data": {"name": "x"}}, headers=basic("a"))
+    assert client.get("/v1/toadstools/t1").status_code == 401
+    patched = client.patch(
+        "/v1/toadstools/t1",
+        json={"permissions": {"read": ["system.Everyone"]}},
+        headers=basic("b"),
+    )
+    assert patched.status_code == 200
+    assert patched.json["permissions"] == {
+        "read": ["system.Everyone"],
+        "write": sorted([owner, other]),
+    }
+    # Both were written: the new writer and the replaced read permission.
+    shown = client.get("/v1/toadstools/t1")
+    assert shown.status_code == 200
+    assert shown.json["permissions"] == patched.json["permissions"]
+
+
 def test_json_patch_of_data_only_on_a_shareable_record_keeps_its_permissions(tmp_path):
     client = build(tmp_path).test_client()
     created = client.put(

@@ -5,8 +5,9 @@ import logging
 import pytest
 
 import kiln
+from kiln.resource.batch import _Headers
 from tests.resource.conftest import PREFIX
-from tests.resource.sample_resources import EXPLODE
+from tests.resource.sample_resources import EXPLODE, UNAVAILABLE
 
 BATCH = f"{PREFIX}/batch"
 
@@ -102,7 +103,17 @@ def test_a_4xx_sub_response_keeps_the_batch_at_200_and_the_other_writes_commit(c
     assert {r["name"] for r in listed} == {"a", "b"}
 
 
-def test_a_sub_request_that_raises_fails_the_whole_batch_and_applies_nothing(client, caplog):
+@pytest.fixture(params=["fast", "flask"])
+def either_client(app, request):
+    """A client of ``app``, whose resource requests and sub-requests take the
+    fast path or (a hook kiln did not install) go through Flask."""
+    if request.param == "flask":
+        app.before_request(lambda: None)
+    return app.test_client()
+
+
+def test_a_sub_request_that_raises_fails_the_whole_batch_and_applies_nothing(either_client, caplog):
+    client = either_client
     client.put(f"{PREFIX}/articles/kept", json={"data": {"title": "before"}})
     before = client.get(f"{PREFIX}/articles").get_json()["data"]
     with caplog.at_level(logging.ERROR, logger="kiln.errors"):
@@ -125,6 +136,25 @@ def test_a_sub_request_that_raises_fails_the_whole_batch_and_applies_nothing(cli
     assert client.get(f"{PREFIX}/notes").get_json()["data"] == []
     assert client.get(f"{PREFIX}/articles?_since=0").get_json()["data"] == before
     assert client.get(f"{PREFIX}/articles/new").status_code == 404
+
+
+def test_a_5xx_a_hook_raises_fails_the_whole_batch_with_that_answer(either_client):
+    client = either_client
+    rv = send(
+        client,
+        {
+            "requests": [
+                {"method": "POST", "path": "/notes", "body": {"data": {"n": 1}}},
+                {"method": "PUT", "path": "/articles/a", "body": {"data": {"title": UNAVAILABLE}}},
+                {"method": "POST", "path": "/notes", "body": {"data": {"n": 2}}},
+            ]
+        },
+    )
+    assert rv.status_code == 503
+    assert rv.get_json()["message"] == "The upstream is down."
+    assert rv.headers["Retry-After"] == "7"
+    assert client.get(f"{PREFIX}/notes").get_json()["data"] == []
+    assert client.get(f"{PREFIX}/articles/a").status_code == 404
 
 
 def test_the_same_exploding_request_alone_answers_500_and_writes_nothing(client):
@@ -251,3 +281,43 @@ def test_a_batch_of_writes_is_one_transaction_visible_to_its_own_reads(client):
     )
     assert [a["status"] for a in answers] == [201, 200, 200, 200, 404]
     assert answers[2]["body"]["data"]["revision"] == 2
+
+
+def test_each_sub_request_logs_a_summary_line_with_its_own_headers(either_client, caplog):
+    caplog.set_level(logging.INFO, logger="subrequest.summary")
+    responses(
+        either_client,
+        {
+            "defaults": {"headers": {"User-Agent": "batcher/1"}},
+            "requests": [
+                {"method": "PUT", "path": "/articles/a", "body": {"data": {"title": "t"}}},
+                {"path": "/articles/a?x=1", "headers": {"Accept-Language": "fr"}},
+            ],
+        },
+    )
+    lines = [r for r in caplog.records if r.name == "subrequest.summary"]
+    assert [line.getMessage().split(" (")[0] for line in lines] == [
+        f'"PUT {PREFIX}/articles/a" 201',
+        f'"GET {PREFIX}/articles/a?x=1" 200',
+    ]
+    fields = [line.fields for line in lines]
+    assert [(f["agent"], f["lang"], f["code"]) for f in fields] == [
+        ("batcher/1", None, 201),
+        ("batcher/1", "fr", 200),
+    ]
+    assert fields[1]["querystring"] == {"x": "1"}
+
+
+def test_a_sub_requests_headers_are_a_case_insensitive_mapping():
+    headers = _Headers({"Content-Type": "application/json", "If-Match": '"1"'})
+    assert headers["content-type"] == headers["CONTENT-TYPE"] == "application/json"
+    with pytest.raises(KeyError):
+        headers["Accept"]
+    assert headers.get("if-match") == '"1"'
+    assert headers.get("Accept", "*/*") == "*/*"
+    assert "if-match" in headers
+    assert "Accept" not in headers
+    assert 3 not in headers
+    assert list(headers) == ["Content-Type", "If-Match"]
+    assert len(headers) == 2
+    assert dict(headers) == {"Content-Type": "application/json", "If-Match": '"1"'}

@@ -44,6 +44,7 @@ SCENARIO = [
     ("GET", "/v1/toadstools/t1", {}, None),
     ("GET", "/v1/toadstools/t2", {}, None),
     ("GET", "/v1/toadstools/t1", {**ALICE, "If-None-Match": '"1"'}, None),
+    ("GET", "/v1/toadstools/t1", {**ALICE, "If-None-Match": "*"}, None),
     ("GET", "/v1/toadstools/t1", {**ALICE, "Accept": "text/html"}, None),
     ("PATCH", "/v1/toadstools/t1", ALICE, {"data": {"name": "c"}}),
     ("PATCH", "/v1/toadstools/t1", {**ALICE, "If-Match": '"1"'}, {"data": {"name": "d"}}),
@@ -121,14 +122,14 @@ def normalized(data: bytes) -> bytes:
     return data
 
 
-def build(tmp_path, name: str, *, flask_path: bool):
+def build(tmp_path, name: str, *, flask_path: bool, views=VIEWS, eos_date="2999-01-01"):
     app = kiln.create_app(
         {
-            "views": VIEWS,
+            "views": views,
             "storage": {"backend": "sqlite", "url": str(tmp_path / f"{name}.sqlite")},
             "auth": {"policies": ["basicauth"], "userid_hmac_secret": SECRET},
             "cors": {"origins": ["https://*.example"]},
-            "eos": {"date": "2999-01-01", "message": "Moving."},
+            "eos": {"date": eos_date, "message": "Moving."},
             "backoff": 5,
             "toadstool": {"create_principals": ["system.Authenticated"]},
             "memo": {"write_principals": ["system.Everyone"], "record_patch_enabled": False},
@@ -154,21 +155,60 @@ def send(client, method, path, headers, body):
     return rv.status_code, head, normalized(rv.get_data())
 
 
+def flask_calls(monkeypatch) -> list[int]:
+    """Grows by one for each resource request that goes through Flask."""
+    through_flask: list[int] = []
+    original = views.flask_request
+    monkeypatch.setattr(views, "flask_request", lambda v: through_flask.append(1) or original(v))
+    return through_flask
+
+
+def assert_same_answers(fast, slow, scenario, monkeypatch, *, fast_path=True):
+    """Each request of ``scenario`` gets the same answer from both apps, and
+    (``fast_path``) ``fast`` serves it without Flask."""
+    through_flask = flask_calls(monkeypatch)
+    fast_client, slow_client = fast.test_client(), slow.test_client()
+    for method, path, headers, body in scenario:
+        expected = send(slow_client, method, path, headers, body)
+        flask_calls_before = len(through_flask)
+        assert send(fast_client, method, path, headers, body) == expected, (method, path)
+        if fast_path:
+            assert len(through_flask) == flask_calls_before, (method, path)
+    return through_flask
+
+
 def test_the_fast_path_answers_exactly_as_flask_does(tmp_path, monkeypatch):
     fast = build(tmp_path, "fast", flask_path=False)
     slow = build(tmp_path, "slow", flask_path=True)
     assert not foreign_hooks(fast)
     assert foreign_hooks(slow)
-    through_flask = []
-    original = views.flask_request
-    monkeypatch.setattr(views, "flask_request", lambda v: through_flask.append(1) or original(v))
-    fast_client, slow_client = fast.test_client(), slow.test_client()
-    for method, path, headers, body in SCENARIO:
-        expected = send(slow_client, method, path, headers, body)
-        flask_calls = len(through_flask)
-        assert send(fast_client, method, path, headers, body) == expected, (method, path)
-        assert len(through_flask) == flask_calls, (method, path)
-    assert through_flask
+    assert assert_same_answers(fast, slow, SCENARIO, monkeypatch)
+
+
+def test_after_the_end_of_service_the_fast_path_answers_410_as_flask_does(tmp_path, monkeypatch):
+    fast = build(tmp_path, "fast", flask_path=False, eos_date="2000-01-01")
+    slow = build(tmp_path, "slow", flask_path=True, eos_date="2000-01-01")
+    scenario = [("GET", "/v1/memos", {}, None), ("PUT", "/v1/memos/m1", ALICE, {"data": {}})]
+    assert_same_answers(fast, slow, scenario, monkeypatch)
+    rv = fast.test_client().get("/v1/memos")
+    assert (rv.status_code, rv.get_json()["errno"]) == (410, 202)
+    assert rv.headers["Alert"]
+
+
+def test_routes_of_one_pattern_are_ordered_by_flask(tmp_path, monkeypatch):
+    views_ = ["tests.resource.dispatch_resources"]
+    fast = build(tmp_path, "fast", flask_path=False, views=views_)
+    slow = build(tmp_path, "slow", flask_path=True, views=views_)
+    scenario = [
+        ("PUT", "/v1/shelves/s1", {}, {"data": {"name": "top"}}),
+        ("GET", "/v1/shelves/s1", {}, None),
+        ("POST", "/v1/shelves/s1", {}, {"data": {"id": "b1", "title": "t"}}),
+        ("PUT", "/v1/shelves/s1/b1", {}, {"data": {"title": "t"}}),
+        ("GET", "/v1/shelves/s1/b1", {}, None),
+    ]
+    through_flask = assert_same_answers(fast, slow, scenario, monkeypatch, fast_path=False)
+    # The two routes of /v1/shelves/<...> are left to Flask; /v1/shelves/s1/b1 is not.
+    assert len(through_flask) == 2 * 5 - 2
 
 
 def test_a_clay_route_beside_a_resource_route_is_routed_by_flask(tmp_path):
@@ -182,6 +222,61 @@ def test_a_clay_route_beside_a_resource_route_is_routed_by_flask(tmp_path):
     assert client.get("/v1/memos/special").get_json() == {"special": True}
     client.put("/v1/memos/m1", json={"data": {"name": "m"}})
     assert client.get("/v1/memos/m1").get_json()["data"]["name"] == "m"
+
+
+def test_a_path_route_that_could_take_a_resource_path_leaves_it_to_flask(tmp_path, monkeypatch):
+    app = build(tmp_path, "path", flask_path=False)
+
+    @app.route("/v1/memos/<path:rest>")
+    def files(rest):
+        return {"rest": rest}
+
+    through_flask = flask_calls(monkeypatch)
+    client = app.test_client()
+    assert client.get("/v1/memos/a/b").get_json() == {"rest": "a/b"}
+    client.put("/v1/memos/m1", json={"data": {"name": "m"}})
+    assert client.get("/v1/memos/m1").get_json()["data"]["name"] == "m"
+    assert len(through_flask) == 2
+    client.get("/v1/memos")  # no rule beside the collection's: the fast path
+    assert len(through_flask) == 2
+
+
+def test_an_app_context_teardown_of_the_app_runs_for_resource_requests(tmp_path, monkeypatch):
+    app = build(tmp_path, "teardown", flask_path=False)
+    seen = []
+    app.teardown_appcontext(seen.append)
+    assert foreign_hooks(app)
+    through_flask = flask_calls(monkeypatch)
+    assert app.test_client().get("/v1/memos").status_code == 200
+    assert seen == [None]
+    assert through_flask == [1]
+
+
+def test_an_error_handler_of_the_app_answers_for_resource_requests(tmp_path):
+    app = build(tmp_path, "handler", flask_path=False)
+    app.register_error_handler(LookupError, lambda exc: ({"mine": exc.args[0]}, 418))
+    assert foreign_hooks(app)
+
+    def authorizer(authorization):
+        raise LookupError("no such grant")
+
+    state_of(app).authorizer = authorizer
+    rv = app.test_client().get("/v1/memos")
+    assert (rv.status_code, rv.get_json()) == (418, {"mine": "no such grant"})
+
+
+def test_an_untrusted_host_is_a_400_as_on_the_flask_path(tmp_path, monkeypatch):
+    fast = build(tmp_path, "fast", flask_path=False)
+    slow = build(tmp_path, "slow", flask_path=True)
+    for app in (fast, slow):
+        app.config["TRUSTED_HOSTS"] = ["api.example"]
+    scenario = [
+        ("GET", "/v1/memos", {"Host": "evil.example"}, None),
+        ("GET", "/v1/memos", {"Host": "api.example"}, None),
+    ]
+    assert_same_answers(fast, slow, scenario, monkeypatch)
+    rv = fast.test_client().get("/v1/memos", headers={"Host": "evil.example"})
+    assert (rv.status_code, rv.get_json()["errno"]) == (400, 107)
 
 
 def test_a_hook_of_the_app_runs_for_resource_requests(tmp_path):

@@ -24,6 +24,8 @@ from kiln.exceptions import BackendError, ConfigError, StartupError, TransientBa
 from kiln.permission import load_permission
 from kiln.permission.postgresql import PostgreSQLPermission
 from kiln.storage import (
+    ABSENT,
+    LIVE,
     Filter,
     Index,
     IndexedField,
@@ -31,6 +33,8 @@ from kiln.storage import (
     PreconditionFailed,
     RecordNotFoundError,
     Sort,
+    Write,
+    WriteConflict,
     keyset_rules,
     load_storage,
 )
@@ -306,9 +310,16 @@ def test_writes_need_a_unit_of_work_and_none_may_happen_in_a_snapshot(storage, d
         pass
     with pytest.raises(RuntimeError, match="needs an open transaction"):
         database.begin_write(conn)
+    with pytest.raises(RuntimeError, match="needs an open transaction"):
+        database.commit_with(conn, ("SELECT 1", None))
     with storage.snapshot(), pytest.raises(RuntimeError, match="No write may happen inside"):
         storage.create(R, P, {})
     assert storage.list_all(R, P) == []
+    with storage.transaction():
+        storage.apply([Write(R, P, "a", {}, ABSENT)], commit=True)
+        with pytest.raises(RuntimeError, match="was committed"):
+            storage.create(R, P, {"id": "b"})
+    assert _ids(storage.list_all(R, P)) == ["a"]
 
 
 def test_a_unit_of_work_whose_statement_failed_commits_nothing(storage):
@@ -544,6 +555,46 @@ def test_a_connection_lost_before_the_commit_fails_and_commits_nothing(postgresq
     assert storage.list_all(R, P) == []
 
 
+class Racing(PostgreSQLStorage):
+    """Lets ``rival`` write (from its own connection) after each read this backend
+    makes before a write."""
+
+    def __init__(self, database, rival):
+        super().__init__(database)
+        self.rival = rival
+
+    def _live(self, resource_name, parent_id, object_id):
+        found = super()._live(resource_name, parent_id, object_id)
+        self.rival()
+        return found
+
+    def list_all(self, *args, **kwargs):
+        found = super().list_all(*args, **kwargs)
+        self.rival()
+        return found
+
+
+def test_a_direct_write_losing_a_race_in_a_unit_of_work_asks_for_it_to_run_again(
+    schema_url, storage
+):
+    storage.create(R, P, {"id": "a", "n": 0})
+    other = PostgreSQLDatabase(schema_url)
+    rival = PostgreSQLStorage(other)
+    changes = iter(range(1, 10))
+    racing = Racing(storage.database, lambda: rival.update(R, P, "a", {"n": next(changes)}))
+    try:
+        for write in (
+            lambda: racing.update(R, P, "a", {"n": -1}),
+            lambda: racing.delete_all(R, P),
+        ):
+            # The failed check aborted the transaction: only a new run can go on.
+            with pytest.raises(TransientBackendError, match="run it again"), racing.transaction():
+                write()
+    finally:
+        other.close()
+    assert storage.get(R, P, "a")["n"] == 2
+
+
 # -- what PostgreSQL cannot store: U+0000 --------------------------------------------
 
 
@@ -575,6 +626,14 @@ def test_ids_and_parents_holding_nul_name_nothing(storage):
     assert storage.delete_all(R, nul) == []
     assert storage.purge_deleted(R, nul) == 0
     assert storage.get_records([(R, P, "a\x00"), (R, P, "a")]) == [None, storage.get(R, P, "a")]
+    assert storage.get_records([(R, P, "a\x00")]) == [None]
+    assert storage.list_page(R, nul) == ([], 0)
+    # A write expecting a record there finds none (a create is refused, as above).
+    for expected in (LIVE, 1):
+        with pytest.raises(WriteConflict) as conflict:
+            storage.apply([Write(R, P, "b", {}, ABSENT), Write(R, P, "a\x00", None, expected)])
+        assert conflict.value.index == 1
+    assert _ids(storage.list_all(R, P)) == ["a"]
     assert _ids(storage.list_all(R, P)) == ["a"]
 
 

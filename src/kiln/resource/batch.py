@@ -295,8 +295,7 @@ class _Batch:
 
     def _fast_route(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         router = self.state.router
-        if router is None:
-            return None
+        assert router is not None  # create_app mounts the resources before any request
         found = router.match(unquote(urlsplit(path).path))
         if (
             found is None
@@ -451,8 +450,6 @@ class _Batch:
         return response, response.get_wsgi_headers(environ)
 
 
-#: WSGI keys a sub-request does not inherit from its batch: its own request
-#: line, body and headers, and what Flask, werkzeug and kiln cached per request.
 class _Headers(Mapping[str, str]):
     """A sub-request's headers, looked up case-insensitively (as HTTP's are)."""
 
@@ -479,6 +476,8 @@ class _Headers(Mapping[str, str]):
 
 
 def _inheritable(key: str) -> bool:
+    """Whether a sub-request inherits the WSGI ``key`` of its batch: not its own
+    request line, body and headers, nor what Flask, werkzeug and kiln cached per request."""
     return not (
         key.startswith(("HTTP_", "kiln.", "werkzeug."))
         or key in ("CONTENT_TYPE", "CONTENT_LENGTH", "wsgi.input", "PATH_INFO", "QUERY_STRING")

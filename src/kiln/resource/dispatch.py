@@ -46,7 +46,7 @@ from kiln._headers import common_headers
 from kiln.auth.web import note_identity, principals_of
 from kiln.cors import cors_headers
 from kiln.eos import hard_eol_error, soft_eol_header
-from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error
+from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error, werkzeug_error
 from kiln.exceptions import BackendError
 from kiln.logging import log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
@@ -347,7 +347,7 @@ def request_of(
         variables=variables,
         args=args,
         headers=headers,  # type: ignore[arg-type]
-        read_body=(lambda: read_body(environ, limit)) if method in _BODY_METHODS else _no_body,
+        read_body=(lambda: read_body(environ, limit)) if method in _BODY_METHODS else bytes,
         media_type=parse_options_header(content_type)[0] if content_type else None,
         identity=identity,
         principals=principals_of(identity, state.permission, memo),
@@ -365,10 +365,6 @@ def check_accept(accept: str | None) -> None:
         raise HTTPError(
             406, ERRORS.INVALID_PARAMETERS, "Accept header should be one of ['application/json']."
         )
-
-
-def _no_body() -> bytes:
-    return b""
 
 
 def read_body(environ: dict[str, Any], limit: int | None) -> bytes:
@@ -404,8 +400,8 @@ def url_root(environ: dict[str, Any], state: KilnState, trusted_hosts: Any = Non
     if not host:
         try:
             host = get_host(environ, trusted_hosts)
-        except SecurityError:
-            raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The Host is not trusted.") from None
+        except SecurityError as exc:
+            raise werkzeug_error(exc) from None  # as on the Flask path
     script = environ.get("SCRIPT_NAME", "").encode("latin-1").decode(errors="replace")
     return f"{scheme}://{host}{script.rstrip('/')}"
 

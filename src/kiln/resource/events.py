@@ -29,7 +29,7 @@ from kiln._state import state_of
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["ACTIONS", "ResourceChanged", "Subscription", "deliver", "notify", "subscribe"]
+__all__ = ["ACTIONS", "ResourceChanged", "Subscription", "deliver", "subscribe"]
 
 logger = logging.getLogger("kiln.events")
 
@@ -103,11 +103,6 @@ def subscribe(
         return fn
 
     return add(listener) if listener is not None else add
-
-
-def notify(app: Flask, events: Sequence[ResourceChanged]) -> None:
-    """Deliver ``events`` to the app's subscribers (after commit)."""
-    deliver(state_of(app).subscriptions, events)
 
 
 def deliver(subscriptions: Sequence[Subscription], events: Sequence[ResourceChanged]) -> None:

@@ -60,7 +60,8 @@ __all__ = [
 
 
 def mount_resources(app: Flask, state: KilnState, declared: list[Registration]) -> None:
-    """Mount the resources ``declared`` on ``app``, on the backends of ``state``."""
+    """Mount the resources ``declared`` on ``app``, on the backends of ``state``
+    (and the batch, which :func:`~kiln.resource.batch.install_batch` installed)."""
     for registration in declared:
         check_permission_settings(state.config, registration.name)
         state.resources[registration.name] = registration
@@ -83,8 +84,8 @@ def mount_resources(app: Flask, state: KilnState, declared: list[Registration]) 
                 methods=[m for m in methods if m != "HEAD"],
             )
             router.add(Route.of(rule, endpoint, kind, methods))
-    if "kiln.batch" in app.view_functions:
-        router.add(Route.of(f"{prefix}/batch", None, "batch", ("POST",), serve_batch))
+    # create_app installed the batch view before: the fast path serves it too.
+    router.add(Route.of(f"{prefix}/batch", None, "batch", ("POST",), serve_batch))
     state.router = router
     app.wsgi_app = ResourceDispatcher(app, state, router, app.wsgi_app)  # type: ignore[method-assign]
 
