@@ -8,7 +8,7 @@ the total sort order (missing last).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -78,17 +78,19 @@ def type_rank(value: Any) -> int:
     return RANK_MISSING
 
 
-def sort_key(value: Any) -> tuple[int, Any]:
+def sort_key(value: Any, container_text: Callable[[Any], bytes] = orjson.dumps) -> tuple[int, Any]:
     """A key ordering values of any JSON type (and :data:`MISSING`) totally.
 
-    Arrays and objects compare by their compact JSON text (UTF-8 bytes), the
-    order SQL backends get from comparing the JSON text they return.
+    Arrays and objects compare by their JSON text (UTF-8 bytes): by default
+    the compact text, in key order, that SQLite returns and the memory and
+    Redis backends compare; PostgreSQL compares its own ``jsonb`` text
+    (``container_text``; see ``kiln.storage._postgresql_sql.jsonb_text``).
     """
     rank = type_rank(value)
     if rank in (RANK_NUMBER, RANK_STRING):
         return (rank, value)
     if rank in (RANK_ARRAY, RANK_OBJECT):
-        return (rank, orjson.dumps(value))
+        return (rank, container_text(value))
     return (rank, 0)
 
 
@@ -213,8 +215,16 @@ def select(
     ]
 
 
-def sort_records(records: list[Record], sorting: Sequence[Sort]) -> None:
-    """Sort ``records`` in place by ``sorting`` (stable, per the total order)."""
+def sort_records(
+    records: list[Record],
+    sorting: Sequence[Sort],
+    container_text: Callable[[Any], bytes] = orjson.dumps,
+) -> None:
+    """Sort ``records`` in place by ``sorting`` (stable, per the total order;
+    ``container_text`` as in :func:`sort_key`)."""
     for sort in reversed(sorting):
         field = sort.field
-        records.sort(key=lambda r: sort_key(get_path(r, field)), reverse=sort.direction < 0)
+        records.sort(
+            key=lambda r: sort_key(get_path(r, field), container_text),
+            reverse=sort.direction < 0,
+        )
