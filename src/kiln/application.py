@@ -44,6 +44,7 @@ from kiln._state import (
     register_heartbeat,
     state_of,
 )
+from kiln.auth import policies_need_storage
 from kiln.auth.accounts_views import install_accounts
 from kiln.auth.web import install_auth
 from kiln.cache import load_cache
@@ -161,7 +162,7 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
     """
     config = state.config
     initialize = config.setting("storage.initialize_on_startup")
-    if declared or "accounts" in config.setting("auth.policies"):
+    if declared or policies_need_storage(config):
         state.storage = load_storage(config)
         state.storage.declare_indexes([i for r in declared for i in r.indexes])
         if initialize:

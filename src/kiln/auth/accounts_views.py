@@ -63,13 +63,11 @@ def install_accounts(app: Flask, state: KilnState) -> None:
     policy = next((p for p in state.auth_policies if isinstance(p, AccountsPolicy)), None)
     if policy is None:
         return
-    config = state.config
     store = policy.store
     prefix = state.api_prefix
 
     def is_admin() -> bool:
-        admins = config.setting("accounts.admin_principals")
-        return not set(admins).isdisjoint(current_principals())
+        return policy.is_admin(current_principals())
 
     def is_self(username: str) -> bool:
         identity = current_identity()
