@@ -48,8 +48,9 @@ def test_sign_up_answers_the_account_without_its_password(client):
     assert response.json["data"]["email"] == "b@x.org"
     assert "password" not in response.json["data"]
     assert PASSWORD not in response.get_data(as_text=True)
-    hello = client.get("/v1/", headers=basic("bob")).json["user"]
-    assert hello["id"] == "account:bob"
+    hello = client.get("/v1/", headers=basic("bob")).json
+    assert hello["user"]["id"] == "account:bob"
+    assert hello["capabilities"]["accounts"]["description"] == "Manage user accounts."
 
 
 def test_signing_up_twice_is_a_conflict(client):
