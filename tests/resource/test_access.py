@@ -330,3 +330,38 @@ def test_json_patch_of_data_only_on_a_shareable_record_keeps_its_permissions(tmp
     )
     assert response.json["data"]["name"] == "y"
     assert response.json["permissions"] == created.json["permissions"]
+
+
+def test_put_with_only_data_keeps_the_records_permissions(tmp_path):
+    client = build(tmp_path, toadstool={"write_principals": ["system.Authenticated"]}).test_client()
+    owner, other = user_id(client, "a"), user_id(client, "b")
+    created = client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "x"}, "permissions": {"read": ["system.Everyone"]}},
+        headers=basic("a"),
+    )
+    assert created.json["permissions"] == {"read": ["system.Everyone"], "write": [owner]}
+    replaced = client.put("/v1/toadstools/t1", json={"data": {"name": "y"}}, headers=basic("b"))
+    assert replaced.status_code == 200
+    assert replaced.json["permissions"] == {
+        "read": ["system.Everyone"],
+        "write": sorted([owner, other]),
+    }
+    assert client.get("/v1/toadstools/t1").json["data"]["name"] == "y"
+
+
+def test_put_with_permissions_replaces_them_all(tmp_path):
+    client = build(tmp_path).test_client()
+    owner = user_id(client, "a")
+    client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "x"}, "permissions": {"read": ["system.Everyone"]}},
+        headers=basic("a"),
+    )
+    replaced = client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "y"}, "permissions": {"write": []}},
+        headers=basic("a"),
+    )
+    assert replaced.json["permissions"] == {"read": [], "write": [owner]}
+    assert client.get("/v1/toadstools/t1").status_code == 401

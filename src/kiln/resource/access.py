@@ -327,9 +327,9 @@ class Access:
         """Stage the permissions of a created or updated record; return them
         as the response shows them once written.
 
-        ``reset`` (create, PUT): permissions not in ``given`` are emptied;
-        otherwise (PATCH) they are left alone. The creator is always added to
-        ``write``.
+        ``reset`` (create, a PUT that sends permissions): permissions not in
+        ``given`` are emptied; otherwise (PATCH, a PUT with only ``data``) they
+        are left alone. The creator is always added to ``write``.
         """
         assert self.backend is not None
         assert self.unit is not None

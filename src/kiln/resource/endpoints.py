@@ -531,8 +531,12 @@ class _Call:
             record, created = model.replace(object_id, data, preconditions)
             shown = None
             if access.shareable:
+                # Cliquet/Kinto: a PUT without ``permissions`` keeps the record's.
                 shown = access.write_permissions(
-                    object_id, permissions, request.user_id, reset=True
+                    object_id,
+                    permissions,
+                    request.user_id,
+                    reset=creating or permissions is not None,
                 )
             return _record_reply(record, 201 if created else 200, shown)
         self.require(access.may_record("write", object_id))
