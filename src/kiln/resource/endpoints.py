@@ -40,6 +40,7 @@ from kiln.resource.access import (
     Access,
     AccessRules,
     parse_permissions,
+    patch_permissions,
 )
 from kiln.resource.model import (
     JSON,
@@ -592,14 +593,12 @@ class _Call:
             )
         current = self.access.record_permissions(object_id)
         try:
-            patched = jsonpatch.apply_patch({"permissions": current}, mine)
+            patched = patch_permissions(current, mine)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
             raise invalid_parameter(
                 "body", "body", f"The JSON Patch does not apply: {exc}"
             ) from None
-        permissions = parse_permissions(
-            patched.get("permissions"), self.access.rules.record_permissions
-        )
+        permissions = parse_permissions(patched, self.access.rules.record_permissions)
         return [op for op in operations if not _on_permissions(op)], permissions
 
     # -- checks ---------------------------------------------------------------
