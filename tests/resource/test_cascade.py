@@ -4,11 +4,10 @@ import base64
 import contextlib
 
 import pytest
-import redis
 
 import kiln
 from kiln.application import close_app
-from tests.pgschema import fresh_schema
+from tests.services import empty_storage_url
 
 SECRET = "cascade-secret-" + "z" * 40
 RECORDS = "/v1/buckets/b1/collections/c1/records"
@@ -26,14 +25,7 @@ OWNER = basic("owner")
 def app(request, tmp_path):
     backend = request.param
     with contextlib.ExitStack() as stack:
-        url = ""
-        if backend == "sqlite":
-            url = str(tmp_path / "k.sqlite")
-        elif backend == "postgresql":
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgresql_url")))
-        elif backend == "redis":
-            url = request.getfixturevalue("redis_url")
-            redis.Redis.from_url(url).flushdb()
+        url = empty_storage_url(request, backend, str(tmp_path), stack)
         app = kiln.create_app(
             {
                 "views": ["tests.resource.auth_resources"],
