@@ -40,6 +40,7 @@ from kiln.resource.access import (
     Access,
     AccessRules,
     parse_permissions,
+    patch_permissions,
 )
 from kiln.resource.model import (
     JSON,
@@ -270,6 +271,20 @@ class Endpoint:
         self.readonly_fields = tuple(registration.cls.readonly_fields)
         self._tree: Any = None
         self._settings: _Settings | None = None
+        #: Whether resources are nested below this one: deleting its records cascades.
+        self.has_children = any(
+            parent is not None and parent.registration is registration
+            for parent in parents.values()
+        )
+
+    def child_uri(self, resource_name: str, parent_id: str, object_id: str) -> str | None:
+        """The URI of a record below this resource's, as its permissions are
+        keyed (``None``: a resource this app does not mount)."""
+        registration = self.state.resources.get(resource_name)
+        if registration is None:
+            return None
+        segment = registration.collection_path.rstrip("/").rsplit("/", 1)[-1]
+        return f"{parent_id}/{segment}/{object_id}"
 
     # -- settings -----------------------------------------------------------
 
@@ -467,6 +482,7 @@ class _Call:
             if not tombstones:
                 current = model.timestamp()
                 return Reply(200, {"data": tombstones}, stamp=lambda: current)
+            self.cascade([tombstone[ID_FIELD] for tombstone in tombstones])
             if access.shareable:
                 access.delete_permissions(tombstone[ID_FIELD] for tombstone in tombstones)
             return Reply(
@@ -531,8 +547,12 @@ class _Call:
             record, created = model.replace(object_id, data, preconditions)
             shown = None
             if access.shareable:
+                # Cliquet/Kinto: a PUT without ``permissions`` keeps the record's.
                 shown = access.write_permissions(
-                    object_id, permissions, request.user_id, reset=True
+                    object_id,
+                    permissions,
+                    request.user_id,
+                    reset=creating or permissions is not None,
                 )
             return _record_reply(record, 201 if created else 200, shown)
         self.require(access.may_record("write", object_id))
@@ -540,6 +560,7 @@ class _Call:
             return self.patch(object_id, preconditions)
         last_modified = self.forced_timestamp()
         tombstone = model.delete(object_id, preconditions, last_modified)
+        self.cascade([object_id])
         if access.shareable:
             access.delete_permissions([object_id])
         return _record_reply(tombstone, 200, None)
@@ -571,6 +592,18 @@ class _Call:
         data = response_data(behavior, record, sent, old)
         return _record_reply(data, 200, shown, stamp=record)
 
+    def cascade(self, object_ids: list[str]) -> None:
+        """Deleting records deletes what is nested below them, in the same unit
+        of work: the records (with tombstones) and their permissions."""
+        endpoint, access = self.endpoint, self.access
+        if not endpoint.has_children:
+            return
+        deleted = self.model.delete_descendants([access.record_uri(i) for i in object_ids])
+        if access.backend is None or not deleted:
+            return
+        uris = [endpoint.child_uri(*key) for key in deleted]
+        access.delete_objects_permissions([uri for uri in uris if uri is not None])
+
     def permission_operations(
         self, object_id: str, operations: list[Any]
     ) -> tuple[list[Any], dict[str, set[str]] | None]:
@@ -588,14 +621,12 @@ class _Call:
             )
         current = self.access.record_permissions(object_id)
         try:
-            patched = jsonpatch.apply_patch({"permissions": current}, mine)
+            patched = patch_permissions(current, mine)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
             raise invalid_parameter(
                 "body", "body", f"The JSON Patch does not apply: {exc}"
             ) from None
-        permissions = parse_permissions(
-            patched.get("permissions"), self.access.rules.record_permissions
-        )
+        permissions = parse_permissions(patched, self.access.rules.record_permissions)
         return [op for op in operations if not _on_permissions(op)], permissions
 
     # -- checks ---------------------------------------------------------------
@@ -611,8 +642,9 @@ class _Call:
             return
         self.require(access.shareable)
         ids = access.accessible_ids(permission)
-        # Someone who may create here may list the (maybe empty) part they can read.
-        self.require(bool(ids) or (permission == "read" and access.may_collection("create")))
+        # Someone who may create here may list or delete the (maybe empty)
+        # part they can read or write, as in Kinto: 200 {"data": []}.
+        self.require(bool(ids) or access.may_collection("create"))
         self.model.scope = (Filter(ID_FIELD, ids, Operator.IN),)
 
     def shown_permissions(self, object_id: str) -> dict[str, list[str]] | None:
