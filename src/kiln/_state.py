@@ -90,6 +90,8 @@ class KilnState:
     router: ResourceRouter | None = None
     #: Listeners of resource events (:func:`kiln.resource.events.subscribe`).
     subscriptions: list[Subscription] = field(default_factory=list)
+    #: Listeners called inside the unit of work, before its commit.
+    before_commit: list[Subscription] = field(default_factory=list)
     #: Clay's database of this app (:func:`kiln.database.init_app`), when listed in ``views``.
     database: Database | None = None
     #: What :mod:`kiln.docs` caches (the OpenAPI document), once installed.
