@@ -421,6 +421,20 @@ for _setting in (
     ),
     Setting("features", (dict,), {}, "Feature flags, see `feature_flag`.", True),
     Setting(
+        "flush_endpoint.enabled",
+        (bool,),
+        False,
+        "Serve `POST /__flush__`, which empties storage, permissions and cache: "
+        "for test deployments only (Kinto's `flush_endpoint_enabled`).",
+    ),
+    Setting(
+        "permissions_endpoint.enabled",
+        (bool,),
+        False,
+        "Serve `GET /v<N>/permissions`, every object the caller holds a permission on "
+        "(Kinto's `experimental_permissions_endpoint`).",
+    ),
+    Setting(
         "version_prefix_redirect_enabled",
         (bool,),
         True,
