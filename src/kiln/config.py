@@ -421,6 +421,45 @@ for _setting in (
     ),
     Setting("features", (dict,), {}, "Feature flags, see `feature_flag`.", True),
     Setting(
+        "attachments.resources",
+        (list,),
+        [],
+        "Resources whose records take a file at `<record>/attachment` "
+        "(with `kiln.attachments` in `views`).",
+    ),
+    Setting(
+        "attachments.backend",
+        (str,),
+        "local",
+        "Where attached files go: `local` (`attachments.base_path`) or the dotted path "
+        "of an `AttachmentStorage` subclass.",
+    ),
+    Setting(
+        "attachments.base_path",
+        (str,),
+        "attachments",
+        "Directory of the `local` attachment storage.",
+    ),
+    Setting(
+        "attachments.base_url",
+        (str,),
+        "",
+        "Prefix of an attachment's `location` (the URL its directory is served at).",
+    ),
+    Setting(
+        "attachments.max_bytes",
+        (int,),
+        10 * 1024 * 1024,
+        "Largest attached file (413 above).",
+        True,
+    ),
+    Setting(
+        "attachments.keep_old_files",
+        (bool,),
+        False,
+        "Keep the files no record names any longer (replaced, detached, deleted).",
+    ),
+    Setting(
         "flush_endpoint.enabled",
         (bool,),
         False,
