@@ -16,6 +16,7 @@ from kiln import config as kiln_config
 from kiln._state import api_version
 from kiln.application import (
     add_api_capability,
+    add_public_setting,
     create_app,
     get_app,
     register_heartbeat,
@@ -365,7 +366,7 @@ def test_hello_describes_the_service():
         "protocol_version": "2",
         "kiln_version": kiln.__version__,
         "url": "http://localhost/v1/",
-        "settings": {"readonly": True, "batch.max_requests": 25},
+        "settings": {"readonly": True, "batch_max_requests": 25},
         "capabilities": {},
     }
 
@@ -375,13 +376,15 @@ def test_hello_url_honours_http_scheme_and_host():
     assert app.test_client().get("/v1/").json["url"] == "https://api.example.com/v1/"
 
 
-def test_public_settings_can_name_unregistered_keys():
-    app = build({"my": {"flag": 3}})
-    app.extensions["kiln"].public_settings.append("my.flag")
+def test_public_settings_can_name_unregistered_keys_under_any_name():
+    app = build({"my": {"flag": 3}, "attachment": {"base_url": "https://files/"}})
+    add_public_setting(app, "my.flag", "my_flag")
+    add_public_setting(app, "attachment.base_url")
     assert app.test_client().get("/v1/").json["settings"] == {
         "readonly": False,
-        "batch.max_requests": 25,
-        "my.flag": 3,
+        "batch_max_requests": 25,
+        "my_flag": 3,
+        "attachment.base_url": "https://files/",
     }
 
 

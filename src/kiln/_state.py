@@ -42,6 +42,7 @@ __all__ = [
     "HeartbeatCheck",
     "KilnState",
     "add_api_capability",
+    "add_public_setting",
     "api_major",
     "api_version",
     "current_state",
@@ -74,8 +75,9 @@ class KilnState:
     api_prefix: str
     heartbeats: dict[str, HeartbeatCheck] = field(default_factory=dict)
     capabilities: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Settings the hello view shows, by key.
-    public_settings: list[str] = field(default_factory=lambda: ["readonly"])
+    #: Settings the hello view shows: the configuration key of each, by the
+    #: name it is published under (:func:`add_public_setting`).
+    public_settings: dict[str, str] = field(default_factory=lambda: {"readonly": "readonly"})
     storage: StorageBase | None = None
     permission: PermissionBase | None = None
     cache: CacheBase | None = None
@@ -168,6 +170,21 @@ def add_api_capability(
     if identifier in capabilities:
         raise ValueError(f"The capability {identifier!r} is already registered.")
     capabilities[identifier] = {"description": description, "url": url, **extra}
+
+
+def add_public_setting(app: Flask, key: str, name: str | None = None) -> None:
+    """Show the setting ``key`` under ``settings`` in the hello view, as ``name``.
+
+    ``name`` defaults to ``key``. kiln's own settings are published under
+    Cliquet and Kinto's names (``batch.max_requests`` as
+    ``batch_max_requests``), which clients read; an app publishes its own
+    keys, registered settings or not (``add_public_setting(app,
+    "attachment.base_url")``). Publishing a name again points it at ``key``.
+    Never publish a secret: every client reads the hello view.
+
+    .. versionadded:: 0.1
+    """
+    state_of(app).public_settings[name if name is not None else key] = key
 
 
 def api_version(config: Configuration) -> str:

@@ -39,11 +39,13 @@ from kiln._state import (
     HeartbeatCheck,
     KilnState,
     add_api_capability,
+    add_public_setting,
     api_major,
     kiln_hook,
     register_heartbeat,
     state_of,
 )
+from kiln.auth import policies_need_storage
 from kiln.auth.accounts_views import install_accounts
 from kiln.auth.web import install_auth
 from kiln.cache import load_cache
@@ -64,6 +66,7 @@ __all__ = [
     "HeartbeatCheck",
     "KilnState",
     "add_api_capability",
+    "add_public_setting",
     "close_app",
     "create_app",
     "get_app",
@@ -161,7 +164,7 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
     """
     config = state.config
     initialize = config.setting("storage.initialize_on_startup")
-    if declared or "accounts" in config.setting("auth.policies"):
+    if declared or policies_need_storage(config):
         state.storage = load_storage(config)
         state.storage.declare_indexes([i for r in declared for i in r.indexes])
         if initialize:

@@ -83,6 +83,13 @@ def policy(storage) -> AccountsPolicy:
     return rv
 
 
+@pytest.fixture
+def strict_policy(storage) -> AccountsPolicy:
+    [rv] = load_policies(accounts_config(reject_invalid_credentials=True), storage=storage)
+    assert isinstance(rv, AccountsPolicy)
+    return rv
+
+
 def outcome(call: Callable[[], object]) -> object:
     try:
         return call()
@@ -240,14 +247,22 @@ def test_the_policy_identifies_an_account_by_its_username(policy):
     policy.store.create("alice", SENTINEL)
     identity = authenticate([policy], basic(f"alice:{SENTINEL}"))
     assert identity is not None
-    assert (identity.user_id, identity.prefixed_id) == ("alice", "accounts:alice")
+    assert (identity.user_id, identity.prefixed_id) == ("alice", "account:alice")
 
 
 @pytest.mark.parametrize("credentials", ["alice:wrong-password", f"bob:{SENTINEL}", "x y:z"])
-def test_the_policy_answers_401_alike_for_wrong_passwords_and_unknown_users(policy, credentials):
+def test_the_policy_leaves_wrong_passwords_and_unknown_users_anonymous_alike(policy, credentials):
     policy.store.create("alice", SENTINEL)
+    assert policy.authenticated_userid(basic(credentials)) is None
+
+
+@pytest.mark.parametrize("credentials", ["alice:wrong-password", f"bob:{SENTINEL}", "x y:z"])
+def test_the_strict_policy_answers_401_alike_for_wrong_passwords_and_unknown_users(
+    strict_policy, credentials
+):
+    strict_policy.store.create("alice", SENTINEL)
     with pytest.raises(HTTPError) as excinfo:
-        policy.authenticated_userid(basic(credentials))
+        strict_policy.authenticated_userid(basic(credentials))
     error = excinfo.value
     assert (error.status, error.errno) == (401, ERRORS.INVALID_AUTH_TOKEN)
     assert error.message == "Invalid username or password."
@@ -273,7 +288,8 @@ def test_the_policy_challenges_with_basic_and_knows_who_may_sign_up(storage):
     assert not closed.may_create(("system.Everyone", "system.Authenticated"))
 
 
-def test_no_repr_exception_or_log_line_carries_a_password(policy, caplog):
+def test_no_repr_exception_or_log_line_carries_a_password(strict_policy, caplog):
+    policy = strict_policy
     caplog.set_level(logging.DEBUG)
     store = policy.store
     seen = [repr(policy), repr(store), str(store.create("alice", SENTINEL))]
@@ -321,10 +337,11 @@ def test_any_basic_payload_is_none_an_identity_or_401(policy, payload):
     assert outcome(lambda: authenticate([policy], headers)) in (None, 401)
 
 
-def test_hostile_credentials_never_raise_anything_but_401(policy):
+def test_hostile_credentials_are_anonymous_or_401_when_strict(policy, strict_policy):
     for raw in ("a" * 10_000 + ":p", "alice:" + ":" * 10_000, "\x00\x1b:\r\n", "\u202e:é" * 500):
+        assert policy.authenticated_userid(basic(raw)) is None
         with pytest.raises(HTTPError):
-            policy.authenticated_userid(basic(raw))
+            strict_policy.authenticated_userid(basic(raw))
 
 
 def test_accounts_live_in_their_own_collection(store, storage):

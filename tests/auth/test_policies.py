@@ -15,6 +15,7 @@ from kiln.auth import (
     authenticate,
     get_header,
     load_policies,
+    policies_need_storage,
     principals_for,
 )
 from kiln.auth.accounts import AccountsPolicy
@@ -146,14 +147,40 @@ def test_two_policies_with_one_name_are_a_config_error():
         load_policies(config_with(auth={"policies": [BEARER_PATH, BEARER_PATH]}))
 
 
-def test_basicauth_and_accounts_together_are_a_config_error():
-    config = config_with(auth={"policies": ["accounts", "basicauth"], "userid_hmac_secret": SECRET})
-    with pytest.raises(ConfigError, match="Keep one"):
+def test_basicauth_before_accounts_is_a_config_error():
+    config = config_with(auth={"policies": ["basicauth", "accounts"], "userid_hmac_secret": SECRET})
+    with pytest.raises(ConfigError, match="List 'accounts' first"):
         load_policies(config, storage=MemoryStorage())
 
 
+def test_accounts_then_basicauth_is_kintos_chain():
+    config = config_with(auth={"policies": ["accounts", "basicauth"], "userid_hmac_secret": SECRET})
+    accounts, basicauth = load_policies(config, storage=MemoryStorage())
+    assert isinstance(accounts, AccountsPolicy)
+    assert isinstance(basicauth, BasicAuthPolicy)
+    identity = authenticate([accounts, basicauth], {"Authorization": "Basic YTpi"})
+    assert identity is not None
+    assert identity.policy == "basicauth"
+
+
+def test_accounts_rejecting_invalid_credentials_then_basicauth_is_a_config_error():
+    config = config_with(
+        auth={"policies": ["accounts", "basicauth"], "userid_hmac_secret": SECRET},
+        accounts={"reject_invalid_credentials": True},
+    )
+    with pytest.raises(ConfigError, match="would never be reached"):
+        load_policies(config, storage=MemoryStorage())
+
+
+def test_only_policies_that_keep_state_need_storage():
+    assert policies_need_storage(config_with(auth={"policies": ["accounts"]}))
+    assert not policies_need_storage(config_with(auth={"policies": [BEARER_PATH]}))
+    with pytest.raises(ConfigError, match="must be a list of policy names"):
+        policies_need_storage(config_with(auth={"policies": [""]}))
+
+
 def test_accounts_without_storage_cannot_start():
-    with pytest.raises(StartupError, match="pass storage="):
+    with pytest.raises(StartupError, match="'accounts' policy keeps its state"):
         load_policies(config_with(auth={"policies": ["accounts"]}))
 
 

@@ -349,7 +349,7 @@ def test_disabled_endpoints_are_left_out(tmp_path):
     ("policies", "schemes"),
     [
         ([], None),
-        (["accounts"], {"accounts": "basic"}),
+        (["accounts"], {"account": "basic"}),
         (
             ["tests.docs.test_openapi.BearerPolicy", "tests.docs.test_openapi.SilentPolicy"],
             {"bearer": "bearer"},

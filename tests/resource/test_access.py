@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import threading
 
+import jsonpatch
 import pytest
 
 import kiln
@@ -11,7 +12,14 @@ from kiln.errors import HTTPError
 from kiln.exceptions import ConfigError, StartupError
 from kiln.permission.memory import MemoryPermission
 from kiln.resource import RequestContext, UserResource
-from kiln.resource.access import Access, AccessRules, ancestor_uris, denied, parse_permissions
+from kiln.resource.access import (
+    Access,
+    AccessRules,
+    ancestor_uris,
+    denied,
+    parse_permissions,
+    patch_permissions,
+)
 from kiln.resource.unit_of_work import UnitOfWork
 
 SECRET = "access-secret-" + "z" * 40
@@ -330,3 +338,104 @@ def test_json_patch_of_data_only_on_a_shareable_record_keeps_its_permissions(tmp
     )
     assert response.json["data"]["name"] == "y"
     assert response.json["permissions"] == created.json["permissions"]
+
+
+def test_put_with_only_data_keeps_the_records_permissions(tmp_path):
+    client = build(tmp_path, toadstool={"write_principals": ["system.Authenticated"]}).test_client()
+    owner, other = user_id(client, "a"), user_id(client, "b")
+    created = client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "x"}, "permissions": {"read": ["system.Everyone"]}},
+        headers=basic("a"),
+    )
+    assert created.json["permissions"] == {"read": ["system.Everyone"], "write": [owner]}
+    replaced = client.put("/v1/toadstools/t1", json={"data": {"name": "y"}}, headers=basic("b"))
+    assert replaced.status_code == 200
+    assert replaced.json["permissions"] == {
+        "read": ["system.Everyone"],
+        "write": sorted([owner, other]),
+    }
+    assert client.get("/v1/toadstools/t1").json["data"]["name"] == "y"
+
+
+def test_put_with_permissions_replaces_them_all(tmp_path):
+    client = build(tmp_path).test_client()
+    owner = user_id(client, "a")
+    client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "x"}, "permissions": {"read": ["system.Everyone"]}},
+        headers=basic("a"),
+    )
+    replaced = client.put(
+        "/v1/toadstools/t1",
+        json={"data": {"name": "y"}, "permissions": {"write": []}},
+        headers=basic("a"),
+    )
+    assert replaced.json["permissions"] == {"read": [], "write": [owner]}
+    assert client.get("/v1/toadstools/t1").status_code == 401
+
+
+def test_kintos_json_patch_form_names_the_principal_in_the_path(tmp_path):
+    client = build(tmp_path).test_client()
+    client.put("/v1/toadstools/t1", json={"data": {"name": "x"}}, headers=basic("a"))
+    bob = user_id(client, "bob")
+    headers = {**basic("a"), "Content-Type": "application/json-patch+json"}
+    added = client.patch(
+        "/v1/toadstools/t1",
+        json=[
+            {"op": "add", "path": f"/permissions/read/{bob}"},
+            {"op": "add", "path": "/permissions/read/system.Authenticated"},
+        ],
+        headers=headers,
+    )
+    assert added.status_code == 200, added.json
+    assert added.json["permissions"]["read"] == sorted([bob, "system.Authenticated"])
+    assert client.get("/v1/toadstools/t1", headers=basic("bob")).status_code == 200
+    removed = client.patch(
+        "/v1/toadstools/t1",
+        json=[{"op": "remove", "path": "/permissions/read/system.Authenticated"}],
+        headers=headers,
+    )
+    assert removed.json["permissions"]["read"] == [bob]
+    absent = client.patch(
+        "/v1/toadstools/t1",
+        json=[{"op": "remove", "path": "/permissions/read/system.Everyone"}],
+        headers=headers,
+    )
+    assert absent.status_code == 400
+    assert "is not in permissions.read" in absent.json["message"]
+
+
+def test_patch_permissions_applies_both_forms_in_order():
+    current = {"read": ["alice"], "write": ["owner"]}
+    operations = [
+        {"op": "add", "path": "/permissions/read/-", "value": "bob"},
+        {"op": "add", "path": "/permissions/read/alice", "value": "ignored"},
+        {"op": "add", "path": "/permissions/write/~1buckets~1b~1groups~1g"},
+        {"op": "remove", "path": "/permissions/read/0"},
+        {"op": "add", "path": "/permissions/collection:create/carol"},
+    ]
+    assert patch_permissions(current, operations) == {
+        "read": ["bob"],
+        "write": ["owner", "/buckets/b/groups/g"],
+        "collection:create": ["carol"],
+    }
+    assert current == {"read": ["alice"], "write": ["owner"]}
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [
+            {"op": "replace", "path": "/permissions/read", "value": "x"},
+            {"op": "add", "path": "/permissions/read/a"},
+        ],
+        [{"op": "remove", "path": "/permissions"}, {"op": "add", "path": "/permissions/read/a"}],
+        [{"op": "remove", "path": "/permissions/read/nobody"}],
+        [{"op": "add", "path": "/permissions/read/", "value": "x"}],
+        [{"op": "add", "path": 3, "value": "x"}],
+    ],
+)
+def test_patch_permissions_refuses_operations_that_do_not_apply(operations):
+    with pytest.raises((jsonpatch.JsonPatchException, jsonpatch.JsonPointerException)):
+        patch_permissions({"read": [], "write": []}, operations)

@@ -227,7 +227,7 @@ def test_the_default_limit_is_25(client):
 
 
 def test_the_hello_view_shows_the_batch_limit(client):
-    assert client.get(f"{PREFIX}/").get_json()["settings"]["batch.max_requests"] == 25
+    assert client.get(f"{PREFIX}/").get_json()["settings"]["batch_max_requests"] == 25
 
 
 def test_a_batch_works_on_an_app_without_resources():

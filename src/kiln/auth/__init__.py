@@ -4,7 +4,7 @@ A policy reads the request headers and answers with a user id, or ``None``
 when the request carries no credentials it understands. Policies are
 chained in the order of ``auth.policies``; the first that identifies the
 request wins, and its name prefixes the user id (``basicauth:1f2e...``,
-``accounts:alice``), so the same person gets different ids under different
+``account:alice``), so the same person gets different ids under different
 policies and ids never collide across policies.
 
 This package is sans-IO: headers in, identities out. It never touches
@@ -66,6 +66,7 @@ __all__ = [
     "denied",
     "get_header",
     "load_policies",
+    "policies_need_storage",
     "principals_for",
 ]
 
@@ -101,6 +102,10 @@ class AuthenticationPolicy(abc.ABC):
     #: whose values of these headers are equal get the same answer, which
     #: kiln memoizes within a request and its batch sub-requests.
     headers: tuple[str, ...] = ("Authorization",)
+    #: Whether the policy keeps state in the storage backend: it is then
+    #: built with ``(config, storage)`` instead of ``(config)``, and the app
+    #: builds a storage backend for it even without resources.
+    needs_storage: bool = False
 
     @abc.abstractmethod
     def authenticated_userid(self, headers: Mapping[str, str]) -> str | None:
@@ -222,14 +227,18 @@ def load_policies(config: Any, storage: StorageBase | None = None) -> list[Authe
     :class:`kiln.config.Configuration`), in order.
 
     Entries are built-in names (``basicauth``, ``accounts``) or dotted paths
-    to an :class:`AuthenticationPolicy` subclass built with ``(config)``.
-    ``accounts`` keeps its accounts in ``storage``.
+    to an :class:`AuthenticationPolicy` subclass built with ``(config)``, or
+    ``(config, storage)`` when it :attr:`~AuthenticationPolicy.needs_storage`
+    (``accounts`` keeps its accounts in ``storage``).
+
+    ``accounts`` then ``basicauth`` is Kinto's chain: Basic credentials of an
+    account identify the account, any other pair a ``basicauth`` user.
 
     :raises kiln.exceptions.ConfigError: an entry is unknown or cannot be
         imported, a policy refuses its settings (``basicauth`` without a
         long enough secret), two policies share a name, or ``basicauth``
-        and ``accounts`` are both listed.
-    :raises kiln.exceptions.StartupError: ``accounts`` is listed and no
+        and ``accounts`` are listed in an order where one shadows the other.
+    :raises kiln.exceptions.StartupError: a policy needs storage and no
         ``storage`` is given.
     """
     entries = config.setting("auth.policies")
@@ -237,11 +246,19 @@ def load_policies(config: Any, storage: StorageBase | None = None) -> list[Authe
     if problem:
         raise ConfigError(f"Config key 'auth.policies' {problem}.")
     if "basicauth" in entries and "accounts" in entries:
-        raise ConfigError(
-            "auth.policies lists both 'basicauth' and 'accounts', which read the same "
-            "Basic Authorization header: 'basicauth' accepts any password, so it would "
-            "shadow accounts, or accounts would reject every non-account pair. Keep one."
-        )
+        if entries.index("basicauth") < entries.index("accounts"):
+            raise ConfigError(
+                "auth.policies lists 'basicauth' before 'accounts'; both read the Basic "
+                "Authorization header and 'basicauth' accepts any password, so it would "
+                "shadow accounts. List 'accounts' first."
+            )
+        if config.setting("accounts.reject_invalid_credentials"):
+            raise ConfigError(
+                "auth.policies lists 'accounts' then 'basicauth', but "
+                "accounts.reject_invalid_credentials answers 401 to every pair that is "
+                "not an account's, so 'basicauth' would never be reached. Keep one, or "
+                "turn accounts.reject_invalid_credentials off."
+            )
     policies: list[AuthenticationPolicy] = []
     for entry in entries:
         policy = _build_policy(entry, config, storage)
@@ -259,19 +276,37 @@ def load_policies(config: Any, storage: StorageBase | None = None) -> list[Authe
     return policies
 
 
+def policies_need_storage(config: Any) -> bool:
+    """Whether a policy of ``auth.policies`` keeps state in the storage backend.
+
+    :raises kiln.exceptions.ConfigError: as :func:`load_policies`.
+    """
+    entries = config.setting("auth.policies")
+    problem = _check_policy_list(entries)
+    if problem:
+        raise ConfigError(f"Config key 'auth.policies' {problem}.")
+    return any(_policy_class(entry).needs_storage for entry in entries)
+
+
 def _build_policy(entry: str, config: Any, storage: StorageBase | None) -> AuthenticationPolicy:
+    cls = _policy_class(entry)
+    if not cls.needs_storage:
+        # Policies are built with ``(config)``; the ABC leaves ``__init__`` to them.
+        return cast("Callable[[Any], AuthenticationPolicy]", cls)(config)
+    if storage is None:
+        raise StartupError(
+            f"The {entry!r} policy keeps its state in the storage backend; "
+            "pass storage= to load_policies()."
+        )
+    return cast("Callable[[Any, StorageBase], AuthenticationPolicy]", cls)(config, storage)
+
+
+def _policy_class(entry: str) -> type[AuthenticationPolicy]:
     if entry in BUILTIN_POLICIES:
         # Built-in policies are modules of this package, imported by name like
         # any policy (as storage backends are), so this module imports none.
-        cls = getattr(importlib.import_module(f"kiln.auth.{entry}"), _BUILTIN_CLASSES[entry])
-        if entry != "accounts":
-            return cast(AuthenticationPolicy, cls(config))
-        if storage is None:
-            raise StartupError(
-                "The 'accounts' policy keeps accounts in the storage backend; "
-                "pass storage= to load_policies()."
-            )
-        return cast(AuthenticationPolicy, cls(config, storage))
+        module = importlib.import_module(f"kiln.auth.{entry}")
+        return cast("type[AuthenticationPolicy]", getattr(module, _BUILTIN_CLASSES[entry]))
     if "." not in entry:
         message = f"auth.policies entry {entry!r} is not a known policy."
         guesses = difflib.get_close_matches(entry.lower(), BUILTIN_POLICIES, 1, 0.6)
@@ -281,10 +316,6 @@ def _build_policy(entry: str, config: Any, storage: StorageBase | None) -> Authe
             f"{message} Use one of {', '.join(BUILTIN_POLICIES)}, "
             "or the dotted path of an AuthenticationPolicy subclass."
         )
-    return _import_policy(entry, config)
-
-
-def _import_policy(entry: str, config: Any) -> AuthenticationPolicy:
     module_name, _, attribute = entry.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -298,9 +329,7 @@ def _import_policy(entry: str, config: Any) -> AuthenticationPolicy:
         raise ConfigError(
             f"auth.policies entry {entry!r} must name a subclass of kiln.auth.AuthenticationPolicy."
         )
-    # Policies named by path are built with ``(config)``; the ABC leaves
-    # ``__init__`` to them.
-    return cast("Callable[[Any], AuthenticationPolicy]", factory)(config)
+    return factory
 
 
 def _check_policy_list(value: Any) -> str | None:
@@ -365,6 +394,15 @@ _register_settings(
             [],
             "Principals that may read, reset and delete every account.",
             check_value=_check_principals,
+        ),
+        Setting(
+            "accounts.reject_invalid_credentials",
+            (bool,),
+            False,
+            "Answer 401 to Basic credentials that name no account or carry a wrong "
+            "password, so that a mistyped password never acts anonymously. Off (Kinto's "
+            "behaviour): such requests are anonymous, and a client may sign up with "
+            "the credentials it will use.",
         ),
         Setting(
             "accounts.min_password_length",

@@ -274,17 +274,32 @@ def _public(record: Record) -> Record:
 class AccountsPolicy(AuthenticationPolicy):
     """Basic auth against the accounts of an :class:`AccountStore`.
 
-    A Basic header whose password verifies identifies its username; any
-    other Basic header with a username answers 401 ``INVALID_AUTH_TOKEN``,
-    whether or not the account exists, so that responses do not tell which
-    usernames exist. No Basic header (or an unreadable one, or an empty
+    A Basic header whose password verifies identifies its username: the
+    principal is ``account:<username>``, as in Kinto. Any other Basic header
+    is anonymous, as in Kinto, whether the account does not exist or the
+    password is wrong (one answer for both, so that responses do not tell
+    which usernames exist): a client may sign up with the credentials it
+    will use (``PUT /accounts/alice`` as ``alice:<password>``). With
+    ``accounts.reject_invalid_credentials`` on, such headers answer 401
+    ``INVALID_AUTH_TOKEN`` instead, so that a mistyped password never acts
+    anonymously. No Basic header (or an unreadable one, or an empty
     username) is ``None``: anonymous.
 
+    Subclass it to change who may sign up (:meth:`may_create`), who
+    administers accounts (:meth:`is_admin`) or how credentials are read; list
+    the subclass by dotted path in ``auth.policies``: it is built with
+    ``(config, storage)`` and the ``/accounts`` endpoints mount for it.
+
     Settings read: ``accounts.argon2``, ``accounts.min_password_length``,
-    ``accounts.create_principals``, ``project.name`` (the realm).
+    ``accounts.create_principals``, ``accounts.admin_principals``,
+    ``accounts.reject_invalid_credentials``, ``project.name`` (the realm).
+
+    .. versionchanged:: 0.1
+        The principal is ``account:<name>`` (was ``accounts:<name>``).
     """
 
-    name = "accounts"
+    name = "account"
+    needs_storage = True
 
     def __init__(self, config: Any, storage: StorageBase) -> None:
         self.store = AccountStore(
@@ -293,6 +308,8 @@ class AccountsPolicy(AuthenticationPolicy):
             min_password_length=config.setting("accounts.min_password_length"),
         )
         self.create_principals = frozenset(config.setting("accounts.create_principals"))
+        self.admin_principals = frozenset(config.setting("accounts.admin_principals"))
+        self.reject_invalid_credentials = config.setting("accounts.reject_invalid_credentials")
         self._challenge = basic_challenge(config)
 
     def authenticated_userid(self, headers: Mapping[str, str]) -> str | None:
@@ -301,7 +318,9 @@ class AccountsPolicy(AuthenticationPolicy):
             return None
         if self.store.verify(credentials.username, credentials.password):
             return credentials.username
-        raise InvalidCredentialsError(self._challenge)
+        if self.reject_invalid_credentials:
+            raise InvalidCredentialsError(self._challenge)
+        return None
 
     def challenge(self) -> str:
         return self._challenge
@@ -309,3 +328,7 @@ class AccountsPolicy(AuthenticationPolicy):
     def may_create(self, principals: Iterable[str]) -> bool:
         """Whether a request with ``principals`` may create an account."""
         return not self.create_principals.isdisjoint(principals)
+
+    def is_admin(self, principals: Iterable[str]) -> bool:
+        """Whether a request with ``principals`` may read, reset and delete every account."""
+        return not self.admin_principals.isdisjoint(principals)

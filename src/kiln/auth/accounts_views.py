@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
-from kiln._state import KilnState
+from kiln._state import KilnState, add_api_capability
 from kiln.auth import denied
 from kiln.auth.accounts import AccountNotFoundError, AccountsPolicy
 from kiln.auth.web import current_identity, current_principals
@@ -63,13 +63,13 @@ def install_accounts(app: Flask, state: KilnState) -> None:
     policy = next((p for p in state.auth_policies if isinstance(p, AccountsPolicy)), None)
     if policy is None:
         return
-    config = state.config
     store = policy.store
     prefix = state.api_prefix
+    # Kinto's name: clients and the Kinto admin look for it.
+    add_api_capability(app, "accounts", "Manage user accounts.")
 
     def is_admin() -> bool:
-        admins = config.setting("accounts.admin_principals")
-        return not set(admins).isdisjoint(current_principals())
+        return policy.is_admin(current_principals())
 
     def is_self(username: str) -> bool:
         identity = current_identity()

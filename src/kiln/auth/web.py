@@ -107,14 +107,14 @@ def principals_of(
 def install_auth(app: Flask, state: KilnState) -> None:
     """Authenticate every request of ``app`` with the policies of ``auth.policies``.
 
-    The ``accounts`` policy keeps its accounts in ``state.storage``.
+    The ``accounts`` policy (and any with ``needs_storage``) keeps its state
+    in ``state.storage``.
     """
     config = state.config
     entries = config.setting("auth.policies")
     if not entries:
         return
-    storage = state.storage if "accounts" in entries else None
-    authenticator = Authenticator(load_policies(config, storage))
+    authenticator = Authenticator(load_policies(config, state.storage))
     state.auth_policies = tuple(authenticator.policies)
     state.authenticator = authenticator
 

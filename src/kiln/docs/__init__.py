@@ -243,7 +243,7 @@ def _security_schemes(app: Flask) -> dict[str, dict[str, Any]]:
 _BASIC_DESCRIPTIONS = {
     "basicauth": "HTTP Basic: any `user:password` pair is an identity; the user id is "
     "derived from both.",
-    "accounts": "HTTP Basic: the username and password of an account.",
+    "account": "HTTP Basic: the username and password of an account.",
 }
 
 

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpatch
+
 from kiln.auth import AUTHENTICATED, denied
 from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
@@ -55,6 +57,7 @@ __all__ = [
     "ancestor_uris",
     "denied",
     "parse_permissions",
+    "patch_permissions",
 ]
 
 READ = "read"
@@ -111,6 +114,61 @@ def parse_permissions(value: Any, allowed: Iterable[str]) -> dict[str, set[str]]
             raise _invalid(f"permissions.{name}", f"holds at most {MAX_PRINCIPALS} principals.")
         parsed[name] = set(principals)
     return parsed
+
+
+def patch_permissions(current: Mapping[str, list[str]], operations: list[Any]) -> Any:
+    """Apply the JSON Patch ``operations`` on ``/permissions`` to ``current``;
+    return the patched ``permissions`` member, to check with
+    :func:`parse_permissions`.
+
+    Permissions are lists: ``{"op": "add", "path": "/permissions/read/-",
+    "value": "alice"}`` appends, ``/permissions/read/0`` is the first
+    principal. Kinto's form names the principal in the path instead:
+    ``{"op": "add", "path": "/permissions/read/alice"}`` adds ``alice``
+    (once; a ``value`` is ignored, as Kinto does) and ``{"op": "remove",
+    "path": "/permissions/read/alice"}`` removes it. A principal holding a
+    ``/`` is written ``~1``, as JSON Pointer escapes it.
+
+    :raises jsonpatch.JsonPatchException: an operation does not apply.
+    :raises jsonpatch.JsonPointerException: a path is not a JSON Pointer.
+    """
+    document: Any = {"permissions": {name: list(value) for name, value in current.items()}}
+    for operation in operations:
+        named = _named_principal(operation)
+        if named is None:
+            document = jsonpatch.apply_patch(document, [operation])
+            continue
+        name, principal = named
+        permissions = document.get("permissions")
+        held = permissions.setdefault(name, []) if isinstance(permissions, dict) else None
+        if not isinstance(held, list):
+            raise jsonpatch.JsonPatchConflict(f"permissions.{name} is not a list of principals.")
+        if operation["op"] == "add":
+            if principal not in held:
+                held.append(principal)
+        elif principal in held:
+            held.remove(principal)
+        else:
+            raise jsonpatch.JsonPatchConflict(f"{principal!r} is not in permissions.{name}.")
+    return document.get("permissions")
+
+
+def _named_principal(operation: Any) -> tuple[str, str] | None:
+    """``(permission, principal)`` of an operation in Kinto's form
+    (``add``/``remove`` on ``/permissions/<name>/<principal>``), else ``None``."""
+    if not isinstance(operation, dict) or operation.get("op") not in ("add", "remove"):
+        return None
+    path = operation.get("path")
+    if not isinstance(path, str):
+        return None
+    parts = jsonpatch.JsonPointer(path).parts
+    if len(parts) != 3 or parts[0] != "permissions":
+        return None
+    _, name, principal = parts
+    # "-" and indexes address the list; anything else names a principal.
+    if not principal or principal == "-" or principal.isdigit():
+        return None
+    return name, principal
 
 
 @dataclass(frozen=True)
@@ -327,9 +385,9 @@ class Access:
         """Stage the permissions of a created or updated record; return them
         as the response shows them once written.
 
-        ``reset`` (create, PUT): permissions not in ``given`` are emptied;
-        otherwise (PATCH) they are left alone. The creator is always added to
-        ``write``.
+        ``reset`` (create, a PUT that sends permissions): permissions not in
+        ``given`` are emptied; otherwise (PATCH, a PUT with only ``data``) they
+        are left alone. The creator is always added to ``write``.
         """
         assert self.backend is not None
         assert self.unit is not None

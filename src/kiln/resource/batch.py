@@ -95,7 +95,7 @@ class _BatchFailed(Exception):
 def install_batch(app: Flask, state: KilnState) -> None:
     """Serve ``POST /v<N>/batch`` on ``app`` and show its limit in the hello view."""
     app.add_url_rule(f"{state.api_prefix}/batch", "kiln.batch", batch, methods=["POST"])
-    state.public_settings.append("batch.max_requests")
+    state.public_settings["batch_max_requests"] = "batch.max_requests"
 
 
 def _invalid(name: str, description: str) -> HTTPError:

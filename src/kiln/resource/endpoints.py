@@ -40,6 +40,7 @@ from kiln.resource.access import (
     Access,
     AccessRules,
     parse_permissions,
+    patch_permissions,
 )
 from kiln.resource.model import (
     JSON,
@@ -531,8 +532,12 @@ class _Call:
             record, created = model.replace(object_id, data, preconditions)
             shown = None
             if access.shareable:
+                # Cliquet/Kinto: a PUT without ``permissions`` keeps the record's.
                 shown = access.write_permissions(
-                    object_id, permissions, request.user_id, reset=True
+                    object_id,
+                    permissions,
+                    request.user_id,
+                    reset=creating or permissions is not None,
                 )
             return _record_reply(record, 201 if created else 200, shown)
         self.require(access.may_record("write", object_id))
@@ -588,14 +593,12 @@ class _Call:
             )
         current = self.access.record_permissions(object_id)
         try:
-            patched = jsonpatch.apply_patch({"permissions": current}, mine)
+            patched = patch_permissions(current, mine)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
             raise invalid_parameter(
                 "body", "body", f"The JSON Patch does not apply: {exc}"
             ) from None
-        permissions = parse_permissions(
-            patched.get("permissions"), self.access.rules.record_permissions
-        )
+        permissions = parse_permissions(patched, self.access.rules.record_permissions)
         return [op for op in operations if not _on_permissions(op)], permissions
 
     # -- checks ---------------------------------------------------------------

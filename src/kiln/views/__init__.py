@@ -75,7 +75,7 @@ def hello() -> Response:
         "protocol_version": "2",
         "kiln_version": __version__,
         "url": absolute_url(f"{state.api_prefix}/"),
-        "settings": {key: _public(config, key) for key in state.public_settings},
+        "settings": {name: _public(config, key) for name, key in state.public_settings.items()},
         "capabilities": state.capabilities,
     }
     eos = eos_info(config)
