@@ -11,7 +11,7 @@ The objects are those of the mounted shareable resources on which one of
 the caller's principals holds a permission in the permission backend
 (``write`` implies ``read`` and the ``<child>:create`` permissions of the
 same object), and the caller's own account (``read`` and ``write``) when
-they authenticated with the ``accounts`` policy. Permissions granted by
+they authenticated with an accounts policy. Permissions granted by
 ``<resource>.<perm>_principals`` settings or inherited from a parent are
 not listed. Sorted by ``uri``; ``resource_name=`` and
 ``exclude_resource_name=a,b`` narrow the list.
@@ -25,6 +25,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from kiln._state import KilnState, current_state
+from kiln.auth.accounts import AccountsPolicy
 from kiln.auth.web import current_identity, current_principals
 from kiln.errors import json_response
 from kiln.resource.parents import find_parents, record_permission_names
@@ -47,7 +48,10 @@ def permissions() -> Response:
     state = current_state()
     entries = _object_entries(state, current_principals())
     identity = current_identity()
-    if identity is not None and identity.policy == "accounts":
+    if identity is not None and any(
+        isinstance(policy, AccountsPolicy) and policy.name == identity.policy
+        for policy in state.auth_policies
+    ):
         uri = f"/accounts/{identity.user_id}"
         entries[uri] = {
             "uri": uri,
