@@ -1,0 +1,132 @@
+"""``make kinto-compat``: kinto-http's functional suite against examples/kinto.
+
+1. downloads kinto-http's sdist into ``.cache/kinto-http`` (once) and
+   installs it, with pytest-asyncio and pytest-mock, into this Python;
+2. translates the suite's ``tests/config/kinto.ini`` into kiln settings
+   (``examples/kinto/kinto_ini.py``);
+3. starts ``kiln serve`` on ``examples/kinto`` with them, on a free loopback
+   port (``--backend postgresql``: on ``$KILN_TEST_POSTGRESQL_URL``);
+4. runs ``tests/test_functional.py`` and ``tests/test_functional_async.py``
+   unedited, ``SERVER_URL`` pointed at the server by ``kinto_compat_plugin``;
+5. stops the server by its PID. Exits with pytest's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+VERSION = "11.11.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(EXAMPLE))
+CACHE = os.path.join(ROOT, ".cache", "kinto-http")
+SUITE = ("tests/test_functional.py", "tests/test_functional_async.py")
+
+
+def run(*command: str, **kwargs: object) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def sdist() -> str:
+    """The extracted sdist, downloaded and installed when needed."""
+    archive = os.path.join(CACHE, f"kinto_http-{VERSION}.tar.gz")
+    source = os.path.join(CACHE, f"kinto_http-{VERSION}")
+    if not os.path.exists(archive):
+        os.makedirs(CACHE, exist_ok=True)
+        run(sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            f"kinto-http=={VERSION}", "-d", CACHE)  # fmt: skip
+    if not os.path.isdir(source):
+        with tarfile.open(archive) as tar:
+            tar.extractall(CACHE, filter="data")
+    try:
+        from importlib.metadata import version
+
+        installed = version("kinto-http")
+    except Exception:
+        installed = None
+    if installed != VERSION:
+        run(sys.executable, "-m", "pip", "install", "--quiet", archive,
+            "pytest-asyncio", "pytest-mock")  # fmt: skip
+    return source
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(config: str, port: int, env: dict[str, str]) -> Iterator[str]:
+    kiln = os.path.join(os.path.dirname(sys.executable), "kiln")
+    command = [kiln, "serve", "-H", "127.0.0.1", "-p", str(port), "--no-reload"]
+    log = open(os.path.join(CACHE, "server.log"), "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**env, "KILN_CONFIG": config}, stdout=log, stderr=log
+    )
+    print(f"+ KILN_CONFIG={config} {' '.join(command)}  (PID {process.pid})", flush=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"The server exited at startup; see {log.name}.")
+            try:
+                urllib.request.urlopen(f"{url}/__lbheartbeat__", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"The server did not answer; see {log.name}.") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("memory", "postgresql"), default="memory")
+    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (-k ..., -x)")
+    args = parser.parse_args()
+    source = sdist()
+    overlay = os.path.join(CACHE, "suite.json")
+    with open(overlay, "w") as out:
+        run(sys.executable, os.path.join(EXAMPLE, "kinto_ini.py"),
+            os.path.join(source, "tests", "config", "kinto.ini"), stdout=out)  # fmt: skip
+    files = [os.path.join(EXAMPLE, "config.yaml")]
+    env = dict(os.environ)
+    if args.backend == "postgresql":
+        files.append(os.path.join(EXAMPLE, "postgresql.yaml"))
+        if env.get("KILN_TEST_POSTGRESQL_URL"):
+            env["KILN_STORAGE__URL"] = env["KILN_TEST_POSTGRESQL_URL"]
+    files.append(overlay)
+    with server(":".join(files), free_port(), env) as url:
+        suite_env = {**env, "KINTO_SERVER_URL": url, "PYTHONPATH": HERE}
+        status = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "kinto_compat_plugin", "-p",
+             "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function",
+             "-q", *SUITE, *args.pytest_args],
+            cwd=source, env=suite_env, check=False,
+        ).returncode  # fmt: skip
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
