@@ -55,8 +55,8 @@ def translate(path: str) -> tuple[dict[str, Any], list[str]]:
                     flat.update(INCLUDES[include])
                 else:
                     ignored.append(f"{key}: {include}")
-        elif PRINCIPALS.match(name):
-            resource, permission = PRINCIPALS.match(name).groups()  # type: ignore[union-attr]
+        elif found := PRINCIPALS.match(name):
+            resource, permission = found.groups()
             flat[f"{resource}.{permission}_principals"] = value.split()
         elif key not in ("use", "multiauth.policies") and not key.startswith("multiauth.policy."):
             ignored.append(key)

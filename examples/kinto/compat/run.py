@@ -1,9 +1,12 @@
 """``make kinto-compat``: kinto-http's functional suite against examples/kinto.
 
 1. downloads kinto-http's sdist into ``.cache/kinto-http`` (once) and
-   installs it, with pytest-asyncio and pytest-mock, into this Python;
+   installs it, with pytest, pytest-asyncio and pytest-mock, into a venv of
+   its own there (``.cache/kinto-http/venv``: pytest-asyncio in kiln's dev
+   venv would break kiln's own suite, whose warnings are errors);
 2. translates the suite's ``tests/config/kinto.ini`` into kiln settings
-   (``examples/kinto/kinto_ini.py``);
+   (``examples/kinto/kinto_ini.py``), plus ``suite.yaml`` (cheap password
+   hashing for this test deployment);
 3. starts ``kiln serve`` on ``examples/kinto`` with them, on a free loopback
    port (``--backend postgresql``: on ``$KILN_TEST_POSTGRESQL_URL``);
 4. runs ``tests/test_functional.py`` and ``tests/test_functional_async.py``
@@ -38,27 +41,46 @@ def run(*command: str, **kwargs: object) -> None:
     subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def sdist() -> str:
-    """The extracted sdist, downloaded and installed when needed."""
+def sdist() -> tuple[str, str]:
+    """The extracted sdist, and the Python of the venv it is installed in
+    (both made when needed)."""
     archive = os.path.join(CACHE, f"kinto_http-{VERSION}.tar.gz")
     source = os.path.join(CACHE, f"kinto_http-{VERSION}")
     if not os.path.exists(archive):
         os.makedirs(CACHE, exist_ok=True)
-        run(sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-            f"kinto-http=={VERSION}", "-d", CACHE)  # fmt: skip
+        run(
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"kinto-http=={VERSION}",
+            "-d",
+            CACHE,
+        )
     if not os.path.isdir(source):
         with tarfile.open(archive) as tar:
             tar.extractall(CACHE, filter="data")
-    try:
-        from importlib.metadata import version
-
-        installed = version("kinto-http")
-    except Exception:
-        installed = None
-    if installed != VERSION:
-        run(sys.executable, "-m", "pip", "install", "--quiet", archive,
-            "pytest-asyncio", "pytest-mock")  # fmt: skip
-    return source
+    venv = os.path.join(CACHE, "venv")
+    python = os.path.join(venv, "bin", "python")
+    stamp = os.path.join(venv, f"kinto-http-{VERSION}.installed")
+    if not os.path.exists(stamp):
+        run(sys.executable, "-m", "venv", "--clear", venv)
+        run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            archive,
+            "pytest",
+            "pytest-asyncio",
+            "pytest-mock",
+        )
+        open(stamp, "w").close()
+    return source, python
 
 
 def free_port() -> int:
@@ -103,29 +125,45 @@ def server(config: str, port: int, env: dict[str, str]) -> Iterator[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("memory", "postgresql"), default="memory")
-    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (-k ..., -x)")
-    args = parser.parse_args()
-    source = sdist()
+    # Any other argument (-k ..., -x) goes to pytest.
+    args, pytest_args = parser.parse_known_args()
+    source, python = sdist()
     overlay = os.path.join(CACHE, "suite.json")
     with open(overlay, "w") as out:
-        run(sys.executable, os.path.join(EXAMPLE, "kinto_ini.py"),
-            os.path.join(source, "tests", "config", "kinto.ini"), stdout=out)  # fmt: skip
+        run(
+            sys.executable,
+            os.path.join(EXAMPLE, "kinto_ini.py"),
+            os.path.join(source, "tests", "config", "kinto.ini"),
+            stdout=out,
+        )
     files = [os.path.join(EXAMPLE, "config.yaml")]
     env = dict(os.environ)
     if args.backend == "postgresql":
         files.append(os.path.join(EXAMPLE, "postgresql.yaml"))
         if env.get("KILN_TEST_POSTGRESQL_URL"):
             env["KILN_STORAGE__URL"] = env["KILN_TEST_POSTGRESQL_URL"]
-    files.append(overlay)
+    files += [overlay, os.path.join(HERE, "suite.yaml")]
     with server(":".join(files), free_port(), env) as url:
         suite_env = {**env, "KINTO_SERVER_URL": url, "PYTHONPATH": HERE}
-        status = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "kinto_compat_plugin", "-p",
-             "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function",
-             "-q", *SUITE, *args.pytest_args],
-            cwd=source, env=suite_env, check=False,
-        ).returncode  # fmt: skip
-    return status
+        return subprocess.run(
+            [
+                python,
+                "-m",
+                "pytest",
+                "-p",
+                "kinto_compat_plugin",
+                "-p",
+                "no:cacheprovider",
+                "-o",
+                "asyncio_default_fixture_loop_scope=function",
+                "-q",
+                *SUITE,
+                *pytest_args,
+            ],
+            cwd=source,
+            env=suite_env,
+            check=False,
+        ).returncode
 
 
 if __name__ == "__main__":
