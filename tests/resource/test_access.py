@@ -439,3 +439,22 @@ def test_patch_permissions_applies_both_forms_in_order():
 def test_patch_permissions_refuses_operations_that_do_not_apply(operations):
     with pytest.raises((jsonpatch.JsonPatchException, jsonpatch.JsonPointerException)):
         patch_permissions({"read": [], "write": []}, operations)
+
+
+def test_deleting_a_collection_one_may_create_in_but_holds_nothing_of_answers_an_empty_list(
+    tmp_path,
+):
+    client = build(tmp_path).test_client()
+    client.put("/v1/toadstools/t1", json={"data": {"name": "x"}}, headers=basic("a"))
+    response = client.delete("/v1/toadstools", headers=basic("b"))
+    assert (response.status_code, response.json) == (200, {"data": []})
+    assert client.get("/v1/toadstools/t1", headers=basic("a")).status_code == 200
+    assert client.delete("/v1/toadstools").status_code == 401
+
+
+def test_deleting_a_collection_one_may_not_create_in_nor_write_is_403(tmp_path):
+    client = build(tmp_path, bucket={"create_principals": ["system.Authenticated"]}).test_client()
+    assert client.put("/v1/buckets/b1", json={}, headers=basic("a")).status_code == 201
+    collection = client.put("/v1/buckets/b1/collections/c1", json={}, headers=basic("a"))
+    assert collection.status_code == 201
+    assert client.delete("/v1/buckets/b1/collections", headers=basic("b")).status_code == 403

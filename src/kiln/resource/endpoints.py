@@ -614,8 +614,9 @@ class _Call:
             return
         self.require(access.shareable)
         ids = access.accessible_ids(permission)
-        # Someone who may create here may list the (maybe empty) part they can read.
-        self.require(bool(ids) or (permission == "read" and access.may_collection("create")))
+        # Someone who may create here may list or delete the (maybe empty)
+        # part they can read or write, as in Kinto: 200 {"data": []}.
+        self.require(bool(ids) or access.may_collection("create"))
         self.model.scope = (Filter(ID_FIELD, ids, Operator.IN),)
 
     def shown_permissions(self, object_id: str) -> dict[str, list[str]] | None:
