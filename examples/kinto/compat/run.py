@@ -113,7 +113,8 @@ def server(config: str, port: int, env: dict[str, str]) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        os.kill(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
