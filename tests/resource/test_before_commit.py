@@ -13,6 +13,7 @@ from kiln.permission import PermissionBase
 from kiln.resource import events
 from kiln.resource.model import Model
 from kiln.resource.unit_of_work import BEFORE_COMMIT_ROUNDS
+from tests.pgschema import fresh_schema
 
 SECRET = "before-commit-secret-" + "z" * 40
 
@@ -21,17 +22,35 @@ def basic(user: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:pw".encode()).decode()}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def app(request, tmp_path):
+@pytest.fixture(params=["memory", "sqlite", "postgresql", "redis"])
+def url(request, tmp_path):
+    if request.param == "postgresql":
+        with fresh_schema(request.getfixturevalue("postgresql_url")) as url:
+            yield request.param, url
+    elif request.param == "redis":
+        yield request.param, request.getfixturevalue("redis_url")
+    else:
+        yield request.param, str(tmp_path / "k.sqlite")
+
+
+@pytest.fixture
+def app(url):
+    backend, location = url
     config = {
         "views": ["tests.resource.auth_resources"],
-        "storage": {"backend": request.param, "url": str(tmp_path / "k.sqlite")},
-        "permission": {"backend": request.param, "url": str(tmp_path / "k.sqlite")},
+        "storage": {"backend": backend, "url": location},
+        "permission": {"backend": backend, "url": location},
+        "cache": {"backend": "memory"},
         "auth": {"policies": ["basicauth"], "userid_hmac_secret": SECRET},
         "toadstool": {"create_principals": ["system.Everyone"]},
         "memo": {"write_principals": ["system.Everyone"]},
     }
-    return kiln.create_app(config, configure_logging=False)
+    app = kiln.create_app(config, configure_logging=False)
+    state = state_of(app)
+    state.storage.flush()
+    state.permission.flush()
+    yield app
+    state.close()
 
 
 def members_become_principals(event: events.ResourceChanged) -> None:
