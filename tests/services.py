@@ -21,6 +21,7 @@ skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -180,3 +181,24 @@ def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def mysql_url(pytestconfig: pytest.Config) -> str:
     return require(pytestconfig, "mysql")
+
+
+def empty_storage_url(
+    request: pytest.FixtureRequest, backend: str, directory: str, stack: contextlib.ExitStack
+) -> str:
+    """The ``storage.url`` of an empty store of ``backend`` for one test: a
+    SQLite file in ``directory``, a fresh PostgreSQL schema (dropped when
+    ``stack`` closes), the emptied Redis database; ``""`` for memory."""
+    if backend == "sqlite":
+        return os.path.join(directory, "k.sqlite")
+    if backend == "postgresql":
+        from tests.pgschema import fresh_schema
+
+        return stack.enter_context(fresh_schema(request.getfixturevalue("postgresql_url")))
+    if backend == "redis":
+        import redis
+
+        url: str = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        return url
+    return ""

@@ -10,11 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 import kiln
 from kiln.application import close_app
-from tests.pgschema import fresh_schema
 from tests.resource.concurrency_resources import SLOW_SECONDS
 from tests.resource.live_server import (
     Client,
@@ -23,6 +21,7 @@ from tests.resource.live_server import (
     serve_with_gunicorn,
     together,
 )
+from tests.services import empty_storage_url
 
 VIEWS = "tests.resource.concurrency_resources"
 CLIENTS = 16
@@ -57,14 +56,7 @@ def api(request, tmp_path):
         return
     backend = request.param
     with contextlib.ExitStack() as stack:
-        url = ""
-        if backend == "sqlite":
-            url = str(tmp_path / "k.sqlite")
-        elif backend == "postgresql":
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgresql_url")))
-        elif backend == "redis":
-            url = request.getfixturevalue("redis_url")
-            redis.Redis.from_url(url).flushdb()
+        url = empty_storage_url(request, backend, str(tmp_path), stack)
         app = kiln.create_app(config(backend, url), configure_logging=False)
         stack.callback(close_app, app)
         with serve_in_thread(app) as base:

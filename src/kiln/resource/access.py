@@ -424,9 +424,13 @@ class Access:
 
     def delete_permissions(self, object_ids: Iterable[str]) -> None:
         """Stage forgetting the ACEs of deleted records."""
+        self.delete_objects_permissions([self.record_uri(i) for i in object_ids])
+
+    def delete_objects_permissions(self, uris: list[str]) -> None:
+        """Stage forgetting the ACEs of the objects ``uris`` (deleted records,
+        here or below: a cascade)."""
         assert self.backend is not None
         assert self.unit is not None
-        uris = [self.record_uri(i) for i in object_ids]
 
         def delete(backend: PermissionBase) -> None:
             backend.delete_object_permissions(*uris)

@@ -271,6 +271,20 @@ class Endpoint:
         self.readonly_fields = tuple(registration.cls.readonly_fields)
         self._tree: Any = None
         self._settings: _Settings | None = None
+        #: Whether resources are nested below this one: deleting its records cascades.
+        self.has_children = any(
+            parent is not None and parent.registration is registration
+            for parent in parents.values()
+        )
+
+    def child_uri(self, resource_name: str, parent_id: str, object_id: str) -> str | None:
+        """The URI of a record below this resource's, as its permissions are
+        keyed (``None``: a resource this app does not mount)."""
+        registration = self.state.resources.get(resource_name)
+        if registration is None:
+            return None
+        segment = registration.collection_path.rstrip("/").rsplit("/", 1)[-1]
+        return f"{parent_id}/{segment}/{object_id}"
 
     # -- settings -----------------------------------------------------------
 
@@ -468,6 +482,7 @@ class _Call:
             if not tombstones:
                 current = model.timestamp()
                 return Reply(200, {"data": tombstones}, stamp=lambda: current)
+            self.cascade([tombstone[ID_FIELD] for tombstone in tombstones])
             if access.shareable:
                 access.delete_permissions(tombstone[ID_FIELD] for tombstone in tombstones)
             return Reply(
@@ -545,6 +560,7 @@ class _Call:
             return self.patch(object_id, preconditions)
         last_modified = self.forced_timestamp()
         tombstone = model.delete(object_id, preconditions, last_modified)
+        self.cascade([object_id])
         if access.shareable:
             access.delete_permissions([object_id])
         return _record_reply(tombstone, 200, None)
@@ -575,6 +591,18 @@ class _Call:
             shown = access.write_permissions(object_id, permissions, request.user_id, reset=False)
         data = response_data(behavior, record, sent, old)
         return _record_reply(data, 200, shown, stamp=record)
+
+    def cascade(self, object_ids: list[str]) -> None:
+        """Deleting records deletes what is nested below them, in the same unit
+        of work: the records (with tombstones) and their permissions."""
+        endpoint, access = self.endpoint, self.access
+        if not endpoint.has_children:
+            return
+        deleted = self.model.delete_descendants([access.record_uri(i) for i in object_ids])
+        if access.backend is None or not deleted:
+            return
+        uris = [endpoint.child_uri(*key) for key in deleted]
+        access.delete_objects_permissions([uri for uri in uris if uri is not None])
 
     def permission_operations(
         self, object_id: str, operations: list[Any]

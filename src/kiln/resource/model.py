@@ -464,6 +464,25 @@ class Model:
             raise _modified_meanwhile(existing)
         return self._bury(existing, last_modified)
 
+    def delete_descendants(self, parent_ids: list[str]) -> list[tuple[str, str, str]]:
+        """Stage the delete of every live record below the objects ``parent_ids``
+        name (their URIs: the ``parent_id`` of the collections nested below
+        them), in any resource: a cascade. Returns their keys
+        ``(resource_name, parent_id, id)``.
+
+        One read (:meth:`~kiln.storage.StorageBase.list_descendants`); each
+        delete expects the record ``LIVE`` and joins the unit's flush, with a
+        tombstone. The children send no events of their own.
+        """
+        unit = self._unit
+        unit.reading_below(parent_ids)
+        keys = self.storage.list_descendants(parent_ids)
+        for resource_name, parent_id, object_id in keys:
+            write = Write(resource_name, parent_id, object_id, None, LIVE)
+            tombstone = {ID_FIELD: object_id, MODIFIED_FIELD: 0, DELETED_FIELD: True}
+            unit.stage(write, tombstone, Change("delete", tombstone, None), None)
+        return keys
+
     def _bury_unread(self, object_id: str, preconditions: Preconditions) -> Record:
         if_match = preconditions.if_match
         write = Write(

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import TransientBackendError
 from kiln.resource.events import ResourceChanged
-from kiln.storage import Record, StorageBase, Write, WriteConflict
+from kiln.storage import Record, StorageBase, Write, WriteConflict, is_below
 
 if TYPE_CHECKING:
     from kiln.permission import PermissionBase
@@ -165,6 +165,17 @@ class UnitOfWork:
             return
         if object_id is None or (resource_name, parent_id, object_id) in self._dirty_records:
             self.flush()
+
+    def reading_below(self, parent_ids: Iterable[str]) -> None:
+        """Before reading every collection below the objects ``parent_ids``
+        name (:meth:`~kiln.storage.StorageBase.list_descendants`): flush the
+        staged writes to any of them; forget which parents the unit found,
+        since a cascade is about to delete some."""
+        ancestors = list(parent_ids)
+        if any(is_below(parent_id, ancestors) for _, parent_id in self._dirty):
+            self.flush()
+        for key in [key for key in self.memo if isinstance(key, tuple) and key[:1] == ("parent",)]:
+            del self.memo[key]
 
     def prefetch(self, key: tuple[str, str, str], record: Record | None) -> None:
         """Keep ``record`` (``None``: there is none), read ahead, for the first

@@ -149,6 +149,7 @@ __all__ = [
     "Write",
     "WriteConflict",
     "check_writes",
+    "is_below",
     "keyset_rules",
     "load_backend",
     "load_storage",
@@ -638,6 +639,27 @@ class StorageBase(abc.ABC):
         self, resource_name: str, parent_id: str, *, before: int | None = None
     ) -> int:
         """Drop tombstones with ``last_modified < before`` (all if None); return how many."""
+
+    @abc.abstractmethod
+    def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """``(resource_name, parent_id, id)`` of every live record below the
+        objects ``parent_ids`` name, in any resource: in a collection whose
+        ``parent_id`` is one of them or starts with one of them followed by
+        ``/`` (:func:`is_below`). Empty ids name nothing. One read, whatever
+        the number of collections: deleting a parent stages a delete of each
+        (expecting it ``LIVE``) in the same :meth:`apply` (a cascade).
+
+        .. versionadded:: 0.1
+        """
+
+
+def is_below(parent_id: str, ancestors: Sequence[str]) -> bool:
+    """Whether a collection of ``parent_id`` lies below one of ``ancestors``
+    (object URIs): ``parent_id`` is one of them, or starts with one and ``/``."""
+    return any(
+        ancestor and (parent_id == ancestor or parent_id.startswith(ancestor + "/"))
+        for ancestor in ancestors
+    )
 
 
 def check_writes(writes: Sequence[Write]) -> None:

@@ -26,6 +26,7 @@ from kiln.storage import (
     Sort,
     StorageBase,
     UnicityError,
+    is_below,
 )
 from kiln.storage._python_filters import MISSING, get_path, json_equal, select, sort_records
 
@@ -308,6 +309,18 @@ class MemoryStorage(StorageBase):
             if limit is not None:
                 found = found[: max(limit, 0)]
             return [self._bury(collection, record, None) for record in found]
+
+    def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        workspace = self._unit.workspace or {}
+        keys = {*self._published, *workspace}
+        found = []
+        for resource_name, parent_id in sorted(keys):
+            if not is_below(parent_id, parent_ids):
+                continue
+            collection = self._read(resource_name, parent_id)
+            assert collection is not None  # listed above, never removed
+            found += [(resource_name, parent_id, i) for i in sorted(collection.records)]
+        return found
 
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None

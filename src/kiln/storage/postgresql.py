@@ -653,6 +653,24 @@ class PostgreSQLStorage(SQLBackend[PostgreSQLDatabase], AppliedWrites):
             resource_name, parent_id, filters=filters, sorting=sorting, limit=limit
         )
 
+    def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """One statement (it reads every collection's ``parent_id``: no index
+        serves a prefix of it)."""
+        ancestors = [ancestor for ancestor in parent_ids if ancestor and _storable(ancestor)]
+        if not ancestors:
+            return []
+        db = self.database
+        with db.transaction() as conn:
+            rows = db.execute(
+                conn,
+                "SELECT resource_name, parent_id, id FROM records WHERE NOT deleted AND ("
+                " parent_id = ANY(%(exact)s::text[]) OR EXISTS (SELECT 1 FROM"
+                " unnest(%(prefixes)s::text[]) AS p(prefix) WHERE starts_with(parent_id, prefix)))"
+                " ORDER BY resource_name, parent_id, id",
+                {"exact": ancestors, "prefixes": [ancestor + "/" for ancestor in ancestors]},
+            ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None
     ) -> int:

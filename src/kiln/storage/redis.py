@@ -46,10 +46,17 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 import orjson
 
-from kiln._redis import RedisBackend, RedisConnection, connection_from_config, encode_key_part
+from kiln._redis import (
+    RedisBackend,
+    RedisConnection,
+    connection_from_config,
+    encode_key_part,
+    glob_escape,
+)
 from kiln.storage import (
     ABSENT,
     LIVE,
@@ -458,6 +465,37 @@ class RedisStorage(RedisBackend, AppliedWrites):
                 return int(self.connection.client.hlen(keys.records))
         state = self._state(keys, include_deleted=False)
         return len(select((orjson.loads(body) for body in state.records.values()), filters))
+
+    def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """The collections are found with ``SCAN`` over the namespace (its cost
+        grows with the number of keys of the database), then their ids read
+        with one pipeline of ``HKEYS``."""
+        ancestors = [ancestor for ancestor in parent_ids if ancestor]
+        if not ancestors:
+            return []
+        namespace = glob_escape(self.namespace)
+        patterns = []
+        for ancestor in ancestors:
+            encoded = encode_key_part(ancestor)
+            patterns += [f"{namespace}*:{encoded}:records", f"{namespace}*:{encoded}%2F*:records"]
+        client = self.connection.client
+        collections: set[tuple[str, str]] = set()
+        with self.connection.errors():
+            for pattern in patterns:
+                for key in client.scan_iter(match=pattern, count=1000):
+                    # Encoded parts hold no ":": the key is <resource>:<parent>:records.
+                    resource_name, parent_id, _ = key.decode()[len(self.namespace) :].split(":")
+                    collections.add((unquote(resource_name), unquote(parent_id)))
+            ordered = sorted(collections)
+            pipe = client.pipeline(transaction=True)
+            for resource_name, parent_id in ordered:
+                pipe.hkeys(self._keys(resource_name, parent_id).records)
+            replies = pipe.execute() if ordered else []
+        return [
+            (resource_name, parent_id, object_id.decode())
+            for (resource_name, parent_id), ids in zip(ordered, replies, strict=True)
+            for object_id in sorted(ids)
+        ]
 
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None

@@ -259,6 +259,21 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], AppliedWrites):
         with self.database.transaction() as conn:
             return int(conn.execute(sql, params).fetchone()[0])
 
+    def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        ancestors = [ancestor for ancestor in parent_ids if ancestor]
+        if not ancestors:
+            return []
+        below = " OR ".join(["parent_id = ? OR substr(parent_id, 1, ?) = ?"] * len(ancestors))
+        params: Params = []
+        for ancestor in ancestors:
+            params += [ancestor, len(ancestor) + 1, ancestor + "/"]
+        sql = (
+            "SELECT resource_name, parent_id, id FROM records"  # noqa: S608
+            f" WHERE deleted = 0 AND ({below}) ORDER BY resource_name, parent_id, id"
+        )
+        with self.database.transaction() as conn:
+            return [(row[0], row[1], row[2]) for row in conn.execute(sql, params)]
+
     def purge_deleted(
         self, resource_name: str, parent_id: str, *, before: int | None = None
     ) -> int:

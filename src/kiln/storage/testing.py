@@ -529,6 +529,69 @@ class StorageContract(BackendContract):
         assert sorted(_ids(tombstones)) == ["r3", "r4"]
         assert storage.delete_all(R, "empty") == []
 
+    # -- descendants (cascades) ---------------------------------------
+
+    def test_list_descendants_finds_live_records_below_parents_in_any_resource(
+        self, storage: StorageBase
+    ) -> None:
+        tree = [
+            ("collection", "/buckets/b1", "c1"),
+            ("collection", "/buckets/b1", "c2"),
+            ("group", "/buckets/b1", "g1"),
+            ("record", "/buckets/b1/collections/c1", "r1"),
+            ("record", "/buckets/b1/collections/c1", "r2"),
+            ("collection", "/buckets/b10", "not-below"),
+            ("collection", "/buckets/b2", "other"),
+            ("collection", "", "top"),
+            ("record", "/buckets/b1x/collections/c1", "sibling-prefix"),
+        ]
+        for resource_name, parent_id, object_id in tree:
+            storage.create(resource_name, parent_id, {"id": object_id})
+        storage.delete("collection", "/buckets/b1", "c2")
+        assert storage.list_descendants(["/buckets/b1"]) == [
+            ("collection", "/buckets/b1", "c1"),
+            ("group", "/buckets/b1", "g1"),
+            ("record", "/buckets/b1/collections/c1", "r1"),
+            ("record", "/buckets/b1/collections/c1", "r2"),
+        ]
+        assert storage.list_descendants(["/buckets/b1/collections/c1", "/buckets/b2"]) == [
+            ("collection", "/buckets/b2", "other"),
+            ("record", "/buckets/b1/collections/c1", "r1"),
+            ("record", "/buckets/b1/collections/c1", "r2"),
+        ]
+        assert storage.list_descendants(["/buckets/nope"]) == []
+        assert storage.list_descendants([""]) == []
+        assert storage.list_descendants([]) == []
+
+    @pytest.mark.parametrize("hostile", [s for s in HOSTILE_STRINGS if s][:16])
+    def test_list_descendants_takes_parent_ids_literally(
+        self, storage: StorageBase, hostile: str
+    ) -> None:
+        parent = f"/p/{hostile}"
+        storage.create(R, parent, {"id": "child"})
+        storage.create(R, f"{parent}/kids/x", {"id": "grandchild"})
+        storage.create(R, "/p/other", {"id": "stranger"})
+        assert storage.list_descendants([parent]) == [
+            (R, parent, "child"),
+            (R, f"{parent}/kids/x", "grandchild"),
+        ]
+
+    def test_a_cascade_is_one_apply_of_live_deletes(self, storage: StorageBase) -> None:
+        storage.create("bucket", "", {"id": "b1"})
+        storage.create("collection", "/buckets/b1", {"id": "c1"})
+        storage.create("record", "/buckets/b1/collections/c1", {"id": "r1"})
+        before = storage.collection_timestamp("record", "/buckets/b1/collections/c1")
+        writes = [Write("bucket", "", "b1", None, LIVE)] + [
+            Write(name, parent, object_id, None, LIVE)
+            for name, parent, object_id in storage.list_descendants(["/buckets/b1"])
+        ]
+        stamps = storage.apply(writes)
+        assert len(stamps) == 3
+        assert storage.list_descendants(["/buckets/b1"]) == []
+        tombstones = storage.list_all("record", "/buckets/b1/collections/c1", include_deleted=True)
+        assert tombstones == [{"id": "r1", "last_modified": stamps[2], "deleted": True}]
+        assert storage.collection_timestamp("record", "/buckets/b1/collections/c1") > before
+
     # -- isolation -----------------------------------------------------
 
     @pytest.mark.parametrize(("resource", "parent"), [(R, "bob"), ("other", P)])
