@@ -105,6 +105,21 @@ def test_group_members_hold_the_groups_principal(client):
     assert group not in principals(client, "bob")
 
 
+def test_deleting_a_bucket_takes_its_groups_principals_away(client):
+    owner = basic("owner", "owner-password")
+    client.put("/v1/buckets/b", json={}, headers=owner)
+    client.put("/v1/buckets/other", json={}, headers=owner)
+    for uri in ("/buckets/b/groups/g", "/buckets/other/groups/g"):
+        client.put(f"/v1{uri}", json={"data": {"members": ["account:alice"]}}, headers=owner)
+    assert client.delete("/v1/buckets/b", headers=owner).status_code == 200
+    held = principals(client, "alice")
+    assert "/buckets/b/groups/g" not in held
+    assert "/buckets/other/groups/g" in held
+    # A bucket without groups: nothing to take.
+    client.put("/v1/buckets/empty", json={}, headers=owner)
+    assert client.delete("/v1/buckets/empty", headers=owner).status_code == 200
+
+
 def test_a_group_without_members_gets_an_empty_list(client):
     owner = basic("owner", "owner-password")
     client.put("/v1/buckets/b", json={}, headers=owner)

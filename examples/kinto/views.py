@@ -85,5 +85,33 @@ def members_become_principals(event: events.ResourceChanged) -> None:
         event.unit.stage_permissions((), change)
 
 
+def groups_go_with_their_bucket(event: events.ResourceChanged) -> None:
+    """Deleting a bucket deletes its groups (a cascade, which sends no events
+    of its own): take each group's principal from every user."""
+    assert event.unit is not None
+    assert event.unit.storage is not None
+    buckets = [f"/buckets/{impacted['new']['id']}" for impacted in event.impacted_records]
+    # The cascade's deletes are staged, not flushed: the groups still read as live.
+    groups = [
+        f"{parent_id}/groups/{group_id}"
+        for resource_name, parent_id, group_id in event.unit.storage.list_descendants(buckets)
+        if resource_name == "group"
+    ]
+
+    def change(backend: PermissionBase) -> None:
+        for group in groups:
+            backend.remove_principal(group)
+
+    if groups:
+        event.unit.stage_permissions((), change)
+
+
 def init_app(app: Flask) -> None:
     events.subscribe(app, members_become_principals, resources=("group",), before_commit=True)
+    events.subscribe(
+        app,
+        groups_go_with_their_bucket,
+        actions=("delete",),
+        resources=("bucket",),
+        before_commit=True,
+    )
