@@ -142,10 +142,13 @@ def test_derived_writes_reach_the_listeners_in_turn_and_commit_together(app):
             for impacted in event.impacted_records:
                 memo_model(app, event).replace(impacted["new"]["id"], {"name": "derived"})
 
+    only_toadstools = []
+    events.subscribe(app, only_toadstools.append, resources=("toadstool",), before_commit=True)
     client = app.test_client()
     answer = client.put("/v1/toadstools/t1", json={"data": {"name": "a"}}, headers=basic("b"))
     assert answer.status_code == 201
     assert rounds == ["toadstool", "memo"]
+    assert [event.resource_name for event in only_toadstools] == ["toadstool"]
     memo = client.get("/v1/memos/t1").json["data"]
     assert memo["name"] == "derived"
     assert memo["last_modified"] > 0
