@@ -48,18 +48,24 @@ def sdist() -> tuple[str, str]:
     source = os.path.join(CACHE, f"kinto_http-{VERSION}")
     if not os.path.exists(archive):
         os.makedirs(CACHE, exist_ok=True)
-        run(
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            f"kinto-http=={VERSION}",
-            "-d",
-            CACHE,
-        )
+        try:
+            run(
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"kinto-http=={VERSION}",
+                "-d",
+                CACHE,
+            )
+        except subprocess.CalledProcessError:
+            raise SystemExit(
+                f"kinto-http {VERSION}'s sdist could not be downloaded: put "
+                f"kinto_http-{VERSION}.tar.gz in {CACHE} and run again."
+            ) from None
     if not os.path.isdir(source):
         with tarfile.open(archive) as tar:
             tar.extractall(CACHE, filter="data")
