@@ -269,6 +269,13 @@ def test_a_wrong_attachment_storage_fails_at_startup(name):
 def test_without_resources_nothing_is_mounted(tmp_path):
     app = build(tmp_path, attachments={"resources": []})
     assert not any(rule.rule.endswith("/attachment") for rule in app.url_map.iter_rules())
+    assert "attachments" not in app.test_client().get("/v1/").json["capabilities"]
+
+
+def test_the_hello_view_announces_attachments(client):
+    capability = client.get("/v1/").json["capabilities"]["attachments"]
+    assert capability["resources"] == ["record"]
+    assert capability["max_bytes"] == 100
 
 
 # -- record sub-routes, on their own ------------------------------------------

@@ -35,6 +35,13 @@ def test_both_endpoints_are_off_by_default(tmp_path):
     assert client.post("/__flush__").status_code in (404, 405)
     assert client.post("/v1/__flush__").status_code == 404
     assert client.get("/v1/permissions", headers=basic("a")).status_code == 404
+    assert client.get("/v1/").json["capabilities"] == {}
+
+
+def test_the_hello_view_announces_them(tmp_path):
+    app = build(tmp_path, flush_endpoint={"enabled": True}, permissions_endpoint={"enabled": True})
+    capabilities = app.test_client().get("/v1/").json["capabilities"]
+    assert sorted(capabilities) == ["flush_endpoint", "permissions_endpoint"]
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])

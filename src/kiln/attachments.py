@@ -23,7 +23,8 @@ Files go to an :class:`AttachmentStorage`: :class:`LocalFileSystem`
 configuration), for an object store. A file whose record write fails is
 removed; a file no record names any longer (replaced, detached, its record
 deleted) is removed once the change committed, unless
-``attachments.keep_old_files`` is set.
+``attachments.keep_old_files`` is set. The hello view announces the
+``attachments`` capability.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 
-from kiln._state import state_of
+from kiln._state import add_api_capability, state_of
 from kiln.config import Configuration
 from kiln.errors import ERRORS, HTTPError, invalid_parameter
 from kiln.exceptions import StartupError
@@ -149,6 +150,13 @@ def init_app(app: Flask) -> None:
     if not names:
         return
     storage = load_attachment_storage(config)
+    add_api_capability(
+        app,
+        "attachments",
+        "Add file attachments to records.",
+        resources=list(names),
+        max_bytes=config.setting("attachments.max_bytes"),
+    )
 
     def view(call: RecordCall) -> Response:
         if request.method == "POST":

@@ -3,7 +3,8 @@
 Off unless ``flush_endpoint.enabled`` is set: anyone who can reach the
 service can erase everything with it. Kinto's ``kinto.plugins.flush``; its
 clients' functional suites end every test with it. Answers ``202 {}``, at
-the root and under the version prefix.
+the root and under the version prefix; the hello view announces the
+``flush_endpoint`` capability.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 
 from flask import Flask, Response
 
-from kiln._state import KilnState, current_state
+from kiln._state import KilnState, add_api_capability, current_state
 from kiln.errors import json_response
 
 __all__ = ["flush", "install_flush"]
@@ -26,6 +27,11 @@ def install_flush(app: Flask, state: KilnState) -> None:
         return
     for base in ("", state.api_prefix):
         app.add_url_rule(f"{base}/__flush__", f"kiln.flush{base}", flush, methods=["POST"])
+    add_api_capability(
+        app,
+        "flush_endpoint",
+        "The __flush__ endpoint can be used to remove all data from all backends.",
+    )
 
 
 def flush() -> Response:

@@ -13,7 +13,8 @@ the caller's principals holds a permission in the permission backend
 same object), and the caller's own account (``read`` and ``write``) when
 they authenticated with an accounts policy. Permissions granted by
 ``<resource>.<perm>_principals`` settings or inherited from a parent are
-not listed. Sorted by ``uri``; ``resource_name=`` and
+not listed. The hello view announces the ``permissions_endpoint``
+capability. Sorted by ``uri``; ``resource_name=`` and
 ``exclude_resource_name=a,b`` narrow the list.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from kiln._state import KilnState, current_state
+from kiln._state import KilnState, add_api_capability, current_state
 from kiln.auth.accounts import AccountsPolicy
 from kiln.auth.web import current_identity, current_principals
 from kiln.errors import json_response
@@ -40,6 +41,9 @@ def install_permissions(app: Flask, state: KilnState) -> None:
     if state.config.setting("permissions_endpoint.enabled"):
         app.add_url_rule(
             f"{state.api_prefix}/permissions", "kiln.permissions", permissions, methods=["GET"]
+        )
+        add_api_capability(
+            app, "permissions_endpoint", "The permissions endpoint lists the caller's permissions."
         )
 
 
