@@ -12,11 +12,13 @@ CONSTRAINTS := constraints.txt
 PYENV_ROOT ?= $(HOME)/.pyenv
 PYENV_PATH := $(subst $(eval) ,:,$(wildcard $(PYENV_ROOT)/versions/3.1[1-3].*/bin))
 LOADTEST_ARGS ?=
+# kinto-compat: memory or postgresql (on $$KILN_TEST_POSTGRESQL_URL).
+KINTO_BACKEND ?= memory
 SMOKE := build/smoke
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev serve test test-fast test-all loadtest-check-simulation lint format \
-	typecheck docs constraints build contributors clean distclean maintainer-clean
+	typecheck docs constraints build contributors clean distclean maintainer-clean kinto-compat
 
 help: ## Show this help (coloured on a terminal only).
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
@@ -46,6 +48,9 @@ install-dev: $(VENV)/.install-dev.stamp ## Install kiln with the development and
 
 serve: install ## Start the example service on http://127.0.0.1:8888 (SQLite, no other service).
 	KILN_CONFIG=$(EXAMPLE_CONFIG) $(BIN)/kiln serve
+
+kinto-compat: install-dev ## Run kinto-http 11.11.0's functional suite against examples/kinto (KINTO_BACKEND=memory|postgresql; sdist cached in .cache/).
+	$(BIN)/python examples/kinto/compat/run.py --backend $(KINTO_BACKEND) $(PYTEST_ARGS)
 
 test: install-dev ## Run the suite under branch coverage, gated at COVERAGE_GATE % (absent services skip locally; CI=true makes that a failure).
 	@rm -f .coverage .coverage.*
@@ -105,7 +110,7 @@ clean: ## Remove caches and bytecode.
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov
 
 distclean: clean ## Also remove build artefacts (*.egg-info, *.egg, build/, dist/).
-	rm -rf build dist *.egg-info *.egg src/*.egg-info
+	rm -rf build dist *.egg-info *.egg src/*.egg-info .cache
 
 maintainer-clean: distclean ## Also remove the virtualenvs (.venv/ and nox's .nox/).
 	rm -rf $(VENV) .nox

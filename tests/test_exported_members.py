@@ -17,6 +17,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 PUBLIC_MODULES = (
     "kiln",
     "kiln.application",
+    "kiln.attachments",
     "kiln.auth",
     "kiln.auth.accounts",
     "kiln.auth.web",

@@ -92,6 +92,13 @@ class KilnState:
     router: ResourceRouter | None = None
     #: Listeners of resource events (:func:`kiln.resource.events.subscribe`).
     subscriptions: list[Subscription] = field(default_factory=list)
+    #: Routes below a resource's records (:func:`kiln.resource.views.record_subroute`):
+    #: ``(resource name, route name, view, methods)``, mounted with the resources.
+    record_subroutes: list[tuple[str, str, Callable[..., Any], tuple[str, ...]]] = field(
+        default_factory=list
+    )
+    #: Listeners called inside the unit of work, before its commit.
+    before_commit: list[Subscription] = field(default_factory=list)
     #: Clay's database of this app (:func:`kiln.database.init_app`), when listed in ``views``.
     database: Database | None = None
     #: What :mod:`kiln.docs` caches (the OpenAPI document), once installed.

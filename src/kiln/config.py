@@ -421,6 +421,59 @@ for _setting in (
     ),
     Setting("features", (dict,), {}, "Feature flags, see `feature_flag`.", True),
     Setting(
+        "attachments.resources",
+        (list,),
+        [],
+        "Resources whose records take a file at `<record>/attachment` "
+        "(with `kiln.attachments` in `views`).",
+    ),
+    Setting(
+        "attachments.backend",
+        (str,),
+        "local",
+        "Where attached files go: `local` (`attachments.base_path`) or the dotted path "
+        "of an `AttachmentStorage` subclass.",
+    ),
+    Setting(
+        "attachments.base_path",
+        (str,),
+        "attachments",
+        "Directory of the `local` attachment storage.",
+    ),
+    Setting(
+        "attachments.base_url",
+        (str,),
+        "",
+        "Prefix of an attachment's `location` (the URL its directory is served at).",
+    ),
+    Setting(
+        "attachments.max_bytes",
+        (int,),
+        10 * 1024 * 1024,
+        "Largest attached file (413 above).",
+        True,
+    ),
+    Setting(
+        "attachments.keep_old_files",
+        (bool,),
+        False,
+        "Keep the files no record names any longer (replaced, detached, deleted).",
+    ),
+    Setting(
+        "flush_endpoint.enabled",
+        (bool,),
+        False,
+        "Serve `POST /__flush__`, which empties storage, permissions and cache: "
+        "for test deployments only (Kinto's `flush_endpoint_enabled`).",
+    ),
+    Setting(
+        "permissions_endpoint.enabled",
+        (bool,),
+        False,
+        "Serve `GET /v<N>/permissions`, every object the caller holds a permission on "
+        "(Kinto's `experimental_permissions_endpoint`).",
+    ),
+    Setting(
         "version_prefix_redirect_enabled",
         (bool,),
         True,

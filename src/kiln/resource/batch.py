@@ -58,7 +58,7 @@ from kiln.resource.dispatch import (
     url_root,
 )
 from kiln.resource.endpoints import Reply, Request
-from kiln.resource.events import deliver
+from kiln.resource.events import before_commit_of, deliver
 from kiln.resource.unit_of_work import UnitOfWork, run, using
 
 if TYPE_CHECKING:
@@ -224,6 +224,7 @@ def _run_batch(
             lambda unit: runner.run_all(subrequests, unit),
             transient_retries=int(config.setting("storage.transaction_retries")),
             notify=lambda events: deliver(state.subscriptions, events),
+            before_commit=before_commit_of(state),
         )
     except _BatchFailed as failed:
         return Reply(failed.status, failed.body, failed.headers)

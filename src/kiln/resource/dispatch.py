@@ -50,7 +50,7 @@ from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error, werk
 from kiln.exceptions import BackendError
 from kiln.logging import log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
-from kiln.resource.events import deliver
+from kiln.resource.events import before_commit_of, deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
 
 if TYPE_CHECKING:
@@ -436,7 +436,8 @@ def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:
             transient_retries=int(state.config.setting("storage.transaction_retries")),
             notify=lambda events: deliver(state.subscriptions, events),
             # A delete alone need not read its record, unless a listener wants it.
-            blind_deletes=not state.subscriptions,
+            blind_deletes=not (state.subscriptions or state.before_commit),
+            before_commit=before_commit_of(state),
         )
 
     # PostgreSQL sends the reads of safe requests to a read replica.

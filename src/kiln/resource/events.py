@@ -15,6 +15,16 @@ per unit of work (a request, or a whole batch): the records of a batch's
 sub-requests are merged into one event. Events are sent only after the
 transaction committed; a listener that raises is logged and the others
 still run (the data is already committed).
+
+**Before the commit**: ``subscribe(app, fn, before_commit=True)`` calls
+``fn(event)`` inside the unit of work, once the request's own writes are
+staged and before the flush that commits them. ``event.unit`` is that
+:class:`~kiln.resource.unit_of_work.UnitOfWork`: what the listener stages
+there (``event.unit.stage_permissions(...)``, writes of a model built on
+it) is flushed with the request's writes, in the same transaction, and
+their own changes reach the before-commit listeners in turn. A listener
+that raises fails the request: nothing of it is committed. Timestamps of
+writes not flushed yet read ``0``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,18 @@ from kiln._state import state_of
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["ACTIONS", "ResourceChanged", "Subscription", "deliver", "subscribe"]
+    from kiln._state import KilnState
+    from kiln.resource.unit_of_work import UnitOfWork
+
+__all__ = [
+    "ACTIONS",
+    "ResourceChanged",
+    "Subscription",
+    "before_commit_of",
+    "deliver",
+    "deliver_before_commit",
+    "subscribe",
+]
 
 logger = logging.getLogger("kiln.events")
 
@@ -52,6 +73,8 @@ class ResourceChanged:
 
     payload: dict[str, Any]
     impacted_records: list[dict[str, Any]] = field(default_factory=list)
+    #: The unit of work, for a before-commit listener (``None`` after the commit).
+    unit: UnitOfWork | None = field(default=None, repr=False, compare=False)
 
     @property
     def action(self) -> str:
@@ -74,21 +97,20 @@ class Subscription:
         )
 
 
-def _subscriptions(app: Flask) -> list[Subscription]:
-    return state_of(app).subscriptions
-
-
 def subscribe(
     app: Flask,
     listener: Listener | None = None,
     *,
     actions: Iterable[str] | None = None,
     resources: Iterable[str] | None = None,
+    before_commit: bool = False,
 ) -> Any:
     """Call ``listener(event)`` for every :class:`ResourceChanged` of ``app``.
 
     Usable as ``subscribe(app, fn)`` or as a decorator ``@subscribe(app, ...)``.
     ``actions`` and ``resources`` restrict which events reach it.
+    ``before_commit``: call it inside the unit of work, before its commit
+    (see the module's docstring), rather than after.
 
     :raises ValueError: an unknown action.
     """
@@ -96,8 +118,11 @@ def subscribe(
     if wanted is not None and not wanted <= set(ACTIONS):
         raise ValueError(f"Unknown actions {sorted(wanted - set(ACTIONS))}; use {ACTIONS}.")
 
+    state = state_of(app)
+    subscriptions = state.before_commit if before_commit else state.subscriptions
+
     def add(fn: Listener) -> Listener:
-        _subscriptions(app).append(
+        subscriptions.append(
             Subscription(fn, wanted, frozenset(resources) if resources is not None else None)
         )
         return fn
@@ -121,3 +146,22 @@ def deliver(subscriptions: Sequence[Subscription], events: Sequence[ResourceChan
                 logger.exception(
                     "Event listener %r failed on %s", subscription.listener, event.action
                 )
+
+
+def deliver_before_commit(
+    subscriptions: Sequence[Subscription], events: Sequence[ResourceChanged]
+) -> None:
+    """Call the before-commit listeners of ``subscriptions`` that want each of
+    ``events``; one that raises fails the unit of work."""
+    for event in events:
+        for subscription in subscriptions:
+            if subscription.wants(event):
+                subscription.listener(event)
+
+
+def before_commit_of(state: KilnState) -> Callable[[list[ResourceChanged]], None] | None:
+    """What sends an app's events to its before-commit listeners (``None``: it has none)."""
+    subscriptions = state.before_commit
+    if not subscriptions:
+        return None
+    return lambda events: deliver_before_commit(subscriptions, events)

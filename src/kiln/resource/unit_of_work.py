@@ -60,7 +60,9 @@ __all__ = [
     "ReplacePermissions",
     "UnitOfWork",
     "current_unit",
+    "merge_events",
     "run",
+    "send_before_commit",
     "using",
 ]
 
@@ -322,28 +324,37 @@ class UnitOfWork:
 
     def events(self) -> list[ResourceChanged]:
         """The applied changes as events: one per ``(resource, parent, action)``."""
-        merged: dict[tuple[str, str, str], ResourceChanged] = {}
-        for source, change in self.changes:
-            if source is None:
-                continue
-            name = source.resource_name
-            key = (name, source.parent_id, change.action)
-            event = merged.get(key)
-            if event is None:
-                event = merged[key] = ResourceChanged({**source.payload, "action": change.action})
-            else:
-                event.payload.pop(f"{name}_id", None)
-                event.payload["uri"] = source.payload["collection_uri"]
-            impacted: dict[str, Any] = {"new": change.new}
-            if change.old is not None:
-                impacted["old"] = change.old
-            event.impacted_records.append(impacted)
-            event.payload["timestamp"] = max(
-                event.payload.get("timestamp", 0), change.new["last_modified"]
-            )
-        for event in merged.values():
-            event.payload.pop("collection_uri", None)
-        return list(merged.values())
+        return merge_events(self.changes)
+
+    def every_change(self) -> list[tuple[EventSource | None, Change]]:
+        """The unit's changes so far, flushed then staged, in the order they were made."""
+        return self.changes + [(entry.source, entry.change) for entry in self._writes]
+
+
+def merge_events(changes: Iterable[tuple[EventSource | None, Change]]) -> list[ResourceChanged]:
+    """``changes`` as events: one per ``(resource, parent, action)``."""
+    merged: dict[tuple[str, str, str], ResourceChanged] = {}
+    for source, change in changes:
+        if source is None:
+            continue
+        name = source.resource_name
+        key = (name, source.parent_id, change.action)
+        event = merged.get(key)
+        if event is None:
+            event = merged[key] = ResourceChanged({**source.payload, "action": change.action})
+        else:
+            event.payload.pop(f"{name}_id", None)
+            event.payload["uri"] = source.payload["collection_uri"]
+        impacted: dict[str, Any] = {"new": change.new}
+        if change.old is not None:
+            impacted["old"] = change.old
+        event.impacted_records.append(impacted)
+        event.payload["timestamp"] = max(
+            event.payload.get("timestamp", 0), change.new["last_modified"]
+        )
+    for event in merged.values():
+        event.payload.pop("collection_uri", None)
+    return list(merged.values())
 
 
 #: The unit of work a batch is running its sub-requests in, if any.
@@ -379,6 +390,7 @@ def run(
     transient_retries: int,
     notify: Callable[[list[ResourceChanged]], None] | None = None,
     blind_deletes: bool = False,
+    before_commit: Callable[[list[ResourceChanged]], None] | None = None,
 ) -> T:
     """``work(unit)`` in one unit of work, flushed and committed; its result.
 
@@ -391,6 +403,10 @@ def run(
     of it can have been applied (a backend without transactions keeps what
     an earlier flush wrote). ``notify`` receives the events after the commit.
     ``blind_deletes``: see :attr:`UnitOfWork.blind_deletes`.
+    ``before_commit`` receives the events of the unit's changes before the
+    flush that commits them, with ``event.unit`` set; what it stages is
+    committed with them, and its own changes are sent to it in turn
+    (see :func:`send_before_commit`).
     """
     transient = 0
     conflicts = 0
@@ -399,6 +415,8 @@ def run(
         try:
             with storage.transaction(), _transaction(permission):
                 result = work(unit)
+                if before_commit is not None:
+                    send_before_commit(unit, before_commit)
                 unit.flush(commit=True)
         except TransientBackendError:
             if transient >= transient_retries:
@@ -423,6 +441,34 @@ def run(
                     notify(events)
             return result
         time.sleep(random.uniform(0, 0.001 * 2 ** min(transient + conflicts, 5)))
+
+
+#: Rounds of before-commit listeners whose writes call them again, at most.
+BEFORE_COMMIT_ROUNDS = 10
+
+
+def send_before_commit(unit: UnitOfWork, listener: Callable[[list[ResourceChanged]], None]) -> None:
+    """Send ``listener`` the events of ``unit``'s changes, then of the changes
+    it staged in turn, until it stages none.
+
+    :raises RuntimeError: the listener kept writing for
+        :data:`BEFORE_COMMIT_ROUNDS` rounds (a listener reacting to its own
+        writes forever).
+    """
+    sent = 0
+    for _ in range(BEFORE_COMMIT_ROUNDS):
+        changes = unit.every_change()
+        if len(changes) == sent:
+            return
+        events = merge_events(changes[sent:])
+        sent = len(changes)
+        for event in events:
+            event.unit = unit
+        listener(events)
+    raise RuntimeError(
+        f"Before-commit listeners kept writing after {BEFORE_COMMIT_ROUNDS} rounds; "
+        "one reacts to its own writes."
+    )
 
 
 def _change_permissions(permission: PermissionBase, changes: list[PermissionChange]) -> None:

@@ -18,6 +18,8 @@ protocol's headers (``ETag``, ``Last-Modified``, ``Next-Page``,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +28,7 @@ from flask import Flask, Response, current_app, request
 from kiln._json import MAX_JSON_DEPTH, json_too_deep
 from kiln._state import KilnState, state_of
 from kiln.auth.web import current_identity, current_principals
+from kiln.exceptions import StartupError
 from kiln.resource import Registration
 from kiln.resource.batch import serve_batch
 from kiln.resource.dispatch import (
@@ -50,10 +53,12 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "Authorization",
     "Authorizer",
+    "RecordCall",
     "check_permission_settings",
     "flask_request",
     "json_too_deep",
     "mount_resources",
+    "record_subroute",
     "reply_response",
     "set_authorizer",
 ]
@@ -68,6 +73,7 @@ def mount_resources(app: Flask, state: KilnState, declared: list[Registration]) 
     parents = find_parents(state.resources)
     router = ResourceRouter(state)
     prefix = state.api_prefix
+    endpoints: dict[str, Endpoint] = {}
     for registration in declared:
         endpoint = Endpoint(
             state, registration, parents, record_permission_names(parents, registration)
@@ -84,10 +90,109 @@ def mount_resources(app: Flask, state: KilnState, declared: list[Registration]) 
                 methods=[m for m in methods if m != "HEAD"],
             )
             router.add(Route.of(rule, endpoint, kind, methods))
+        endpoints[registration.name] = endpoint
+    _mount_subroutes(app, state, endpoints)
     # create_app installed the batch view before: the fast path serves it too.
     router.add(Route.of(f"{prefix}/batch", None, "batch", ("POST",), serve_batch))
     state.router = router
     app.wsgi_app = ResourceDispatcher(app, state, router, app.wsgi_app)  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class RecordCall:
+    """A request on a record's sub-route (:func:`record_subroute`).
+
+    ``variables`` are the record's path variables (``id`` and its parents');
+    :meth:`serve` sends a request to the record itself, as the caller.
+    """
+
+    endpoint: Endpoint
+    variables: Mapping[str, str]
+    #: The record's URL path, with the version prefix.
+    path: str
+
+    @property
+    def uri(self) -> str:
+        """The record's URI without the version prefix (its permissions' object id)."""
+        return self.path.removeprefix(self.endpoint.prefix)
+
+    def serve(
+        self, method: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """``method`` on the record with JSON ``body``, as the caller of the
+        sub-route, with every check of a request sent to the record itself
+        (permissions, preconditions, schema), in a unit of work of its own.
+
+        ``headers`` replace the sub-route request's (its ``Authorization``,
+        ``If-Match``... are kept otherwise).
+
+        :raises HTTPError: the record's answer when it is an error.
+        """
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        sent = {
+            key: value
+            for key, value in req.headers.items()
+            if key.lower() not in ("content-type", "content-length")
+        }
+        sent.update(headers or {})
+        has_body = body is not None
+        return serve(
+            self.endpoint,
+            "record",
+            Request(
+                method=method,
+                path=self.path,
+                variables=dict(self.variables),
+                args=[],
+                headers=sent,
+                read_body=lambda: b"",
+                media_type="application/json" if has_body else None,
+                identity=current_identity(),
+                principals=current_principals(),
+                url_root=absolute_url(""),
+                parsed_body=body,
+            ),
+        )
+
+
+def record_subroute(
+    app: Flask,
+    resource_name: str,
+    name: str,
+    view: Callable[[RecordCall], Response],
+    methods: tuple[str, ...] = ("POST",),
+) -> None:
+    """Serve ``<record path>/<name>`` (``/buckets/b/.../records/r/attachment``)
+    with ``view(call)`` for ``methods``.
+
+    Call it from a views module's ``init_app``; the route is mounted with
+    the resource. The view decides what to do; what it does to the record
+    goes through :meth:`RecordCall.serve`, hence through the record's own
+    permission checks and unit of work.
+    """
+    state_of(app).record_subroutes.append((resource_name, name, view, tuple(methods)))
+
+
+def _mount_subroutes(app: Flask, state: KilnState, endpoints: Mapping[str, Endpoint]) -> None:
+    for resource_name, name, view, methods in state.record_subroutes:
+        endpoint = endpoints.get(resource_name)
+        if endpoint is None:
+            raise StartupError(
+                f"The sub-route {name!r} is declared on {resource_name!r}, "
+                "which is not a mounted resource."
+            )
+        rule = f"{state.api_prefix}{endpoint.registration.record_path}/{name}"
+        app.add_url_rule(
+            rule, f"{resource_name}-{name}", _subroute(endpoint, view), methods=methods
+        )
+
+
+def _subroute(endpoint: Endpoint, view: Callable[[RecordCall], Response]) -> Any:
+    def subroute(**variables: str) -> Response:
+        path = request.path.rsplit("/", 1)[0]
+        return view(RecordCall(endpoint, variables, path))
+
+    return subroute
 
 
 def set_authorizer(app: Flask, authorizer: Authorizer | None) -> None:

@@ -27,6 +27,8 @@ from kiln.auth.web import current_identity, current_principals
 from kiln.config import SETTINGS, Configuration
 from kiln.eos import eos_info
 from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.views.flush import install_flush
+from kiln.views.permissions import install_permissions
 
 __all__ = [
     "absolute_url",
@@ -49,6 +51,8 @@ def install_utility_views(app: Flask, state: KilnState) -> None:
         app.add_url_rule(f"{base}/__heartbeat__", f"kiln.heartbeat{base}", heartbeat)
         app.add_url_rule(f"{base}/__lbheartbeat__", f"kiln.lbheartbeat{base}", lbheartbeat)
         app.add_url_rule(f"{base}/__version__", f"kiln.version{base}", version)
+    install_flush(app, state)
+    install_permissions(app, state)
 
 
 def absolute_url(path: str) -> str:

@@ -1,0 +1,1 @@
+"""A Kinto-compatible storage service built with kiln's public API (``docs/kinto.md``)."""
