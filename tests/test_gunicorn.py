@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -211,3 +212,43 @@ def test_the_master_tries_a_config_that_needs_a_restart_in_a_throwaway_child(tmp
     started = time.monotonic()
     assert build_problem({"views": ["slow_views_q7"]}) == ("Building the app took more than 0.5 s.")
     assert time.monotonic() - started < 3
+
+
+def raw_get(port: int, target: str, headers: dict[str, str]) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", target, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_kiln_answers_over_long_urls_and_headers_before_gunicorn_does(tmp_path):
+    config = write(tmp_path / "c.yaml", "project: {name: limits}\n")
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = clean_env(KILN_CONFIG=str(config))
+    url = f"http://127.0.0.1:{port}/__lbheartbeat__"
+    with running(kiln_gunicorn(port, workers=1), cwd=tmp_path, env=env, log=log, url=url):
+        cases = {
+            # gunicorn alone answers these with its HTML page (its defaults:
+            # 4094-byte request line, 100 fields of 8190 bytes).
+            "url": ("/v1/?q=" + "a" * 7000, {}, 414, "The URL is 7007 bytes long"),
+            "field": ("/v1/", {"X-Big": "b" * 9000}, 431, "Header field X-Big is 9007 bytes"),
+            "fields": (
+                "/v1/",
+                {f"X-Field-{n}": "1" for n in range(120)},
+                431,
+                "header fields; this service accepts at most 100",
+            ),
+        }
+        for name, (target, headers, status, message) in cases.items():
+            got, content_type, body = raw_get(port, target, headers)
+            assert (got, content_type) == (status, "application/json"), (name, body)
+            answer = json.loads(body)
+            assert (answer["code"], answer["errno"]) == (status, 107)
+            assert message in answer["message"], name
+        # Within kiln's limits, served; past gunicorn's own, gunicorn answers.
+        assert raw_get(port, "/v1/?q=" + "a" * 6000, {"X-Big": "b" * 8000})[0] == 200
+        assert raw_get(port, "/v1/?q=" + "a" * 9000, {})[0] == 414

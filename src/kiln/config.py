@@ -461,6 +461,33 @@ for _setting in (
         "Largest request body accepted (413 above).",
         True,
     ),
+    Setting(
+        "request.max_url_bytes",
+        (int,),
+        6144,
+        "Longest request target (path and query string, in bytes) accepted (414 above). "
+        "`kiln.gunicorn` lets gunicorn read request lines up to 8190 bytes.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
+    Setting(
+        "request.max_headers",
+        (int,),
+        100,
+        "Most header fields a request may have (431 above). `kiln.gunicorn` lets "
+        "gunicorn read 150.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
+    Setting(
+        "request.max_header_bytes",
+        (int,),
+        8190,
+        "Longest header field (`Name: value`, in bytes) accepted (431 above). "
+        "`kiln.gunicorn` lets gunicorn read 12288.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
     Setting("request.summary", (bool,), True, "Log one `request.summary` line per request.", True),
     Setting(
         "readonly",

@@ -41,6 +41,7 @@ from kiln.exceptions import KilnError
 
 __all__ = [
     "APP_CHECK_SECONDS",
+    "build_problem",
     "limit_request_field_size",
     "limit_request_fields",
     "limit_request_line",
@@ -52,10 +53,10 @@ __all__ = [
 #: gunicorn's longest request line (its maximum): kiln's own limit on the
 #: URL, ``request.max_url_bytes``, answers first below it.
 limit_request_line = 8190
-#: gunicorn's most header fields: twice kiln's ``request.max_headers`` default.
-limit_request_fields = 200
-#: gunicorn's longest header field: twice kiln's ``request.max_header_bytes`` default.
-limit_request_field_size = 16380
+#: gunicorn's most header fields: above kiln's ``request.max_headers`` (100).
+limit_request_fields = 150
+#: gunicorn's longest header field: above kiln's ``request.max_header_bytes`` (8190).
+limit_request_field_size = 12288
 
 #: Longest the master waits for a throwaway child to build the app.
 APP_CHECK_SECONDS = 60.0
