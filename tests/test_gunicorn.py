@@ -32,10 +32,15 @@ def extra():
 """
 
 
-def kiln_gunicorn(port: int, workers: int = 2) -> list[str]:
+def kiln_gunicorn(port: int, workers: int = 2, worker_class: str = "sync") -> list[str]:
     args = gunicorn_args("kiln.wsgi:application", port)
     args[args.index("--workers") + 1] = str(workers)
-    return [*args, "-c", "python:kiln.gunicorn", "--graceful-timeout", "5"]
+    threads = ["--threads", "4"] if worker_class == "gthread" else []
+    return [
+        *args,
+        *("-c", "python:kiln.gunicorn", "--graceful-timeout", "5"),
+        *("--worker-class", worker_class, *threads),
+    ]
 
 
 class Traffic(threading.Thread):
@@ -93,7 +98,8 @@ def eventually(predicate: Any, timeout: float = 15) -> Any:
         time.sleep(0.1)
 
 
-def test_a_broken_config_plus_sighup_never_stops_the_service(tmp_path):
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_a_broken_config_plus_sighup_never_stops_the_service(tmp_path, worker_class):
     write(tmp_path / "owner_views.py", VIEWS)
     write(tmp_path / "extra_views.py", EXTRA_VIEWS)
     config = write(tmp_path / "c.yaml", "owner: ada\nviews: [owner_views]\n")
@@ -108,7 +114,8 @@ def test_a_broken_config_plus_sighup_never_stops_the_service(tmp_path):
         return str(json.loads(body)["owner"])
 
     url = f"{base}/__lbheartbeat__"
-    with running(kiln_gunicorn(port), cwd=tmp_path, env=env, log=log, url=url) as master:
+    args = kiln_gunicorn(port, worker_class=worker_class)
+    with running(args, cwd=tmp_path, env=env, log=log, url=url) as master:
         hup = lambda: os.kill(master.pid, signal.SIGHUP)  # noqa: E731
         workers = eventually(lambda: len(workers_of(master.pid)) == 2 and workers_of(master.pid))
         first = configs(base, workers)
