@@ -84,8 +84,10 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _reload_worker(signum: int, frame: FrameType | None) -> None:
-    built = CONFIG.config  # the tree the app was built from, in this worker
-    CONFIG.load(check=lambda tree: _in_place_problem(built, tree))
+    # Reloads in place never change the keys that need a restart: the tree in
+    # effect holds those the app was built with.
+    current = CONFIG.config
+    CONFIG.load(check=lambda tree: _in_place_problem(current, tree))
 
 
 def _in_place_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
@@ -100,9 +102,13 @@ def _in_place_problem(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 def reload_config(server: Any) -> None:
     """Reload the config in the master, then in the workers: in place, or by
-    restarting them when a setting that needs it changed and the app builds."""
+    restarting them when a setting that needs it changed and the app builds.
+
+    The master's ``SIGHUP`` handler, installed by :func:`on_starting` once the
+    config loaded: there is always a last good tree to keep.
+    """
     previous = CONFIG.config
-    restart: list[str] = []  # installed by on_starting once the config loaded
+    restart: list[str] = []
 
     def check(tree: dict[str, Any]) -> str | None:
         restart[:] = needs_restart(previous, tree)
