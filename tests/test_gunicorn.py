@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -138,9 +139,10 @@ def test_a_broken_config_plus_sighup_never_stops_the_service(tmp_path, worker_cl
             )
             generations = {c["generation"] for c in configs(base, workers).values()}
             assert owner() == "ada"
-            assert "Config reload failed, keeping the previous config (generation" in (
-                log.read_text()
-            )
+            # The master's line in gunicorn's error log, and each worker's.
+            failed = "Config reload failed, keeping the previous config (generation"
+            assert eventually(lambda: log.read_text().count(failed) == 3)
+            assert re.search(rf"\[{master.pid}\] \[ERROR\] {re.escape(failed)}", log.read_text())
 
         # Nothing was refused while all this happened.
         assert set(traffic.answers) == {200}, traffic.answers

@@ -29,6 +29,7 @@ range a client can realistically send (see ``docs/deployment.md``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -69,12 +70,28 @@ def on_starting(server: Any) -> None:
     A config that does not load is left to the workers, which stop the
     master at boot with one sentence (``kiln.wsgi``).
     """
+    # kiln's warnings and errors in the master go to gunicorn's error log, in its format.
+    logging.getLogger("kiln").addHandler(_MasterLog(server.log.error_log, os.getpid()))
     try:
         CONFIG.config  # noqa: B018 -- the first load, which workers inherit
     except KilnError:
         return
     # The arbiter looks its signal handlers up on itself by name.
     server.handle_hup = lambda: reload_config(server)
+
+
+class _MasterLog(logging.Handler):
+    """Hands the master's kiln records to gunicorn's error log; in workers
+    (forked with it) does nothing: kiln's logging configuration serves them."""
+
+    def __init__(self, error_log: logging.Logger, pid: int) -> None:
+        super().__init__()
+        self.error_log = error_log
+        self.pid = pid
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.getpid() == self.pid:
+            self.error_log.handle(record)
 
 
 def post_worker_init(worker: Any) -> None:
