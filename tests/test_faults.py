@@ -230,7 +230,7 @@ def test_a_hung_database_answers_each_request_within_the_statement_timeout_and_t
         },
         configure_logging=False,
     )
-    bound = 2.0 + HANG_MARGIN + MONITOR_PERIOD + 0.3  # the documented bound, plus slack
+    bound = 2.0 + HANG_MARGIN + MONITOR_PERIOD + 0.5  # the documented bound, plus slack
     client = app.test_client()
     try:
         assert client.post("/v1/mushrooms", json={"data": {"name": "kept"}}).status_code == 201
@@ -289,7 +289,7 @@ def test_a_pipelined_round_trip_to_a_hung_server_is_cut_like_one_statement(make_
         pass  # the rollback of the cut connection
     finally:
         database.close()
-    assert 2.0 <= elapsed < 2.0 + HANG_MARGIN + MONITOR_PERIOD + 0.3
+    assert 2.0 <= elapsed < 2.0 + HANG_MARGIN + MONITOR_PERIOD + 0.5
 
 
 def test_without_a_statement_timeout_no_round_trip_is_cut(postgresql_url):
