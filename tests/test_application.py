@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import sys
 import threading
 import time
@@ -448,6 +449,25 @@ def test_version_serves_version_json(tmp_path):
     client = build({"version_json_path": str(path)}).test_client()
     for url in ("/__version__", "/v1/__version__"):
         assert client.get(url).json == {"version": "1.2.3", "commit": "abc"}
+
+
+def test_config_endpoint_says_which_generation_serves_and_whether_a_reload_failed(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"owner": "ada"}')
+    configuration = Configuration(paths=[str(path)], environ={})
+    client = create_app(configuration, configure_logging=False).test_client()
+    answer = client.get("/__config__").json
+    assert answer["generation"] == 1
+    assert (answer["last_reload_failed"], answer["failed_at"]) == (False, None)
+    assert answer["loaded_at"].endswith("+00:00")
+    assert answer["pid"] == os.getpid()
+    path.write_text('{"owner": "secret-in-a-broken-file"')
+    assert configuration.load() is False
+    for url in ("/__config__", "/v1/__config__"):
+        answer = client.get(url).json
+        assert (answer["generation"], answer["last_reload_failed"]) == (1, True)
+        assert answer["failed_at"].endswith("+00:00")
+        assert "secret" not in str(answer)  # the reason is logged, never served
 
 
 def test_version_is_404_without_version_json(tmp_path, monkeypatch):

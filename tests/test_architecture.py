@@ -24,6 +24,7 @@ ENTRY_POINTS = frozenset(
         "kiln._scaffold",
         "kiln.application",
         "kiln.cli",
+        "kiln.gunicorn",
         "kiln.testing",
         "kiln.wsgi",
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from kiln.config import (
     flag_warnings,
     install_reload_signal,
     lookup,
+    needs_restart,
     read_file,
     validate,
 )
@@ -692,3 +694,40 @@ def test_a_section_of_kilns_that_is_not_a_mapping_is_an_error_unless_users_share
         "not the int 8000."
     ]
     assert validate({"testing": "on", "auth": {"bearer": 1}}) == []
+
+
+def test_each_load_is_a_generation_and_a_failed_reload_is_remembered(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "kiln.config")
+    path = write(tmp_path, "a.json", '{"a": 1}')
+    config = configuration(path)
+    assert config.generation == 0
+    assert config.get("a") == 1
+    assert (config.generation, config.last_failed) == (1, None)
+    write(tmp_path, "a.json", "{broken")
+    assert config.load() is False
+    assert config.generation == 1
+    assert config.last_failed is not None
+    assert f"keeping the previous config (generation 1, process {os.getpid()})" in caplog.text
+    write(tmp_path, "a.json", '{"a": 2}')
+    assert config.load() is True
+    assert (config.generation, config.last_failed) == (2, None)
+    assert f"Config generation 2 (process {os.getpid()}) loaded from {path}" in caplog.text
+
+
+def test_a_load_check_refuses_a_valid_tree(tmp_path):
+    path = write(tmp_path, "a.json", '{"a": 1}')
+    config = configuration(path)
+    config.load()
+    write(tmp_path, "a.json", '{"a": 2}')
+    seen = []
+    assert config.load(check=lambda tree: seen.append(tree) or "Not this one.") is False
+    assert (config.get("a"), config.last_error, seen) == (1, "Not this one.", [{"a": 2}])
+    assert config.load(check=lambda tree: None) is True
+    assert config.get("a") == 2
+
+
+def test_needs_restart_names_the_changed_settings_a_running_app_cannot_follow():
+    old = {"views": ["a"], "project": {"name": "x"}, "mine": 1, "storage": {"pool_size": 3}}
+    assert needs_restart(old, copy.deepcopy(old)) == []
+    new = {"views": ["a", "b"], "project": {"name": "y"}, "mine": 2, "storage": {}}
+    assert needs_restart(old, new) == ["storage.pool_size", "views"]

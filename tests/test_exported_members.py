@@ -32,6 +32,7 @@ PUBLIC_MODULES = (
     "kiln.eos",
     "kiln.errors",
     "kiln.exceptions",
+    "kiln.gunicorn",
     "kiln.http",
     "kiln.logging",
     "kiln.mail",

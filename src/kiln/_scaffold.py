@@ -138,7 +138,7 @@ A service built with kiln.
     KILN_CONFIG=config.yaml kiln serve     # http://127.0.0.1:8888/v1/
     python -m pytest                       # the tests
     kiln -c config.yaml check              # the config, the app and its backends
-    KILN_CONFIG=config.yaml gunicorn kiln.wsgi:application   # production server
+    KILN_CONFIG=config.yaml gunicorn -c python:kiln.gunicorn kiln.wsgi:application  # production
 """
 
 PYPROJECT = """\

@@ -35,6 +35,7 @@ from werkzeug.routing import RequestRedirect, Rule
 
 from kiln import logging as kiln_logging
 from kiln._headers import common_headers
+from kiln._limits import install_request_limits
 from kiln._state import (
     HeartbeatCheck,
     KilnState,
@@ -135,6 +136,7 @@ def create_app(
         configuration.add_listener(kiln_logging.configure)
 
     install_error_handlers(app)
+    install_request_limits(app, configuration)  # first: before any hook reads the request
     _install_common_hooks(app, configuration)
     app.before_request(kiln_hook(_redirects))
     install_eos(app, configuration)

@@ -73,6 +73,7 @@ __all__ = [
     "known_settings",
     "load",
     "lookup",
+    "needs_restart",
     "read_file",
     "register_check",
     "register_setting",
@@ -513,6 +514,33 @@ for _setting in (
         "Largest request body accepted (413 above).",
         True,
     ),
+    Setting(
+        "request.max_url_bytes",
+        (int,),
+        6144,
+        "Longest request target (path and query string, in bytes) accepted (414 above). "
+        "`kiln.gunicorn` lets gunicorn read request lines up to 8190 bytes.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
+    Setting(
+        "request.max_headers",
+        (int,),
+        100,
+        "Most header fields a request may have (431 above). `kiln.gunicorn` lets "
+        "gunicorn read 150.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
+    Setting(
+        "request.max_header_bytes",
+        (int,),
+        8190,
+        "Longest header field (`Name: value`, in bytes) accepted (431 above). "
+        "`kiln.gunicorn` lets gunicorn read 12288.",
+        True,
+        check_value=lambda value: None if value > 0 else "must be positive",
+    ),
     Setting("request.summary", (bool,), True, "Log one `request.summary` line per request.", True),
     Setting(
         "readonly",
@@ -578,6 +606,11 @@ class Configuration:
         self.sources: list[str] = []
         self.last_updated: float | None = None
         self.last_error: str | None = None
+        #: How many loads succeeded (``0`` before the first): the generation of
+        #: the tree in effect. A forked process continues its parent's count.
+        self.generation = 0
+        #: When the last load failed, or None when the last load succeeded.
+        self.last_failed: float | None = None
         #: The settings read from one tree: ``(tree, {key: value})``.
         self._settings: tuple[Any, dict[str, Any]] = (None, {})
 
@@ -626,6 +659,7 @@ class Configuration:
         *,
         strict: bool = False,
         warn: bool = True,
+        check: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> bool:
         """(Re)load every source and swap the new tree in atomically.
 
@@ -636,7 +670,9 @@ class Configuration:
         instead: a service must not start on a broken config. A key of
         kiln's own sections that kiln does not know (:func:`unknown_keys`)
         is logged as a warning, unless ``warn`` is false (``kiln check``
-        prints them itself).
+        prints them itself). ``check(tree)``, when given, is asked last about
+        a valid new tree: a sentence it returns fails the load like a broken
+        file (servers use it for what the tree cannot say alone).
 
         :raises ConfigError: on a first or strict load whose sources are wrong.
         """
@@ -645,26 +681,42 @@ class Configuration:
             try:
                 tree, origins = self.build()
                 problems = validate(tree, origins)
+                if not problems and check is not None:
+                    problems = [p for p in [check(tree)] if p]
                 if problems:
                     raise ConfigError(problems[0])
             except ConfigError as exc:
                 self.last_error = str(exc)
+                self.last_failed = time.time()
                 if first or strict:
                     raise
-                logger.error("Config reload failed, keeping the previous config: %s", exc)
+                logger.error(
+                    "Config reload failed, keeping the previous config (generation %d, "
+                    "process %d): %s",
+                    self.generation,
+                    os.getpid(),
+                    exc,
+                )
                 return False
             self.config = tree
             self.origins = origins
             self.sources = self.paths()
             self.last_updated = time.time()
             self.last_error = None
+            self.last_failed = None
+            self.generation += 1
             self._flag_warnings.clear()
             listeners = list(self._listeners)
         if warn:
             for warning in unknown_keys(tree, origins):
                 logger.warning("%s", warning)
         if not first:
-            logger.info("Config reloaded from %s", ", ".join(self.sources) or "no file")
+            logger.info(
+                "Config generation %d (process %d) loaded from %s",
+                self.generation,
+                os.getpid(),
+                ", ".join(self.sources) or "no file",
+            )
         for listener in listeners:
             try:
                 listener(self)
@@ -998,6 +1050,18 @@ def install_reload_signal(configuration: Configuration | None = None) -> bool:
 
     signal.signal(sighup, _on_sighup)
     return True
+
+
+def needs_restart(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The known keys whose change from ``old`` to ``new`` a running app cannot
+    follow (their *Reload* is ``restart``), sorted. Applications' own keys are
+    read per call, so they never need one."""
+    return [
+        setting.key
+        for setting in known_settings()
+        if not setting.reload
+        and lookup(old, setting.key, _MISSING) != lookup(new, setting.key, _MISSING)
+    ]
 
 
 def known_settings() -> Iterable[Setting]:

@@ -1,9 +1,11 @@
-"""The WSGI entry point: ``gunicorn kiln.wsgi:application``.
+"""The WSGI entry point: ``gunicorn -c python:kiln.gunicorn kiln.wsgi:application``.
 
 Importing this module builds the process-wide app from ``KILN_CONFIG`` (or
-``CLAY_CONFIG``). A configuration or startup error is printed as one
-sentence and the worker exits with gunicorn's boot-error code (3), so the
-arbiter stops instead of restarting a worker that can never start.
+``CLAY_CONFIG``); under kiln's gunicorn config (:mod:`kiln.gunicorn`) from
+the config the master loaded before forking the worker. A configuration or
+startup error is printed as one sentence and the worker exits with
+gunicorn's boot-error code (3), so the arbiter stops instead of restarting
+a worker that can never start.
 
 With several workers every one of them fails the same way, but gunicorn
 must see one boot error only: a second one, arriving while the arbiter

@@ -173,7 +173,9 @@ def test_the_readme_first_screen_can_be_followed_word_for_word(shell):
     (service / filename).write_text(source)
     steps = [command for command, _ in transcript(commands)]
     assert steps[2] == "KILN_CONFIG=config.yaml kiln serve"
-    assert steps[-1] == "KILN_CONFIG=config.yaml gunicorn kiln.wsgi:application"
+    assert steps[-1] == (
+        "KILN_CONFIG=config.yaml gunicorn -c python:kiln.gunicorn kiln.wsgi:application"
+    )
     shell.run(steps[0], service)
     assert shell.run(steps[1], service).endswith("is valid and the app builds.\n")
     port = free_port()

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from kiln._postgresql.health import RECONNECT_TIMEOUT, Monitor, usable
+from kiln._postgresql.health import HANG_MARGIN, RECONNECT_TIMEOUT, Monitor, usable
 from kiln._postgresql.migrations import install_schema as _install_schema
 from kiln._postgresql.migrations import installed_version as _installed_version
 from kiln._postgresql.replicas import READ_METHODS, ReadReplicas, ReplicaUnavailable
@@ -226,8 +226,9 @@ class PostgreSQLDatabase:
     :param connect_timeout: seconds opening a connection may take (libpq
         counts at least 2).
     :param statement_timeout_ms: longest run of one statement; ``0``: no limit.
-        A statement not answered ``connect_timeout`` seconds after that has
-        its connection closed by kiln (a hung server).
+        A round trip not answered within :meth:`hang_limit` has its connection
+        closed by kiln (a hung server), and no request waits longer than that
+        for a connection.
     :param replica_of: the primary this database is a read replica of.
 
     :raises StartupError: psycopg or psycopg_pool is not installed.
@@ -332,8 +333,8 @@ class PostgreSQLDatabase:
         if isinstance(exc, PoolTimeout):
             message = (
                 f"PostgreSQL database {self.name} gave no connection within "
-                f"{self.pool_timeout:g} s: the server is down or unreachable (the "
-                "psycopg.pool log says why), or every pooled connection is busy "
+                f"{min(self.pool_timeout, self.hang_limit()):g} s: the server is down or "
+                "unreachable (the psycopg.pool log says why), or every pooled connection is busy "
                 "(raise storage.pool_size)."
             )
         return BackendError(message, original=exc)
@@ -413,10 +414,19 @@ class PostgreSQLDatabase:
                 Monitor.watch(self)
             return self._pool
 
+    def hang_limit(self) -> float:
+        """Seconds a round trip may go unanswered before its connection is cut:
+        ``statement_timeout`` + :data:`~kiln._postgresql.health.HANG_MARGIN`,
+        however many statements it carries (``inf`` without a statement timeout)."""
+        if not self.statement_timeout_ms:
+            return math.inf
+        return self.statement_timeout_ms / 1000 + HANG_MARGIN
+
     def _checkout(self) -> Connection[Any]:
         import psycopg
 
-        deadline = time.monotonic() + self.pool_timeout
+        # On a hung server no connection opens: waiting for one is bound like a statement.
+        deadline = time.monotonic() + min(self.pool_timeout, self.hang_limit())
         try:
             pool = self.pool()
             while True:
@@ -444,17 +454,13 @@ class PostgreSQLDatabase:
             # Kept: connections still checked out are closed when put back.
             pool.close()
 
-    def _watch(self, conn: Connection[Any], statements: int) -> int:
-        """Note that this thread now waits on ``conn`` for ``statements``; returns
+    def _watch(self, conn: Connection[Any]) -> int:
+        """Note that this thread now waits on ``conn`` for one round trip; returns
         the key to drop from ``_in_flight`` when the wait is over."""
         key = threading.get_ident()
         deadline = math.inf
-        if self.statement_timeout_ms and not self._unit.unwatched:
-            deadline = (
-                time.monotonic()
-                + statements * self.statement_timeout_ms / 1000
-                + self.connect_timeout
-            )
+        if not self._unit.unwatched:
+            deadline = time.monotonic() + self.hang_limit()
         self._in_flight[key] = (conn, deadline)
         return key
 
@@ -545,7 +551,7 @@ class PostgreSQLDatabase:
         unit = self._unit
         if unit.pending is not None or unit.deferred:
             return self.pipeline(conn, (query, params))[0]
-        key = self._watch(conn, 1)
+        key = self._watch(conn)
         try:
             return conn.execute(query, params)
         finally:
@@ -561,7 +567,7 @@ class PostgreSQLDatabase:
         unit = self._unit
         begin, unit.pending = unit.pending, None
         deferred, unit.deferred = unit.deferred, []
-        key = self._watch(conn, len(statements) + len(deferred))
+        key = self._watch(conn)
         try:
             with conn.pipeline():
                 if begin is not None:

@@ -13,10 +13,15 @@ no round trip.
 A server that stops answering (hung, overloaded, ``SIGSTOP``) cannot cancel
 a statement it does not run, and TCP keepalives do not notice it: the
 kernel still acknowledges. The :class:`Monitor` thread (one per process)
-closes the socket (:func:`cut`) of every statement still waiting
-``statement_timeout`` plus ``connect_timeout`` after it was sent, so the
-request fails with :class:`~kiln.exceptions.BackendError` instead of
-hanging its worker (``kiln migrate``'s statements are not watched). It
+closes the socket (:func:`cut`) of every round trip still waiting
+``statement_timeout`` plus :data:`HANG_MARGIN` after it was sent -- one
+statement, or several pipelined together: the bound is the operator's
+statement timeout, not a multiple of it -- so the request fails with
+:class:`~kiln.exceptions.BackendError` instead of hanging its worker
+(``kiln migrate``'s statements are not watched). Requests waiting for a
+connection wait no longer than that either (:meth:`PostgreSQLDatabase.hang_limit
+<kiln._postgresql.database.PostgreSQLDatabase.hang_limit>`): on a hung
+server no connection opens. It
 also nudges a pool that keeps requests waiting with no connection to offer
 into connecting again: the pool's own retries back off, and a request
 waiting for a server that just came back should not wait for the next one
@@ -40,12 +45,16 @@ if TYPE_CHECKING:
 
     from kiln._postgresql.database import PostgreSQLDatabase
 
-__all__ = ["MONITOR_PERIOD", "RECONNECT_TIMEOUT", "Monitor", "cut", "usable"]
+__all__ = ["HANG_MARGIN", "MONITOR_PERIOD", "RECONNECT_TIMEOUT", "Monitor", "cut", "usable"]
 
 logger = logging.getLogger("kiln.postgresql")
 
 #: Seconds between two rounds of the monitor thread (hung statements, starved pools).
 MONITOR_PERIOD = 0.2
+#: Seconds a round trip may wait past ``statement_timeout`` before the monitor
+#: cuts it: time for a healthy server's own cancellation to arrive, so only a
+#: server that stopped answering loses its connection.
+HANG_MARGIN = 0.5
 #: Seconds the pool keeps retrying a connection that failed before giving up;
 #: the next request (or the monitor) starts again at once. psycopg_pool's
 #: default (5 minutes of doubling delays) could leave a pool idle for a minute
@@ -100,11 +109,11 @@ def look_after(database: PostgreSQLDatabase) -> None:
     for conn, deadline in database._in_flight.copy().values():
         if deadline <= now:
             logger.warning(
-                "PostgreSQL database %s did not answer a statement within %g s "
-                "(storage.statement_timeout_ms + storage.connect_timeout_seconds); "
-                "closing its connection.",
+                "PostgreSQL database %s did not answer within %g s "
+                "(storage.statement_timeout_ms + %g s); closing its connection.",
                 database.name,
-                database.statement_timeout_ms / 1000 + database.connect_timeout,
+                database.hang_limit(),
+                HANG_MARGIN,
             )
             cut(conn)
     pool = database._pool

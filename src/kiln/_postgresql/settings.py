@@ -48,7 +48,8 @@ def _register_settings() -> None:
             "storage.pool_timeout_seconds",
             (int, float),
             5.0,
-            "How long a request waits for a free PostgreSQL connection before failing (503).",
+            "How long a request waits for a free PostgreSQL connection before failing (503); "
+            "never longer than `storage.statement_timeout_ms` + 0.5 s.",
             check_value=_at_least(0.001),
         ),
         Setting(
@@ -64,8 +65,9 @@ def _register_settings() -> None:
             15_000,
             "Longest a PostgreSQL statement (lock waits included) may run before the server "
             "cancels it and the request fails (503); 0: no limit. `kiln migrate` has none. "
-            "A server silent for `storage.connect_timeout_seconds` more (hung) has the "
-            "connection closed by kiln.",
+            "A round trip (one statement, or several pipelined) a server leaves unanswered "
+            "0.5 s longer (hung) has its connection closed by kiln, and no request waits "
+            "longer than that for a connection.",
             check_value=_at_least(0),
         ),
         Setting(

@@ -43,6 +43,7 @@ from werkzeug.routing import Rule
 from werkzeug.wsgi import get_host
 
 from kiln._headers import common_headers
+from kiln._limits import request_limit_error
 from kiln.auth.web import note_identity, principals_of
 from kiln.cors import cors_headers
 from kiln.eos import hard_eol_error, soft_eol_header
@@ -277,7 +278,7 @@ class ResourceDispatcher:
         context.push()
         try:
             try:
-                error = hard_eol_error(config, method)
+                error = request_limit_error(config, environ) or hard_eol_error(config, method)
                 if error is not None:
                     raise error
                 memo: Memo = {}

@@ -5,9 +5,11 @@
 ``GET /__heartbeat__``  every registered check; 503 when one fails
 ``GET /__lbheartbeat__`` always 200 ``{}`` (the process answers)
 ``GET /__version__``    ``version.json`` when present, else 404
+``GET /__config__``     this process's config generation, and whether its
+                       last reload failed
 =====================  ================================================
 
-The heartbeat endpoints and ``__version__`` answer both at the root (for
+The heartbeat endpoints, ``__version__`` and ``__config__`` answer both at the root (for
 load balancers) and under the version prefix (as Cliquet did).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +35,7 @@ from kiln.views.permissions import install_permissions
 
 __all__ = [
     "absolute_url",
+    "config_generation",
     "heartbeat",
     "hello",
     "install_utility_views",
@@ -51,6 +55,7 @@ def install_utility_views(app: Flask, state: KilnState) -> None:
         app.add_url_rule(f"{base}/__heartbeat__", f"kiln.heartbeat{base}", heartbeat)
         app.add_url_rule(f"{base}/__lbheartbeat__", f"kiln.lbheartbeat{base}", lbheartbeat)
         app.add_url_rule(f"{base}/__version__", f"kiln.version{base}", version)
+        app.add_url_rule(f"{base}/__config__", f"kiln.config{base}", config_generation)
     install_flush(app, state)
     install_permissions(app, state)
 
@@ -151,3 +156,26 @@ def version() -> Response:
             404, ERRORS.MISSING_RESOURCE, "This service's version.json cannot be read."
         ) from None
     return json_response(body)
+
+
+def _instant(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def config_generation() -> Response:
+    """Which config this process serves: its generation (how many loads
+    succeeded), when it was loaded, and whether the last reload failed (the
+    reason is in the ERROR log line, never here: it may quote a secret)."""
+    config = current_state().config
+    config.config  # noqa: B018 -- loaded, as the app was built from it
+    return json_response(
+        {
+            "generation": config.generation,
+            "loaded_at": _instant(config.last_updated),
+            "last_reload_failed": config.last_failed is not None,
+            "failed_at": _instant(config.last_failed),
+            "pid": os.getpid(),
+        }
+    )
