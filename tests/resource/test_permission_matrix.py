@@ -1,9 +1,9 @@
 """Every resource kind x method x caller, sent alone and inside /batch.
 
 The table below is the declared outcome; each write case runs on a fresh app
-seeded by the owner (the read cases share one), once per caller and channel: the request alone, as a batch
-sub-request carrying its own credentials, and as a sub-request inheriting
-the batch's credentials. All three must give exactly the declared outcome
+seeded by the owner (the read cases share one), once per caller and channel:
+the request alone, as a batch sub-request carrying its own credentials, and as
+a sub-request inheriting the batch's credentials. All three must give exactly the declared outcome
 (Kinto #2459 and #1583 were batch and plural-endpoint permission bugs).
 """
 
