@@ -84,12 +84,25 @@ def wait_for(predicate: Any, timeout: float = 10) -> bool:
     return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def running(
     args: list[str], *, cwd: Path, env: dict[str, str], log: Path, url: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as output:
-        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=output, stderr=output)
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=output,
+            # A suite started in the background of a script ignores SIGINT, and so
+            # would the server (ignored signals are inherited): it must stop on it.
+            preexec_fn=_default_sigint,
+        )
     try:
         wait_until_serving(url, process, log)
         yield process
