@@ -46,18 +46,19 @@ from kiln._state import (
 )
 from kiln.auth.accounts_views import install_accounts
 from kiln.auth.web import install_auth
-from kiln.cache import load_cache
+from kiln.cache import CacheBase, load_cache
 from kiln.config import CONFIG, Configuration
 from kiln.cors import install_cors
 from kiln.docs import install as install_docs
 from kiln.eos import install_eos
 from kiln.errors import ERRORS, HTTPError, install_error_handlers
 from kiln.exceptions import StartupError
-from kiln.permission import load_permission
+from kiln.metrics import build_metrics, install_metrics, instrument_backend
+from kiln.permission import PermissionBase, load_permission
 from kiln.resource import Registration, registrations
 from kiln.resource.batch import install_batch
 from kiln.resource.views import mount_resources
-from kiln.storage import load_storage
+from kiln.storage import StorageBase, load_storage
 from kiln.views import install_utility_views
 
 __all__ = [
@@ -126,6 +127,7 @@ def create_app(
     app = _new_flask(configuration)
     state = KilnState(config=configuration, api_prefix=f"/v{api_major(configuration)}")
     app.extensions["kiln"] = state
+    state.metrics = build_metrics(configuration)
 
     if configure_logging:
         kiln_logging.configure(configuration)
@@ -146,6 +148,7 @@ def create_app(
     install_auth(app, state)
     install_accounts(app, state)
     mount_resources(app, state, declared)
+    install_metrics(app, state)
     install_docs(app)
     _wrap_middleware(app, configuration.setting("middleware"))
     return app
@@ -177,6 +180,17 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
         if initialize:
             state.cache.initialize_schema()
         register_heartbeat(app, "cache", state.cache.heartbeat)
+    metrics = state.metrics
+    if metrics is not None:
+        # Timed where the app calls them: each backend's public methods, in place.
+        for kind, base in (
+            ("storage", StorageBase),
+            ("permission", PermissionBase),
+            ("cache", CacheBase),
+        ):
+            backend = getattr(state, kind)
+            if backend is not None:
+                instrument_backend(backend, kind, base, metrics)
 
 
 def _new_flask(configuration: Configuration) -> Flask:

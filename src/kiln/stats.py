@@ -220,6 +220,10 @@ class StatsConnection(_Metrics):
     before trying again (sends meanwhile return ``False`` without I/O); the
     wait starts at ``backoff_initial``, grows by ``backoff_multiplier`` per
     failure up to ``backoff_max`` and resets on success.
+
+    With ``target`` (``(protocol, host, port, prefix, timeout)``) the
+    connection sends there instead, whatever the settings say: this is how
+    :mod:`kiln.metrics` sends to ``metrics.statsd_url``.
     """
 
     def __init__(
@@ -228,7 +232,9 @@ class StatsConnection(_Metrics):
         backoff_initial: float = 0.5,
         backoff_multiplier: float = 1.25,
         backoff_max: float = 10.0,
+        target: tuple[str, str, int, str, float] | None = None,
     ) -> None:
+        self._fixed = _Target(*target) if target is not None else None
         self.backoff_initial = backoff_initial
         self.backoff_multiplier = backoff_multiplier
         self.backoff_max = backoff_max
@@ -240,7 +246,7 @@ class StatsConnection(_Metrics):
         self._warned_protocols: set[str] = set()
 
     def _key_prefix(self) -> str:
-        return _target().prefix
+        return (self._fixed or _target()).prefix
 
     def _emit(self, lines: list[str]) -> bool:
         return self.send("\n".join(lines))
@@ -254,7 +260,7 @@ class StatsConnection(_Metrics):
         if not line.endswith("\n"):
             line += "\n"
         data = line.encode()
-        target = _target()
+        target = self._fixed or _target()
         host, port = target.host, target.port
         if not host or port is None:
             return False
@@ -297,6 +303,8 @@ class StatsConnection(_Metrics):
                     host, port, type=socket.SOCK_DGRAM
                 )[0]
                 sock = socket.socket(family, kind, proto)
+                # A full send buffer drops the datagram: stats never block a request.
+                sock.setblocking(False)
                 sock.connect(address)
         except OSError as exc:
             logger.warning(

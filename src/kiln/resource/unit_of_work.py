@@ -71,6 +71,7 @@ T = TypeVar("T")
 #: Runs of a unit of work whose writes keep conflicting before answering 409.
 CONFLICT_ATTEMPTS = 20
 
+
 @dataclass(frozen=True)
 class ReplacePermissions:
     """A permission change setting some permissions of one object
@@ -365,8 +366,9 @@ def run(
     work: Callable[[UnitOfWork], T],
     *,
     transient_retries: int,
-    notify: Callable[[list[ResourceChanged]], None] | None = None,
+    notify: Callable[[list[ResourceChanged]], object] | None = None,
     blind_deletes: bool = False,
+    on_retry: Callable[[str], None] | None = None,
 ) -> T:
     """``work(unit)`` in one unit of work, flushed and committed; its result.
 
@@ -378,7 +380,8 @@ def run(
     runs, then ``409``) -- after a short random pause, and only when nothing
     of it can have been applied (a backend without transactions keeps what
     an earlier flush wrote). ``notify`` receives the events after the commit.
-    ``blind_deletes``: see :attr:`UnitOfWork.blind_deletes`.
+    ``blind_deletes``: see :attr:`UnitOfWork.blind_deletes`. ``on_retry``
+    hears each new run's reason: ``"transient"`` or ``"conflict"``.
     """
     transient = 0
     conflicts = 0
@@ -393,6 +396,8 @@ def run(
                 raise
             transient += 1
             logger.info("Unit of work aborted by a conflict; running it again (%d).", transient)
+            if on_retry is not None:
+                on_retry("transient")
         except WriteConflict as conflict:
             answer = unit.explain(conflict)
             if answer is not None:
@@ -404,6 +409,8 @@ def run(
                     ERRORS.CONSTRAINT_VIOLATED,
                     "The record kept changing while this request was applied; retry it.",
                 ) from None
+            if on_retry is not None:
+                on_retry("conflict")
         else:
             if notify is not None:
                 events = unit.events()

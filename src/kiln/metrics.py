@@ -1,0 +1,606 @@
+"""What the framework measures, and where it sends it: StatsD, Prometheus.
+
+One interface, :class:`Recorder` (counters, timers, gauges and sets of
+:class:`Metric` values with labels), has two implementations:
+:class:`StatsDRecorder` (kiln's own statsd client, :mod:`kiln.stats`, with
+DogStatsD or Telegraf tags as an option) and :class:`PrometheusRecorder`
+(``prometheus_client``, multiprocess-safe under gunicorn, served on
+``/__metrics__``). Both are off by default; ``metrics.statsd_url:
+udp://host:port`` and ``metrics.prometheus: true`` switch them on.
+
+:class:`Metrics` is what an app keeps (``KilnState.metrics``, ``None`` when
+both are off, so a request pays one attribute check): it turns what kiln
+sees -- a request and its route template, a backend call, a retried unit of
+work, a configuration reload, delivered events -- into the metrics of
+:data:`CATALOGUE`. Labels never carry user data: routes are templates
+(``/v1/mushrooms/<id>``), methods outside HTTP's are ``other``, and user
+ids are only counted, hashed, in a statsd set.
+
+A metrics backend that is down never fails or slows a request: statsd
+datagrams are sent on a non-blocking socket and dropped when they cannot
+go, Prometheus values live in the process (or in ``mmap`` files).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
+
+from kiln._state import kiln_hook
+from kiln.config import Setting, register_setting
+from kiln.errors import ERRORS, HTTPError
+from kiln.exceptions import BackendError, ConfigError
+from kiln.stats import StatsConnection
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+    from kiln._state import KilnState
+    from kiln.config import Configuration
+
+__all__ = [
+    "CATALOGUE",
+    "Metric",
+    "Metrics",
+    "PrometheusRecorder",
+    "Recorder",
+    "StatsDRecorder",
+    "build_metrics",
+    "install_metrics",
+    "instrument_backend",
+]
+
+logger = logging.getLogger("kiln.metrics")
+
+for _setting in (
+    Setting(
+        "metrics.statsd_url",
+        (str, None),
+        None,
+        "Send the framework's metrics to this statsd server, like `udp://localhost:8125` "
+        "(null: off).",
+    ),
+    Setting(
+        "metrics.statsd_prefix",
+        (str,),
+        "kiln",
+        "Prefix of the statsd metric names (`kiln` gives `kiln.requests`).",
+    ),
+    Setting(
+        "metrics.statsd_tags",
+        (str, None),
+        None,
+        "Send labels as tags: `dogstatsd` (`|#key:value`) or `telegraf` (`,key=value`); "
+        "null puts their values in the metric name.",
+        choices=(None, "dogstatsd", "telegraf"),
+    ),
+    Setting(
+        "metrics.prometheus",
+        (bool,),
+        False,
+        "Serve the framework's metrics to Prometheus on `/__metrics__`.",
+    ),
+    Setting(
+        "metrics.prometheus_token",
+        (str, None),
+        None,
+        "Bearer token `/__metrics__` requires; null: only loopback clients may read it.",
+        True,
+    ),
+):
+    register_setting(_setting)
+
+
+class Metric(NamedTuple):
+    """A metric: its name, kind and label names, and what it means.
+
+    ``kind`` is ``counter``, ``timer`` (a duration: a statsd timer, a
+    Prometheus histogram in seconds), ``gauge`` or ``set`` (distinct
+    values: a statsd set; not sent to Prometheus).
+    """
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    doc: str
+
+
+REQUESTS = Metric("requests", "counter", ("method", "route", "status"), "HTTP requests answered.")
+REQUEST_DURATION = Metric(
+    "request_duration",
+    "timer",
+    ("method", "route", "status"),
+    "Time from the request's arrival to its response.",
+)
+SUBREQUESTS = Metric(
+    "batch_subrequests",
+    "counter",
+    ("method", "route", "status"),
+    "Sub-requests of batches answered.",
+)
+RESOURCE_ACTIONS = Metric(
+    "resource_actions",
+    "counter",
+    ("resource", "action", "status"),
+    "Resource requests and batch sub-requests, by action "
+    "(create, get, list, update, delete; batch).",
+)
+BACKEND_DURATION = Metric(
+    "backend_duration",
+    "timer",
+    ("backend", "method"),
+    "Time of a storage, permission or cache backend call.",
+)
+BACKEND_ERRORS = Metric(
+    "backend_errors",
+    "counter",
+    ("backend", "method"),
+    "Backend calls that failed with a BackendError.",
+)
+RETRIES = Metric(
+    "unit_of_work_retries",
+    "counter",
+    ("reason",),
+    "Units of work run again: `transient` (the database aborted a transaction) "
+    "or `conflict` (a record changed meanwhile).",
+)
+AUTHENTICATIONS = Metric(
+    "authentications",
+    "counter",
+    ("policy", "outcome"),
+    "Requests by authentication outcome: `success` (per policy), `failure` (401), `anonymous`.",
+)
+UNIQUE_USERS = Metric(
+    "unique_users", "set", (), "Distinct authenticated users (hashed ids; statsd only)."
+)
+CONFIG_RELOADS = Metric("config_reloads", "counter", (), "Successful configuration reloads.")
+EVENTS = Metric(
+    "events",
+    "counter",
+    ("outcome",),
+    "Resource events handed to listeners: `delivered`, `failed` (a listener raised).",
+)
+
+#: Every metric the framework sends.
+CATALOGUE: tuple[Metric, ...] = (
+    REQUESTS,
+    REQUEST_DURATION,
+    SUBREQUESTS,
+    RESOURCE_ACTIONS,
+    BACKEND_DURATION,
+    BACKEND_ERRORS,
+    RETRIES,
+    AUTHENTICATIONS,
+    UNIQUE_USERS,
+    CONFIG_RELOADS,
+    EVENTS,
+)
+
+#: Label values of ``method``: anything else is ``other``, so a client cannot
+#: make new series up.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Resource actions by ``(route kind, method)``.
+_ACTIONS = {
+    ("collection", "GET"): "list",
+    ("collection", "HEAD"): "list",
+    ("collection", "POST"): "create",
+    ("collection", "DELETE"): "delete",
+    ("record", "GET"): "get",
+    ("record", "HEAD"): "get",
+    ("record", "PUT"): "update",
+    ("record", "PATCH"): "update",
+    ("record", "DELETE"): "delete",
+}
+UNMATCHED = "unmatched"
+
+
+# --------------------------------------------------------------------------
+# Recorders
+# --------------------------------------------------------------------------
+
+
+class Recorder(ABC):
+    """Where metric values go. ``values`` are the label values, in the
+    metric's label order. Implementations never raise for their backend's
+    trouble and never block."""
+
+    @abstractmethod
+    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
+        """Add ``n`` to a counter."""
+
+    @abstractmethod
+    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
+        """Record a duration."""
+
+    @abstractmethod
+    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        """Set a gauge."""
+
+    @abstractmethod
+    def unique(self, metric: Metric, value: str) -> None:
+        """Note one value of a set (distinct values are counted)."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release what the recorder holds."""
+
+
+class StatsDRecorder(Recorder):
+    """Metrics as statsd lines, sent over UDP to ``url`` (``udp://host:port``).
+
+    Without ``tags``, label values are appended to the name
+    (``kiln.requests.GET.v1_mushrooms_id.200``); ``tags="dogstatsd"`` sends
+    ``kiln.requests:1|c|#method:GET,...`` and ``tags="telegraf"`` sends
+    ``kiln.requests,method=GET,...:1|c``. Each line is one datagram, sent on
+    a non-blocking socket: when statsd is down it is dropped.
+    """
+
+    def __init__(self, url: str, prefix: str = "kiln", tags: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "udp" or not parts.hostname or not parts.port:
+            raise ConfigError(
+                f"metrics.statsd_url {url!r} is not a statsd address; "
+                "use udp://host:port, like udp://localhost:8125."
+            )
+        self.tags = tags
+        self.connection = StatsConnection(
+            target=("udp", parts.hostname, parts.port, f"{prefix}." if prefix else "", 1.0)
+        )
+        self._names: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def _name(self, metric: Metric, values: tuple[str, ...]) -> str:
+        key = (metric.name, values)
+        name = self._names.get(key)
+        if name is None:
+            prefix = self.connection._key_prefix() + metric.name
+            if not values:
+                name = prefix
+            elif self.tags == "telegraf":
+                pairs = zip(metric.labels, values, strict=True)
+                name = prefix + "".join(f",{label}={_tag(value)}" for label, value in pairs)
+            elif self.tags == "dogstatsd":
+                name = prefix  # the tags follow the value
+            else:
+                name = ".".join([prefix, *(_segment(value) for value in values)])
+            self._names[key] = name
+        return name
+
+    def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:
+        line = f"{self._name(metric, values)}:{text}"
+        if self.tags == "dogstatsd" and values:
+            pairs = zip(metric.labels, values, strict=True)
+            line += "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
+        self.connection.send(line)
+
+    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
+        self._send(metric, values, f"{n:g}|c")
+
+    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
+        self._send(metric, values, f"{seconds * 1000:.3f}|ms")
+
+    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        # statsd reads a leading sign as a delta: a negative gauge goes through zero.
+        if value < 0:
+            self._send(metric, values, "0|g")
+        self._send(metric, values, f"{value:g}|g")
+
+    def unique(self, metric: Metric, value: str) -> None:
+        self._send(metric, (), f"{value}|s")
+
+    def close(self) -> None:
+        self.connection.reset()
+
+
+def _segment(value: str) -> str:
+    """``value`` as one dotted-name segment: ``/v1/mushrooms/<id>`` -> ``v1_mushrooms_id``."""
+    text = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in value.replace("<", ""))
+    return text.replace(">", "").strip("_") or "_"
+
+
+def _tag(value: str) -> str:
+    # Tag separators of either dialect never reach the wire.
+    return "".join("_" if ch in ",:|=#@ \n\r" else ch for ch in value)
+
+
+class PrometheusRecorder(Recorder):
+    """Metrics as ``prometheus_client`` collectors, named ``kiln_<name>``.
+
+    Counters end with ``_total``, timers are histograms in seconds
+    (``kiln_request_duration_seconds``). Under gunicorn, set
+    ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the server
+    starts (as ``prometheus_client`` requires): every worker writes its
+    values there and :meth:`exposition` adds them up.
+    """
+
+    def __init__(self, metrics: Iterable[Metric] = CATALOGUE, namespace: str = "kiln") -> None:
+        import prometheus_client
+
+        self._client = prometheus_client
+        self.registry = prometheus_client.CollectorRegistry()
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self._collectors: dict[str, Any] = {}
+        kinds = {
+            "counter": prometheus_client.Counter,
+            "timer": prometheus_client.Histogram,
+            "gauge": prometheus_client.Gauge,
+        }
+        for metric in metrics:
+            kind = kinds.get(metric.kind)
+            if kind is None:
+                continue  # sets have no Prometheus counterpart
+            name = f"{namespace}_{metric.name}"
+            if metric.kind == "timer":
+                name += "_seconds"
+            extra = {"multiprocess_mode": "livesum"} if metric.kind == "gauge" else {}
+            self._collectors[metric.name] = kind(
+                name, metric.doc, metric.labels, registry=self.registry, **extra
+            )
+
+    def _child(self, metric: Metric, values: tuple[str, ...]) -> Any:
+        collector = self._collectors[metric.name]
+        return collector.labels(*values) if values else collector
+
+    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
+        self._child(metric, values).inc(n)
+
+    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
+        self._child(metric, values).observe(seconds)
+
+    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        self._child(metric, values).set(value)
+
+    def unique(self, metric: Metric, value: str) -> None:
+        pass  # a set of ids would grow without bound; statsd counts them
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text of every metric (all workers' in multiprocess mode), and its type."""
+        client = self._client
+        registry = self.registry
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            registry = client.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return client.generate_latest(registry), client.CONTENT_TYPE_LATEST
+
+
+class _Fanout(Recorder):
+    """Several recorders as one."""
+
+    def __init__(self, recorders: list[Recorder]) -> None:
+        self.recorders = recorders
+
+    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
+        for recorder in self.recorders:
+            recorder.count(metric, values, n)
+
+    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
+        for recorder in self.recorders:
+            recorder.time(metric, values, seconds)
+
+    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        for recorder in self.recorders:
+            recorder.gauge(metric, values, value)
+
+    def unique(self, metric: Metric, value: str) -> None:
+        for recorder in self.recorders:
+            recorder.unique(metric, value)
+
+    def close(self) -> None:
+        for recorder in self.recorders:
+            recorder.close()
+
+
+# --------------------------------------------------------------------------
+# What the framework measures
+# --------------------------------------------------------------------------
+
+
+class Metrics:
+    """An app's metrics: what kiln observes, turned into :data:`CATALOGUE`'s values."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        prometheus: PrometheusRecorder | None = None,
+        *,
+        salt: str = "kiln",
+    ) -> None:
+        self.recorder = recorder
+        #: The recorder ``/__metrics__`` serves, when Prometheus is on.
+        self.prometheus = prometheus
+        #: ``route template -> (resource name, route kind)`` of resource routes.
+        self.resources: dict[str, tuple[str, str]] = {}
+        self._salt = salt.encode()
+
+    def request(
+        self, environ: Mapping[str, Any], method: str, route: str | None, status: int
+    ) -> None:
+        """Record a request (or batch sub-request) answered with ``status``.
+
+        ``route`` is the template the request matched (``None``: none).
+        """
+        recorder = self.recorder
+        method = method if method in _METHODS else "other"
+        template = route or UNMATCHED
+        code = str(status)
+        values = (method, template, code)
+        if environ.get("kiln.subrequest"):
+            recorder.count(SUBREQUESTS, values)
+        else:
+            recorder.count(REQUESTS, values)
+            started = environ.get("kiln.start")
+            if started is not None:
+                recorder.time(REQUEST_DURATION, values, time.perf_counter() - started)
+            self._authentication(environ, status)
+        resource = self.resources.get(template)
+        if resource is not None:
+            name, kind = resource
+            action = "batch" if kind == "batch" else _ACTIONS.get((kind, method), "other")
+            recorder.count(RESOURCE_ACTIONS, (name, action, code))
+
+    def _authentication(self, environ: Mapping[str, Any], status: int) -> None:
+        identity = environ.get("kiln.identity")
+        if identity is not None:
+            self.recorder.count(AUTHENTICATIONS, (str(identity.policy), "success"))
+            digest = hashlib.blake2b(
+                str(identity.prefixed_id).encode(), key=self._salt[:64], digest_size=12
+            )
+            self.recorder.unique(UNIQUE_USERS, digest.hexdigest())
+        elif status == 401:
+            self.recorder.count(AUTHENTICATIONS, ("none", "failure"))
+        else:
+            self.recorder.count(AUTHENTICATIONS, ("none", "anonymous"))
+
+    def retried(self, reason: str) -> None:
+        """A unit of work runs again (``transient`` or ``conflict``)."""
+        self.recorder.count(RETRIES, (reason,))
+
+    def events(self, delivered: int, failed: int) -> None:
+        """Events handed to listeners, and how many listeners raised."""
+        if delivered:
+            self.recorder.count(EVENTS, ("delivered",), delivered)
+        if failed:
+            self.recorder.count(EVENTS, ("failed",), failed)
+
+    def reloaded(self, config: Configuration) -> None:
+        """The configuration was reloaded (a :meth:`Configuration.add_listener` listener)."""
+        self.recorder.count(CONFIG_RELOADS, ())
+
+    def close(self, config: Configuration) -> None:
+        """Stop counting ``config``'s reloads; release the recorders."""
+        config.remove_listener(self.reloaded)
+        self.recorder.close()
+
+
+def build_metrics(config: Configuration) -> Metrics | None:
+    """The metrics ``config`` asks for, or ``None`` when they are off.
+
+    :raises ConfigError: ``metrics.statsd_url`` is not a ``udp://host:port`` address.
+    """
+    recorders: list[Recorder] = []
+    url = config.setting("metrics.statsd_url")
+    if url:
+        recorders.append(
+            StatsDRecorder(
+                url, config.setting("metrics.statsd_prefix"), config.setting("metrics.statsd_tags")
+            )
+        )
+    prometheus = None
+    if config.setting("metrics.prometheus"):
+        prometheus = PrometheusRecorder()
+        recorders.append(prometheus)
+    if not recorders:
+        return None
+    recorder = recorders[0] if len(recorders) == 1 else _Fanout(recorders)
+    return Metrics(recorder, prometheus, salt=str(config.setting("project.name")))
+
+
+# --------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------
+
+#: Backend methods not timed: context managers, the request router (it runs
+#: the whole unit of work), and what runs once at startup.
+_UNTIMED = frozenset(
+    {"close", "transaction", "snapshot", "route_request", "declare_indexes", "initialize_schema"}
+)
+_depth = threading.local()
+
+
+def instrument_backend(backend: Any, kind: str, base: type, metrics: Metrics) -> None:
+    """Time every public method of ``base`` on ``backend`` (in place).
+
+    Each call records ``backend_duration{backend=kind, method}``, and
+    ``backend_errors`` when it raises a :class:`~kiln.exceptions.BackendError`.
+    A call a timed method makes on its own backend is part of the outer one.
+    """
+    for name in dir(base):
+        if name.startswith("_") or name in _UNTIMED:
+            continue
+        if callable(getattr(base, name)):
+            setattr(backend, name, _timed(getattr(backend, name), kind, name, metrics.recorder))
+
+
+def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder) -> Any:
+    values = (kind, name)
+
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_depth, "value", 0):
+            return method(*args, **kwargs)
+        _depth.value = 1
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        except BackendError:
+            recorder.count(BACKEND_ERRORS, values)
+            raise
+        finally:
+            _depth.value = 0
+            recorder.time(BACKEND_DURATION, values, time.perf_counter() - started)
+
+    return timed
+
+
+# --------------------------------------------------------------------------
+# Flask
+# --------------------------------------------------------------------------
+
+
+def install_metrics(app: Flask, state: KilnState) -> None:
+    """Measure ``app``'s requests on the Flask path, serve ``/__metrics__``
+    when Prometheus is on, and count configuration reloads.
+
+    Does nothing when ``state.metrics`` is ``None``. The resource fast path
+    (:mod:`kiln.resource.dispatch`) records its requests itself.
+    """
+    metrics = state.metrics
+    if metrics is None:
+        return
+    from flask import request
+
+    router = state.router
+    for route in router.routes if router is not None else ():
+        name = route.endpoint.name if route.endpoint is not None else "batch"
+        metrics.resources[route.rule] = (name, route.kind)
+
+    @app.after_request
+    @kiln_hook
+    def _record_request(response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        rule = req.url_rule
+        metrics.request(req.environ, req.method, rule.rule if rule else None, response.status_code)
+        return response
+
+    state.config.add_listener(metrics.reloaded)
+    if metrics.prometheus is not None:
+        _install_exposition(app, state, metrics.prometheus)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _install_exposition(app: Flask, state: KilnState, prometheus: PrometheusRecorder) -> None:
+    from flask import request
+
+    def metrics_view() -> Any:
+        token = state.config.setting("metrics.prometheus_token")
+        if token:
+            sent = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                raise HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, "A valid metrics token is needed.")
+        elif request.remote_addr not in _LOOPBACK:
+            raise HTTPError(403, ERRORS.FORBIDDEN, "Metrics are served to loopback clients only.")
+        body, content_type = prometheus.exposition()
+        return app.response_class(body, 200, content_type=content_type)
+
+    app.add_url_rule("/__metrics__", "kiln.metrics", metrics_view, methods=["GET"])
