@@ -1,0 +1,364 @@
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import sqlite3
+import time
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import kiln
+from kiln.config import Configuration
+from kiln.exceptions import ConfigError, TransientBackendError
+from kiln.metrics import (
+    CATALOGUE,
+    PrometheusRecorder,
+    StatsDRecorder,
+    build_metrics,
+)
+from kiln.resource.events import subscribe
+
+VIEWS = ["tests.resource.sample_resources"]
+SECRET = "metrics-secret-" + "x" * 32
+
+
+class Sink:
+    """A loopback statsd server: the lines it received."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.1)
+        self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
+
+    def lines(self) -> list[str]:
+        received = []
+        while True:
+            try:
+                data = self.socket.recv(65536)
+            except TimeoutError:
+                return received
+            received += data.decode().splitlines()
+
+
+@pytest.fixture
+def sink():
+    server = Sink()
+    yield server
+    server.socket.close()
+
+
+@pytest.fixture(autouse=True)
+def built():
+    apps = []
+    yield apps
+    for app in apps:
+        kiln.application.close_app(app)
+
+
+@pytest.fixture
+def build(tmp_path, built):
+    def build_app(metrics, *, flask_path=False, views=VIEWS, **settings):
+        app = make(tmp_path, metrics, flask_path=flask_path, views=views, **settings)
+        built.append(app)
+        return app
+
+    return build_app
+
+
+def make(tmp_path, metrics, *, flask_path=False, views=VIEWS, **settings):
+    app = kiln.create_app(
+        {
+            "views": views,
+            "storage": {"backend": "sqlite", "url": str(tmp_path / "m.sqlite")},
+            "metrics": metrics,
+            **settings,
+        },
+        configure_logging=False,
+    )
+    if flask_path:
+        # A hook kiln did not install: resource requests go through Flask.
+        app.before_request(lambda: None)
+    return app
+
+
+def counters(lines):
+    """``name -> total`` of the counter lines; other lines are left out."""
+    totals: collections.Counter[str] = collections.Counter()
+    for line in lines:
+        name, _, rest = line.partition(":")
+        value, kind = rest.split("|")[:2]
+        if kind == "c":
+            totals[name] += int(value)
+    return dict(totals)
+
+
+def timers(lines):
+    """The names of the timer lines, with how many there were."""
+    return collections.Counter(
+        line.partition(":")[0] for line in lines if line.split("|")[1] == "ms"
+    )
+
+
+@pytest.mark.parametrize("flask_path", [False, True], ids=["fast path", "flask path"])
+def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
+    tmp_path, build, sink, flask_path, caplog
+):
+    app = build({"statsd_url": sink.url}, flask_path=flask_path)
+    client = app.test_client()
+    assert sink.lines() == []  # building the app sends nothing
+    created = client.post("/v1/mushrooms", json={"data": {"name": "a"}})
+    assert created.status_code == 201
+    record = f"/v1/mushrooms/{created.json['data']['id']}"
+    assert client.get(record).status_code == 200
+    assert client.get("/v1/mushrooms").status_code == 200
+    assert client.patch(record, json={"data": {"edible": True}}).status_code == 200
+    assert client.get(f"/v1/mushrooms/{uuid.uuid4()}").status_code == 404
+    assert client.delete(record).status_code == 200
+    batch = client.post(
+        "/v1/batch",
+        json={
+            "requests": [
+                {"method": "POST", "path": "/mushrooms", "body": {"data": {"name": "b"}}},
+                {"path": "/mushrooms"},
+                {"path": "/"},
+            ]
+        },
+    )
+    assert [r["status"] for r in batch.json["responses"]] == [201, 200, 200]
+    assert client.get("/v1/").status_code == 200
+    assert client.get("/v1/nowhere").status_code == 404
+    with sqlite3.connect(tmp_path / "m.sqlite") as db:
+        db.execute("DROP TABLE records")  # the database fails from now on
+    with caplog.at_level(logging.ERROR, "kiln"):
+        failed = client.get("/v1/mushrooms")
+    assert failed.status_code == 503
+    lines = sink.lines()
+
+    assert counters(lines) == {
+        "kiln.requests.POST.v1_mushrooms.201": 1,
+        "kiln.requests.GET.v1_mushrooms_id.200": 1,
+        "kiln.requests.GET.v1_mushrooms.200": 1,
+        "kiln.requests.PATCH.v1_mushrooms_id.200": 1,
+        "kiln.requests.GET.v1_mushrooms_id.404": 1,
+        "kiln.requests.DELETE.v1_mushrooms_id.200": 1,
+        "kiln.requests.POST.v1_batch.200": 1,
+        "kiln.requests.GET.v1.200": 1,
+        "kiln.requests.GET.unmatched.404": 1,
+        "kiln.requests.GET.v1_mushrooms.503": 1,
+        "kiln.batch_subrequests.POST.v1_mushrooms.201": 1,
+        "kiln.batch_subrequests.GET.v1_mushrooms.200": 1,
+        "kiln.batch_subrequests.GET.v1.200": 1,
+        "kiln.resource_actions.mushroom.create.201": 2,
+        "kiln.resource_actions.mushroom.get.200": 1,
+        "kiln.resource_actions.mushroom.list.200": 2,
+        "kiln.resource_actions.mushroom.update.200": 1,
+        "kiln.resource_actions.mushroom.get.404": 1,
+        "kiln.resource_actions.mushroom.delete.200": 1,
+        "kiln.resource_actions.batch.batch.200": 1,
+        "kiln.resource_actions.mushroom.list.503": 1,
+        "kiln.authentications.none.anonymous": 10,
+        "kiln.backend_errors.storage.list_page": 1,
+    }
+    durations = timers(lines)
+    assert {name: n for name, n in durations.items() if ".request_duration." in name} == {
+        f"kiln.request_duration.{name.partition('.requests.')[2]}": 1
+        for name in counters(lines)
+        if name.startswith("kiln.requests.")
+    }
+    backend = {name for name in durations if ".backend_duration." in name}
+    assert {
+        "kiln.backend_duration.storage.apply",
+        "kiln.backend_duration.storage.get",
+        "kiln.backend_duration.storage.list_page",
+    } <= backend
+    assert all(name.startswith("kiln.backend_duration.storage.") for name in backend)
+    # The error log of the failure names the request, as its response does.
+    [error] = [r for r in caplog.records if r.getMessage().startswith("Backend failure")]
+    assert error.fields == {"rid": failed.headers["X-Request-Id"]}
+
+
+def test_statsd_tags_in_the_dogstatsd_style(build, sink):
+    client = build({"statsd_url": sink.url, "statsd_tags": "dogstatsd"}).test_client()
+    client.get("/v1/mushrooms")
+    lines = sink.lines()
+    assert "kiln.requests:1|c|#method:GET,route:/v1/mushrooms,status:200" in lines
+    assert "kiln.resource_actions:1|c|#resource:mushroom,action:list,status:200" in lines
+    assert "kiln.authentications:1|c|#policy:none,outcome:anonymous" in lines
+    [duration] = [line for line in lines if line.startswith("kiln.request_duration:")]
+    assert duration.endswith("|ms|#method:GET,route:/v1/mushrooms,status:200")
+
+
+def test_statsd_tags_in_the_telegraf_style_and_a_prefix(build, sink):
+    metrics = {"statsd_url": sink.url, "statsd_tags": "telegraf", "statsd_prefix": "svc"}
+    client = build(metrics).test_client()
+    client.get("/v1/mushrooms/<x>")
+    lines = sink.lines()
+    assert "svc.requests,method=GET,route=/v1/mushrooms/<id>,status=400:1|c" in lines
+
+
+def test_an_empty_prefix_and_an_unknown_method(build, sink):
+    client = build({"statsd_url": sink.url, "statsd_prefix": ""}).test_client()
+    client.open("/v1/mushrooms", method="BREW")
+    # Flask matched no rule for the method: the route is not known.
+    assert "requests.other.unmatched.405:1|c" in sink.lines()
+
+
+def test_authentication_outcomes_and_hashed_unique_users(build, sink):
+    auth = {"policies": ["basicauth"], "userid_hmac_secret": SECRET}
+    client = build(
+        {"statsd_url": sink.url},
+        views=["tests.resource.auth_resources"],
+        auth=auth,
+        toadstool={"create_principals": ["system.Authenticated"]},
+    ).test_client()
+    alice = {"Authorization": "Basic YWxpY2U6cHc="}  # alice:pw
+    client.get("/v1/toadstools", headers=alice)
+    client.get("/v1/", headers=alice)
+    assert client.post("/v1/toadstools", json={"data": {}}).status_code == 401
+    lines = sink.lines()
+    assert counters(lines)["kiln.authentications.basicauth.success"] == 2
+    assert counters(lines)["kiln.authentications.none.failure"] == 1
+    users = [line for line in lines if line.endswith("|s")]
+    assert len(users) == 2
+    assert len(set(users)) == 1
+    value = users[0].partition(":")[2].partition("|")[0]
+    assert len(value) == 24
+    assert int(value, 16) >= 0
+    assert "alice" not in users[0]
+
+
+def test_retries_events_and_reloads_are_counted(build, built, sink, monkeypatch):
+    app = build({"statsd_url": sink.url})
+    seen = []
+    subscribe(app, seen.append)
+
+    @subscribe(app, actions=["create"])
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    storage = kiln.application.state_of(app).storage
+    real = storage.apply
+    calls = []
+
+    def aborting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientBackendError("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "apply", aborting)
+    assert app.test_client().post("/v1/mushrooms", json={"data": {"name": "a"}}).status_code == 201
+    kiln.application.state_of(app).config.reload()
+    totals = counters(sink.lines())
+    assert totals["kiln.unit_of_work_retries.transient"] == 1
+    assert totals["kiln.events.delivered"] == 1
+    assert totals["kiln.events.failed"] == 1
+    assert totals["kiln.config_reloads"] == 1
+    # Closing the app stops counting its configuration's reloads.
+    config = kiln.application.state_of(app).config
+    kiln.application.close_app(app)
+    built.remove(app)
+    config.reload()
+    assert counters(sink.lines()) == {}
+
+
+def test_a_statsd_server_that_is_down_neither_fails_nor_slows_requests(build):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"udp://127.0.0.1:{closed.getsockname()[1]}"
+    client = build({"statsd_url": url}).test_client()
+    started = time.perf_counter()
+    for _ in range(20):
+        assert client.get("/v1/mushrooms").status_code == 200
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize(
+    "url", ["tcp://127.0.0.1:8125", "udp://127.0.0.1", "localhost:8125", "udp://:8125"]
+)
+def test_a_statsd_url_that_is_not_udp_host_port_is_refused(build, url):
+    with pytest.raises(ConfigError, match="use udp://host:port"):
+        build({"statsd_url": url})
+
+
+def test_unknown_statsd_tags_are_refused(build):
+    with pytest.raises(ConfigError, match="statsd_tags"):
+        build({"statsd_url": "udp://127.0.0.1:8125", "statsd_tags": "influx"})
+
+
+def test_metrics_are_off_by_default():
+    assert build_metrics(Configuration.from_mapping({})) is None
+    app = kiln.create_app({}, configure_logging=False)
+    assert kiln.application.state_of(app).metrics is None
+    assert app.test_client().get("/__metrics__").status_code == 404
+
+
+def test_a_negative_gauge_goes_through_zero(sink):
+    recorder = StatsDRecorder(sink.url)
+    gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
+    recorder.gauge(gauge, (), -3)
+    recorder.gauge(gauge, (), 2.5)
+    assert sink.lines() == ["kiln.queue:0|g", "kiln.queue:-3|g", "kiln.queue:2.5|g"]
+    recorder.close()
+
+
+# --------------------------------------------------------------------------
+# Prometheus
+# --------------------------------------------------------------------------
+
+
+def scrape(client, **kwargs):
+    response = client.get("/__metrics__", **kwargs)
+    assert response.status_code == 200, response.json
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_prometheus_and_statsd_at_once(build, sink):
+    client = build({"statsd_url": sink.url, "prometheus": True}).test_client()
+    client.get("/v1/mushrooms")
+    client.get("/v1/mushrooms")
+    samples = scrape(client)
+    labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
+    assert samples[("kiln_requests_total", labels)] == 2
+    assert samples[("kiln_request_duration_seconds_count", labels)] == 2
+    assert (
+        samples[("kiln_authentications_total", (("outcome", "anonymous"), ("policy", "none")))] == 2
+    )
+    assert counters(sink.lines())["kiln.requests.GET.v1_mushrooms.200"] == 2
+
+
+def test_metrics_need_the_token_when_one_is_set(build):
+    metrics = {"prometheus": True, "prometheus_token": "s3cret"}
+    client = build(metrics).test_client()
+    assert client.get("/__metrics__").status_code == 401
+    wrong = client.get("/__metrics__", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.json["errno"] == 104
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    samples = scrape(client, headers={"Authorization": "Bearer s3cret"}, environ_overrides=remote)
+    assert any(name == "kiln_requests_total" for name, _ in samples)
+
+
+def test_metrics_are_served_to_loopback_clients_only_without_a_token(build):
+    client = build({"prometheus": True}).test_client()
+    refused = client.get("/__metrics__", environ_overrides={"REMOTE_ADDR": "203.0.113.9"})
+    assert refused.status_code == 403
+    assert refused.json["errno"] == 121
+    assert scrape(client, environ_overrides={"REMOTE_ADDR": "::1"})
+
+
+def test_a_prometheus_gauge(build):
+    recorder = PrometheusRecorder([CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())])
+    recorder.gauge(CATALOGUE[0]._replace(name="depth", kind="gauge", labels=()), (), 4)
+    recorder.unique(CATALOGUE[0], "ignored")
+    body, content_type = recorder.exposition()
+    assert b"kiln_depth 4.0" in body
+    assert content_type.startswith("text/plain")
