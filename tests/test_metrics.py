@@ -20,6 +20,8 @@ from kiln.metrics import (
     build_metrics,
 )
 from kiln.resource.events import subscribe
+from tests.test_cli import clean_env, free_port, http_get, running, write
+from tests.test_wsgi import gunicorn_args
 
 VIEWS = ["tests.resource.sample_resources"]
 SECRET = "metrics-secret-" + "x" * 32
@@ -362,3 +364,53 @@ def test_a_prometheus_gauge(build):
     body, content_type = recorder.exposition()
     assert b"kiln_depth 4.0" in body
     assert content_type.startswith("text/plain")
+
+
+MUSHROOM_VIEWS = """\
+from kiln import resource
+
+
+@resource.register()
+class Mushroom(resource.Resource):
+    schema = None
+"""
+
+
+def test_gunicorn_workers_metrics_are_added_up_on_metrics(tmp_path):
+    write(tmp_path / "mushroom_views.py", MUSHROOM_VIEWS)
+    write(
+        tmp_path / "c.yaml",
+        "views: [mushroom_views]\nstorage: {backend: memory}\nmetrics: {prometheus: true}\n",
+    )
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(KILN_CONFIG="c.yaml", PROMETHEUS_MULTIPROC_DIR=str(shared))
+    args = gunicorn_args("kiln.wsgi:application", port)
+    args[args.index("--workers") + 1] = "2"
+    log = tmp_path / "gunicorn.log"
+    with running(args, cwd=tmp_path, env=env, log=log, url=f"{base}/__lbheartbeat__"):
+        # A request whose headers are not finished holds one worker, so the
+        # other serves the next ones: both workers count requests.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"GET /v1/mushrooms HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.2)
+            for _ in range(5):
+                assert http_get(f"{base}/v1/mushrooms")[0] == 200
+            held.sendall(b"Connection: close\r\n\r\n")
+            assert held.recv(100).startswith(b"HTTP/1.1 200")
+        status, text = http_get(f"{base}/__metrics__")
+    assert status == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
+    assert samples[("kiln_requests_total", labels)] == 6
+    assert samples[("kiln_request_duration_seconds_count", labels)] == 6
+    actions = (("action", "list"), ("resource", "mushroom"), ("status", "200"))
+    assert samples[("kiln_resource_actions_total", actions)] == 6
+    # Each worker wrote its own values.
+    assert len({path.stem.rpartition("_")[2] for path in shared.glob("counter_*.db")}) == 2
