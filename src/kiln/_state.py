@@ -97,6 +97,8 @@ class KilnState:
     docs: Any = None
     #: The app's :class:`kiln.metrics.Metrics`; ``None`` when metrics are off.
     metrics: Metrics | None = None
+    #: The app's OpenTelemetry tracer (:mod:`kiln.tracing`); ``None`` when tracing is off.
+    tracer: Any = None
 
     def close(self) -> None:
         """Release the backends' connections and files and the policies' resources."""

@@ -59,6 +59,7 @@ from kiln.resource import Registration, registrations
 from kiln.resource.batch import install_batch
 from kiln.resource.views import mount_resources
 from kiln.storage import StorageBase, load_storage
+from kiln.tracing import build_tracer, install_tracing
 from kiln.views import install_utility_views
 
 __all__ = [
@@ -128,6 +129,7 @@ def create_app(
     state = KilnState(config=configuration, api_prefix=f"/v{api_major(configuration)}")
     app.extensions["kiln"] = state
     state.metrics = build_metrics(configuration)
+    state.tracer = build_tracer(configuration)
 
     if configure_logging:
         kiln_logging.configure(configuration)
@@ -149,6 +151,7 @@ def create_app(
     install_accounts(app, state)
     mount_resources(app, state, declared)
     install_metrics(app, state)
+    install_tracing(app, state)
     install_docs(app)
     _wrap_middleware(app, configuration.setting("middleware"))
     return app
@@ -180,9 +183,8 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
         if initialize:
             state.cache.initialize_schema()
         register_heartbeat(app, "cache", state.cache.heartbeat)
-    metrics = state.metrics
-    if metrics is not None:
-        # Timed where the app calls them: each backend's public methods, in place.
+    if state.metrics is not None or state.tracer is not None:
+        # Measured where the app calls them: each backend's public methods, in place.
         for kind, base in (
             ("storage", StorageBase),
             ("permission", PermissionBase),
@@ -190,7 +192,7 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
         ):
             backend = getattr(state, kind)
             if backend is not None:
-                instrument_backend(backend, kind, base, metrics)
+                instrument_backend(backend, kind, base, state.metrics, state.tracer)
 
 
 def _new_flask(configuration: Configuration) -> Flask:

@@ -40,6 +40,7 @@ from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import BackendError, ConfigError
 from kiln.stats import StatsConnection
+from kiln.tracing import span
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -516,18 +517,28 @@ _UNTIMED = frozenset(
 _depth = threading.local()
 
 
-def instrument_backend(backend: Any, kind: str, base: type, metrics: Metrics) -> None:
-    """Time every public method of ``base`` on ``backend`` (in place).
+def instrument_backend(
+    backend: Any, kind: str, base: type, metrics: Metrics | None, tracer: Any = None
+) -> None:
+    """Measure every public method of ``base`` on ``backend`` (in place).
 
-    Each call records ``backend_duration{backend=kind, method}``, and
-    ``backend_errors`` when it raises a :class:`~kiln.exceptions.BackendError`.
-    A call a timed method makes on its own backend is part of the outer one.
+    With ``metrics``, each call records ``backend_duration{backend=kind,
+    method}``, and ``backend_errors`` when it raises a
+    :class:`~kiln.exceptions.BackendError`; with ``tracer`` (OpenTelemetry),
+    each call is a ``<kind>.<method>`` span. A call a measured method makes
+    on its own backend is part of the outer one.
     """
+    recorder = metrics.recorder if metrics is not None else None
     for name in dir(base):
         if name.startswith("_") or name in _UNTIMED:
             continue
         if callable(getattr(base, name)):
-            setattr(backend, name, _timed(getattr(backend, name), kind, name, metrics.recorder))
+            method = getattr(backend, name)
+            if recorder is not None:
+                method = _timed(method, kind, name, recorder)
+            if tracer is not None:
+                method = _traced(method, f"{kind}.{name}", tracer)
+            setattr(backend, name, method)
 
 
 def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder) -> Any:
@@ -549,6 +560,21 @@ def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder)
             recorder.time(BACKEND_DURATION, values, time.perf_counter() - started)
 
     return timed
+
+
+def _traced(method: Callable[..., Any], name: str, tracer: Any) -> Any:
+    @functools.wraps(method)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_depth, "traced", 0):
+            return method(*args, **kwargs)
+        _depth.traced = 1
+        try:
+            with span(tracer, name):
+                return method(*args, **kwargs)
+        finally:
+            _depth.traced = 0
+
+    return traced
 
 
 # --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from kiln.logging import REQUEST_ID_HEADER, log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
 from kiln.resource.events import ResourceChanged, deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
+from kiln.tracing import span
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -275,6 +276,8 @@ class ResourceDispatcher:
         config = state.config
         method = environ["REQUEST_METHOD"]
         start_timer(environ)
+        if state.tracer is not None:
+            environ["kiln.route"] = route.rule  # the request span's name
         headers = EnvironHeaders(environ)
         identity = None
         context = self.app.app_context()
@@ -472,15 +475,21 @@ def run_unit(
         if metrics is not None:
             metrics.events(*counts)
 
-    return run(
-        storage,
-        state.permission,
-        work,
-        transient_retries=int(state.config.setting("storage.transaction_retries")),
-        notify=notify,
-        blind_deletes=blind_deletes,
-        on_retry=None if metrics is None else metrics.retried,
-    )
+    def unit() -> T:
+        return run(
+            storage,
+            state.permission,
+            work,
+            transient_retries=int(state.config.setting("storage.transaction_retries")),
+            notify=notify,
+            blind_deletes=blind_deletes,
+            on_retry=None if metrics is None else metrics.retried,
+        )
+
+    if state.tracer is None:
+        return unit()
+    with span(state.tracer, "unit of work"):
+        return unit()
 
 
 def error_reply(error: HTTPError, environ: dict[str, Any]) -> Reply:
