@@ -361,6 +361,7 @@ def test_a_prometheus_gauge(build):
     recorder = PrometheusRecorder([CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())])
     recorder.gauge(CATALOGUE[0]._replace(name="depth", kind="gauge", labels=()), (), 4)
     recorder.unique(CATALOGUE[0], "ignored")
+    assert recorder._declare(CATALOGUE[1]) is recorder._declare(CATALOGUE[1])
     body, content_type = recorder.exposition()
     assert b"kiln_depth 4.0" in body
     assert content_type.startswith("text/plain")
@@ -414,3 +415,18 @@ def test_gunicorn_workers_metrics_are_added_up_on_metrics(tmp_path):
     assert samples[("kiln_resource_actions_total", actions)] == 6
     # Each worker wrote its own values.
     assert len({path.stem.rpartition("_")[2] for path in shared.glob("counter_*.db")}) == 2
+
+
+def test_a_request_answered_by_an_earlier_hook_is_timed(build, sink):
+    app = build({"statsd_url": sink.url, "prometheus": True})
+    app.before_request_funcs[None].insert(0, lambda: ("early", 202))
+    assert app.test_client().get("/v1/nowhere").status_code == 202
+    assert timers(sink.lines()) == {"kiln.request_duration.GET.unmatched.202": 1}
+
+
+def test_both_recorders_get_every_kind_of_value(build, sink):
+    metrics = kiln.application.state_of(build({"statsd_url": sink.url, "prometheus": True})).metrics
+    gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
+    metrics.recorder.gauge(gauge, (), 1)
+    metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
+    assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import kiln
 from kiln.config import Configuration
 from kiln.exceptions import ConfigError
-from kiln.tracing import build_tracer
+from kiln.tracing import _Carrier, _provider_from_environment, build_tracer
 from tests.test_cli import clean_env
 
 VIEWS = ["tests.resource.sample_resources"]
@@ -156,3 +156,32 @@ def test_the_otel_variables_configure_the_exporters(tmp_path):
     request = next(span for span in spans if span["name"] == "GET /v1/mushrooms")
     assert request["resource"]["attributes"]["service.name"] == "mushrooms"
     assert request["attributes"]["http.response.status_code"] == 200
+
+
+def test_a_request_answered_by_an_earlier_hook_is_traced_with_its_id(spans):
+    app = kiln.create_app({"tracing": {"enabled": True}}, configure_logging=False)
+    app.before_request_funcs[None].insert(0, lambda: ("early", 202))
+    response = app.test_client().get("/v1/")
+    [request] = spans()
+    assert request.attributes["kiln.request_id"] == response.headers["X-Request-Id"]
+    assert request.attributes["http.response.status_code"] == 202
+
+
+def test_the_environ_is_read_as_headers():
+    carrier = _Carrier({"HTTP_TRACEPARENT": "00-x", "HTTP_X_B3_ID": "1", "PATH_INFO": "/"})
+    assert sorted(carrier.keys()) == ["traceparent", "x-b3-id"]
+    assert carrier.get("traceparent") == ["00-x"]
+    assert carrier.get("tracestate") is None
+
+
+def test_without_the_sdk_spans_are_dropped_with_a_warning(monkeypatch, caplog):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: None if name == "opentelemetry.sdk" else real(name),
+    )
+    _provider_from_environment({})
+    assert "opentelemetry-sdk is not installed" in caplog.text

@@ -594,6 +594,8 @@ def install_request_summary(app: Flask, config: Configuration) -> None:
     def _log_summary(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
         environ = req.environ
+        if "kiln.start" not in environ:  # another hook was put before ours and answered
+            start_timer(environ)
         log_summary(config, environ, req.method, req.path, response.status_code)
         if not environ.get("kiln.subrequest"):
             response.headers[REQUEST_ID_HEADER] = environ.get("kiln.request_id", "")
@@ -645,11 +647,7 @@ def log_summary(
     target = _SUBREQUEST_SUMMARY if environ.get("kiln.subrequest") else _SUMMARY
     if not target.isEnabledFor(logging.INFO) or not config.setting("request.summary"):
         return
-    started = environ.get("kiln.start")
-    if started is None:  # another hook was put before ours and answered
-        start_timer(environ)
-        started = environ["kiln.start"]
-    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    elapsed_ms = round((time.perf_counter() - environ["kiln.start"]) * 1000, 2)
     query_string = environ.get("QUERY_STRING", "")
     fields = {
         "agent": environ.get("HTTP_USER_AGENT"),

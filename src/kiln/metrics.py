@@ -327,26 +327,35 @@ class PrometheusRecorder(Recorder):
         self._client = prometheus_client
         self.registry = prometheus_client.CollectorRegistry()
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.namespace = namespace
         self._collectors: dict[str, Any] = {}
-        kinds = {
-            "counter": prometheus_client.Counter,
-            "timer": prometheus_client.Histogram,
-            "gauge": prometheus_client.Gauge,
-        }
+        self._lock = threading.Lock()
         for metric in metrics:
-            kind = kinds.get(metric.kind)
-            if kind is None:
-                continue  # sets have no Prometheus counterpart
-            name = f"{namespace}_{metric.name}"
-            if metric.kind == "timer":
-                name += "_seconds"
-            extra = {"multiprocess_mode": "livesum"} if metric.kind == "gauge" else {}
-            self._collectors[metric.name] = kind(
-                name, metric.doc, metric.labels, registry=self.registry, **extra
-            )
+            if metric.kind != "set":  # sets have no Prometheus counterpart
+                self._declare(metric)
+
+    def _declare(self, metric: Metric) -> Any:
+        """The collector of ``metric``, made on first use."""
+        client = self._client
+        with self._lock:
+            collector = self._collectors.get(metric.name)
+            if collector is None:
+                name = f"{self.namespace}_{metric.name}"
+                extra: dict[str, Any] = {}
+                if metric.kind == "timer":
+                    kind, name = client.Histogram, name + "_seconds"
+                elif metric.kind == "gauge":
+                    kind, extra = client.Gauge, {"multiprocess_mode": "livesum"}
+                else:
+                    kind = client.Counter
+                collector = kind(name, metric.doc, metric.labels, registry=self.registry, **extra)
+                self._collectors[metric.name] = collector
+        return collector
 
     def _child(self, metric: Metric, values: tuple[str, ...]) -> Any:
-        collector = self._collectors[metric.name]
+        collector = self._collectors.get(metric.name)
+        if collector is None:
+            collector = self._declare(metric)
         return collector.labels(*values) if values else collector
 
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
@@ -438,9 +447,8 @@ class Metrics:
             recorder.count(SUBREQUESTS, values)
         else:
             recorder.count(REQUESTS, values)
-            started = environ.get("kiln.start")
-            if started is not None:
-                recorder.time(REQUEST_DURATION, values, time.perf_counter() - started)
+            started = environ["kiln.start"]
+            recorder.time(REQUEST_DURATION, values, time.perf_counter() - started)
             self._authentication(environ, status)
         resource = self.resources.get(template)
         if resource is not None:
@@ -599,13 +607,16 @@ def install_metrics(app: Flask, state: KilnState) -> None:
         name = route.endpoint.name if route.endpoint is not None else "batch"
         metrics.resources[route.rule] = (name, route.kind)
 
-    @app.after_request
     @kiln_hook
     def _record_request(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
         rule = req.url_rule
         metrics.request(req.environ, req.method, rule.rule if rule else None, response.status_code)
         return response
+
+    # Last of the after-request hooks (they run in reverse): the request
+    # summary's hook has timed even a request another hook answered early.
+    app.after_request_funcs.setdefault(None, []).insert(0, _record_request)
 
     state.config.add_listener(metrics.reloaded)
     if metrics.prometheus is not None:

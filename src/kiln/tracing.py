@@ -169,13 +169,10 @@ class _Traced:
             if route is not None:
                 current.update_name(f"{method} {route}")
                 current.set_attribute("http.route", route)
-            if status:
-                current.set_attribute("http.response.status_code", status[0])
-                if status[0] >= 500:
-                    current.set_status(self._error)
-            request_id = environ.get("kiln.request_id")
-            if request_id is not None:
-                current.set_attribute("kiln.request_id", request_id)
+            current.set_attribute("http.response.status_code", status[0])
+            if status[0] >= 500:
+                current.set_status(self._error)
+            current.set_attribute("kiln.request_id", environ.get("kiln.request_id", ""))
             return rv
 
 
