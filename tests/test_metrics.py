@@ -7,19 +7,23 @@ import sqlite3
 import time
 import uuid
 
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import kiln
+from kiln._postgresql import describe
 from kiln.config import Configuration
 from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.metrics import (
     CATALOGUE,
     PrometheusRecorder,
     StatsDRecorder,
+    _segment,
     build_metrics,
 )
 from kiln.resource.events import subscribe
+from tests.pgschema import fresh_schema
 from tests.test_cli import clean_env, free_port, http_get, running, write
 from tests.test_wsgi import gunicorn_args
 
@@ -33,15 +37,16 @@ class Sink:
     def __init__(self) -> None:
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind(("127.0.0.1", 0))
-        self.socket.settimeout(0.1)
+        self.socket.setblocking(False)
         self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
 
     def lines(self) -> list[str]:
+        # A request's metrics are sent before its response: they are here already.
         received = []
         while True:
             try:
                 data = self.socket.recv(65536)
-            except TimeoutError:
+            except BlockingIOError:
                 return received
             received += data.decode().splitlines()
 
@@ -268,15 +273,18 @@ def test_retries_events_and_reloads_are_counted(build, built, sink, monkeypatch)
     assert counters(sink.lines()) == {}
 
 
-def test_a_statsd_server_that_is_down_neither_fails_nor_slows_requests(build):
+def test_a_statsd_server_that_is_down_neither_fails_nor_slows_requests(build, caplog):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
         closed.bind(("127.0.0.1", 0))
         url = f"udp://127.0.0.1:{closed.getsockname()[1]}"
     client = build({"statsd_url": url}).test_client()
     started = time.perf_counter()
-    for _ in range(20):
-        assert client.get("/v1/mushrooms").status_code == 200
+    with caplog.at_level(logging.WARNING, "kiln.stats"):
+        for _ in range(20):
+            assert client.get("/v1/mushrooms").status_code == 200
     assert time.perf_counter() - started < 5
+    # Sends fail (the port refuses them), and that is said once.
+    assert [r.getMessage()[:26] for r in caplog.records] == ["Could not send stats to 12"]
 
 
 @pytest.mark.parametrize(
@@ -430,3 +438,50 @@ def test_both_recorders_get_every_kind_of_value(build, sink):
     metrics.recorder.gauge(gauge, (), 1)
     metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
     assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]
+
+
+def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink, monkeypatch):
+    alice = {"Authorization": "Basic YWxpY2U6cHc="}
+    bob = {"Authorization": "Basic Ym9iOnB3"}
+    with fresh_schema(postgresql_url) as url:
+        # The primary listed as its own replica: always fresh.
+        app = kiln.create_app(
+            {
+                "views": VIEWS,
+                "storage": {
+                    "backend": "postgresql",
+                    "url": url,
+                    "read_urls": [url],
+                    "replica_check_seconds": 0.05,
+                },
+                "auth": {"policies": ["basicauth"], "userid_hmac_secret": SECRET},
+                "metrics": {"statsd_url": sink.url},
+            },
+            configure_logging=False,
+        )
+        try:
+            client = app.test_client()
+            replicas = kiln.application.state_of(app).storage.database.replicas
+            deadline = time.monotonic() + 10
+            while replicas.pick() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            sink.lines()
+            assert client.get("/v1/mushrooms", headers=bob).status_code == 200
+            assert client.post("/v1/mushrooms", json={"data": {"name": "a"}}, headers=alice)
+            assert client.get("/v1/mushrooms", headers=alice).status_code == 200  # just wrote
+            lines = sink.lines()
+
+            # The replica fails in the middle of a request: read again on the primary.
+            def gone():
+                raise psycopg.OperationalError("the replica is gone")
+
+            monkeypatch.setattr(replicas.replicas[0].database, "pool", gone)
+            assert client.get("/v1/mushrooms", headers=bob).status_code == 200
+            fallback = sink.lines()
+        finally:
+            kiln.application.close_app(app)
+    totals = counters(lines)
+    assert totals["kiln.replica_reads.replica"] == 1
+    assert totals["kiln.replica_reads.primary"] == 1
+    assert timers(lines)[f"kiln.pool_wait.{_segment(describe(url))}"] >= 3
+    assert counters(fallback)["kiln.replica_reads.fallback"] == 1

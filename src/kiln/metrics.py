@@ -171,6 +171,21 @@ EVENTS = Metric(
     "Resource events handed to listeners: `delivered`, `failed` (a listener raised).",
 )
 
+REPLICA_READS = Metric(
+    "replica_reads",
+    "counter",
+    ("target",),
+    "Safe requests of a PostgreSQL storage with read replicas, by where their reads went: "
+    "`replica`, `primary` (a recent write, If-Match, no fresh replica), `fallback` (the "
+    "replica failed; read again on the primary).",
+)
+POOL_WAIT = Metric(
+    "pool_wait",
+    "timer",
+    ("pool",),
+    "Time to get a connection from a PostgreSQL pool (`host:port/dbname`).",
+)
+
 #: Every metric the framework sends.
 CATALOGUE: tuple[Metric, ...] = (
     REQUESTS,
@@ -180,6 +195,8 @@ CATALOGUE: tuple[Metric, ...] = (
     BACKEND_DURATION,
     BACKEND_ERRORS,
     RETRIES,
+    REPLICA_READS,
+    POOL_WAIT,
     AUTHENTICATIONS,
     UNIQUE_USERS,
     CONFIG_RELOADS,
@@ -469,6 +486,14 @@ class Metrics:
         else:
             self.recorder.count(AUTHENTICATIONS, ("none", "anonymous"))
 
+    def routed(self, target: str) -> None:
+        """A safe request's reads went to ``target`` (``replica``, ``primary``, ``fallback``)."""
+        self.recorder.count(REPLICA_READS, (target,))
+
+    def pool_wait(self, pool: str, seconds: float) -> None:
+        """A connection of ``pool`` was handed out after ``seconds``."""
+        self.recorder.time(POOL_WAIT, (pool,), seconds)
+
     def retried(self, reason: str) -> None:
         """A unit of work runs again (``transient`` or ``conflict``)."""
         self.recorder.count(RETRIES, (reason,))
@@ -537,6 +562,12 @@ def instrument_backend(
     on its own backend is part of the outer one.
     """
     recorder = metrics.recorder if metrics is not None else None
+    database: Any = getattr(backend, "database", None)
+    if metrics is not None and hasattr(database, "observer"):
+        # PostgreSQL: its pools' waits and its replicas' reads.
+        database.observer = metrics
+        for replica in database.replicas.replicas if database.replicas is not None else ():
+            replica.database.observer = metrics
     for name in dir(base):
         if name.startswith("_") or name in _UNTIMED:
             continue

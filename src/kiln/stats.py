@@ -70,6 +70,8 @@ logger = logging.getLogger("kiln.stats")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Seconds between two warnings of failed sends.
+WARNING_INTERVAL = 60.0
 #: Largest UDP payload sent at once: fits an Ethernet MTU, as statsd advises.
 MAX_DATAGRAM = 1432
 
@@ -235,6 +237,8 @@ class StatsConnection(_Metrics):
         target: tuple[str, str, int, str, float] | None = None,
     ) -> None:
         self._fixed = _Target(*target) if target is not None else None
+        #: When a failed send was last logged.
+        self._warned_at = -math.inf
         self.backoff_initial = backoff_initial
         self.backoff_multiplier = backoff_multiplier
         self.backoff_max = backoff_max
@@ -278,7 +282,11 @@ class StatsConnection(_Metrics):
                 else:
                     sock.sendall(data)
             except OSError as exc:
-                logger.warning("Could not send stats to %s:%s: %s", host, port, exc)
+                now = time.monotonic()
+                # A statsd that is down must not flood the logs: one line a minute.
+                if now - self._warned_at >= WARNING_INTERVAL:
+                    self._warned_at = now
+                    logger.warning("Could not send stats to %s:%s: %s", host, port, exc)
                 self._reset()
                 return False
         return True
