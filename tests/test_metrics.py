@@ -23,6 +23,7 @@ from kiln.metrics import (
     build_metrics,
 )
 from kiln.resource.events import subscribe
+from kiln.stats import MAX_DATAGRAM
 from tests.pgschema import fresh_schema
 from tests.test_cli import clean_env, free_port, http_get, running, write
 from tests.test_wsgi import gunicorn_args
@@ -40,15 +41,17 @@ class Sink:
         self.socket.setblocking(False)
         self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
 
-    def lines(self) -> list[str]:
+    def datagrams(self) -> list[bytes]:
         # A request's metrics are sent before its response: they are here already.
         received = []
         while True:
             try:
-                data = self.socket.recv(65536)
+                received.append(self.socket.recv(65536))
             except BlockingIOError:
                 return received
-            received += data.decode().splitlines()
+
+    def lines(self) -> list[str]:
+        return [line for data in self.datagrams() for line in data.decode().splitlines()]
 
 
 @pytest.fixture
@@ -312,6 +315,7 @@ def test_a_negative_gauge_goes_through_zero(sink):
     gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
     recorder.gauge(gauge, (), -3)
     recorder.gauge(gauge, (), 2.5)
+    recorder.close()  # sends what it held back
     assert sink.lines() == ["kiln.queue:0|g", "kiln.queue:-3|g", "kiln.queue:2.5|g"]
     recorder.close()
 
@@ -437,6 +441,7 @@ def test_both_recorders_get_every_kind_of_value(build, sink):
     gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
     metrics.recorder.gauge(gauge, (), 1)
     metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
+    metrics.recorder.flush()
     assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]
 
 
@@ -485,3 +490,27 @@ def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink
     assert totals["kiln.replica_reads.primary"] == 1
     assert timers(lines)[f"kiln.pool_wait.{_segment(describe(url))}"] >= 3
     assert counters(fallback)["kiln.replica_reads.fallback"] == 1
+
+
+def test_a_request_sends_its_metrics_in_one_datagram(build, sink):
+    client = build({"statsd_url": sink.url}).test_client()
+    client.post("/v1/mushrooms", json={"data": {"name": "a"}})
+    [datagram] = sink.datagrams()
+    assert len(datagram.splitlines()) >= 6  # request, duration, action, auth, backends
+
+
+def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monkeypatch):
+    recorder = StatsDRecorder(sink.url)
+    requests = CATALOGUE[0]
+    for _ in range(100):  # about 40 bytes each
+        recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
+    datagrams = sink.datagrams()
+    assert datagrams
+    assert all(len(data) <= MAX_DATAGRAM for data in datagrams)
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
+    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
+    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))  # the first is old now
+    recorder.flush()
+    total = sum(len(data.splitlines()) for data in datagrams + sink.datagrams())
+    assert total == 102
+    recorder.close()

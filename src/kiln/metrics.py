@@ -39,7 +39,7 @@ from kiln._state import kiln_hook
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import BackendError, ConfigError
-from kiln.stats import StatsConnection
+from kiln.stats import MAX_DATAGRAM, StatsConnection
 from kiln.tracing import span
 
 if TYPE_CHECKING:
@@ -219,6 +219,8 @@ _ACTIONS = {
     ("record", "DELETE"): "delete",
 }
 UNMATCHED = "unmatched"
+#: Longest a statsd line is held back before it is sent (see :class:`StatsDRecorder`).
+HOLD_SECONDS = 1.0
 
 
 # --------------------------------------------------------------------------
@@ -247,6 +249,9 @@ class Recorder(ABC):
     def unique(self, metric: Metric, value: str) -> None:
         """Note one value of a set (distinct values are counted)."""
 
+    def flush(self) -> None:  # noqa: B027 - nothing held back by default
+        """Send what this thread recorded and holds back (the end of a request)."""
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release what the recorder holds."""
 
@@ -257,8 +262,13 @@ class StatsDRecorder(Recorder):
     Without ``tags``, label values are appended to the name
     (``kiln.requests.GET.v1_mushrooms_id.200``); ``tags="dogstatsd"`` sends
     ``kiln.requests:1|c|#method:GET,...`` and ``tags="telegraf"`` sends
-    ``kiln.requests,method=GET,...:1|c``. Each line is one datagram, sent on
-    a non-blocking socket: when statsd is down it is dropped.
+    ``kiln.requests,method=GET,...:1|c``.
+
+    A thread's lines are held back and sent together, in as few datagrams as
+    fit (:data:`~kiln.stats.MAX_DATAGRAM` bytes), at :meth:`flush` (the end
+    of each request), when they fill a datagram, or when the oldest is
+    :data:`HOLD_SECONDS` old. Datagrams go out on a non-blocking socket: when
+    statsd is down they are dropped.
     """
 
     def __init__(self, url: str, prefix: str = "kiln", tags: str | None = None) -> None:
@@ -272,31 +282,48 @@ class StatsDRecorder(Recorder):
         self.connection = StatsConnection(
             target=("udp", parts.hostname, parts.port, f"{prefix}." if prefix else "", 1.0)
         )
-        self._names: dict[tuple[str, tuple[str, ...]], str] = {}
+        #: ``(name, tags after the value)`` of each metric and label values seen.
+        self._names: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+        self._held = threading.local()
 
-    def _name(self, metric: Metric, values: tuple[str, ...]) -> str:
+    def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str]:
         key = (metric.name, values)
-        name = self._names.get(key)
-        if name is None:
-            prefix = self.connection._key_prefix() + metric.name
-            if not values:
-                name = prefix
-            elif self.tags == "telegraf":
-                pairs = zip(metric.labels, values, strict=True)
-                name = prefix + "".join(f",{label}={_tag(value)}" for label, value in pairs)
-            elif self.tags == "dogstatsd":
-                name = prefix  # the tags follow the value
-            else:
-                name = ".".join([prefix, *(_segment(value) for value in values)])
-            self._names[key] = name
-        return name
+        rv = self._names.get(key)
+        if rv is None:
+            name = self.connection._key_prefix() + metric.name
+            suffix = ""
+            if values:
+                pairs = list(zip(metric.labels, values, strict=True))
+                if self.tags == "telegraf":
+                    name += "".join(f",{label}={_tag(value)}" for label, value in pairs)
+                elif self.tags == "dogstatsd":
+                    suffix = "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
+                else:
+                    name = ".".join([name, *(_segment(value) for value in values)])
+            rv = self._names[key] = (name, suffix)
+        return rv
 
     def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:
-        line = f"{self._name(metric, values)}:{text}"
-        if self.tags == "dogstatsd" and values:
-            pairs = zip(metric.labels, values, strict=True)
-            line += "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
-        self.connection.send(line)
+        name, suffix = self._name(metric, values)
+        line = f"{name}:{text}{suffix}"
+        held = self._held
+        lines: list[str] | None = getattr(held, "lines", None)
+        if not lines:
+            held.lines = [line]
+            held.size = len(line)
+            held.since = time.monotonic()
+            return
+        lines.append(line)
+        held.size += len(line) + 1
+        if held.size >= MAX_DATAGRAM or time.monotonic() - held.since >= HOLD_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        held = self._held
+        lines: list[str] | None = getattr(held, "lines", None)
+        if lines:
+            held.lines = None
+            self.connection.send("\n".join(lines))
 
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
         self._send(metric, values, f"{n:g}|c")
@@ -314,6 +341,7 @@ class StatsDRecorder(Recorder):
         self._send(metric, (), f"{value}|s")
 
     def close(self) -> None:
+        self.flush()
         self.connection.reset()
 
 
@@ -421,6 +449,10 @@ class _Fanout(Recorder):
         for recorder in self.recorders:
             recorder.unique(metric, value)
 
+    def flush(self) -> None:
+        for recorder in self.recorders:
+            recorder.flush()
+
     def close(self) -> None:
         for recorder in self.recorders:
             recorder.close()
@@ -472,6 +504,8 @@ class Metrics:
             name, kind = resource
             action = "batch" if kind == "batch" else _ACTIONS.get((kind, method), "other")
             recorder.count(RESOURCE_ACTIONS, (name, action, code))
+        if not environ.get("kiln.subrequest"):
+            recorder.flush()  # the request's lines, its backends' and sub-requests' included
 
     def _authentication(self, environ: Mapping[str, Any], status: int) -> None:
         identity = environ.get("kiln.identity")
@@ -508,6 +542,7 @@ class Metrics:
     def reloaded(self, config: Configuration) -> None:
         """The configuration was reloaded (a :meth:`Configuration.add_listener` listener)."""
         self.recorder.count(CONFIG_RELOADS, ())
+        self.recorder.flush()
 
     def close(self, config: Configuration) -> None:
         """Stop counting ``config``'s reloads; release the recorders."""
