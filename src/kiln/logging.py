@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import urllib.parse
-import uuid
+from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -615,7 +615,8 @@ def start_timer(environ: dict[str, Any]) -> None:
     rid = environ.get("kiln.request_id")
     if rid is None:
         given = environ.get("HTTP_X_REQUEST_ID")
-        rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # An id, not a secret: Python's generator (reseeded in forked workers) is enough.
+        rid = given if given and _REQUEST_ID.fullmatch(given) else f"{getrandbits(128):032x}"
         environ["kiln.request_id"] = rid
     _current_request_id.set(rid)
 

@@ -696,6 +696,11 @@ def _install_exposition(app: Flask, state: KilnState, prometheus: PrometheusReco
     from flask import request
 
     def metrics_view() -> Any:
+        """The service's metrics, in Prometheus's text format.
+
+        Served to loopback clients, or to those sending the bearer token of
+        ``metrics.prometheus_token`` when it is set.
+        """
         token = state.config.setting("metrics.prometheus_token")
         if token:
             sent = request.headers.get("Authorization", "")
