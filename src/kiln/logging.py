@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import urllib.parse
-from random import getrandbits
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -615,8 +615,7 @@ def start_timer(environ: dict[str, Any]) -> None:
     rid = environ.get("kiln.request_id")
     if rid is None:
         given = environ.get("HTTP_X_REQUEST_ID")
-        # An id, not a secret: Python's generator (reseeded in forked workers) is enough.
-        rid = given if given and _REQUEST_ID.fullmatch(given) else f"{getrandbits(128):032x}"
+        rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         environ["kiln.request_id"] = rid
     _current_request_id.set(rid)
 
