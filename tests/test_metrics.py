@@ -17,10 +17,12 @@ from kiln.config import Configuration
 from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.metrics import (
     CATALOGUE,
+    Metrics,
     PrometheusRecorder,
     StatsDRecorder,
     _segment,
     build_metrics,
+    instrument_backend,
 )
 from kiln.resource.events import subscribe
 from kiln.stats import MAX_DATAGRAM
@@ -514,3 +516,24 @@ def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monke
     total = sum(len(data.splitlines()) for data in datagrams + sink.datagrams())
     assert total == 102
     recorder.close()
+
+
+class Outer:
+    def outer(self):
+        return self.inner()
+
+    def inner(self):
+        return 1
+
+
+def test_a_backend_call_a_backend_makes_on_itself_is_part_of_the_outer_one(sink):
+    metrics = Metrics(StatsDRecorder(sink.url))
+    backend = Outer()
+    instrument_backend(backend, "cache", Outer, metrics)
+    assert backend.outer() == 1
+    assert backend.inner() == 1
+    metrics.recorder.close()
+    assert timers(sink.lines()) == {
+        "kiln.backend_duration.cache.outer": 1,
+        "kiln.backend_duration.cache.inner": 1,
+    }

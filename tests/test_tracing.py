@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import kiln
 from kiln.config import Configuration
 from kiln.exceptions import ConfigError
+from kiln.metrics import instrument_backend
 from kiln.tracing import _Carrier, _provider_from_environment, build_tracer
 from tests.test_cli import clean_env
 
@@ -185,3 +186,18 @@ def test_without_the_sdk_spans_are_dropped_with_a_warning(monkeypatch, caplog):
     )
     _provider_from_environment({})
     assert "opentelemetry-sdk is not installed" in caplog.text
+
+
+class Outer:
+    def outer(self):
+        return self.inner()
+
+    def inner(self):
+        return 1
+
+
+def test_a_backend_call_a_backend_makes_on_itself_is_no_span_of_its_own(spans):
+    backend = Outer()
+    instrument_backend(backend, "cache", Outer, None, trace.get_tracer("test"))
+    assert backend.outer() == 1
+    assert [span.name for span in spans()] == ["cache.outer"]

@@ -594,7 +594,8 @@ def instrument_backend(
     method}``, and ``backend_errors`` when it raises a
     :class:`~kiln.exceptions.BackendError`; with ``tracer`` (OpenTelemetry),
     each call is a ``<kind>.<method>`` span. A call a measured method makes
-    on its own backend is part of the outer one.
+    on its own backend is part of the outer one (a call on another backend
+    is measured too).
     """
     recorder = metrics.recorder if metrics is not None else None
     database: Any = getattr(backend, "database", None)
@@ -611,18 +612,19 @@ def instrument_backend(
             if recorder is not None:
                 method = _timed(method, kind, name, recorder)
             if tracer is not None:
-                method = _traced(method, f"{kind}.{name}", tracer)
+                method = _traced(method, kind, name, tracer)
             setattr(backend, name, method)
 
 
 def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder) -> Any:
     values = (kind, name)
+    inside = f"timed_{kind}"  # this thread is in a timed call of this backend
 
     @functools.wraps(method)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        if getattr(_depth, "value", 0):
+        if getattr(_depth, inside, False):
             return method(*args, **kwargs)
-        _depth.value = 1
+        setattr(_depth, inside, True)
         started = time.perf_counter()
         try:
             return method(*args, **kwargs)
@@ -630,23 +632,26 @@ def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder)
             recorder.count(BACKEND_ERRORS, values)
             raise
         finally:
-            _depth.value = 0
+            setattr(_depth, inside, False)
             recorder.time(BACKEND_DURATION, values, time.perf_counter() - started)
 
     return timed
 
 
-def _traced(method: Callable[..., Any], name: str, tracer: Any) -> Any:
+def _traced(method: Callable[..., Any], kind: str, name: str, tracer: Any) -> Any:
+    inside = f"traced_{kind}"
+    span_name = f"{kind}.{name}"
+
     @functools.wraps(method)
     def traced(*args: Any, **kwargs: Any) -> Any:
-        if getattr(_depth, "traced", 0):
+        if getattr(_depth, inside, False):
             return method(*args, **kwargs)
-        _depth.traced = 1
+        setattr(_depth, inside, True)
         try:
-            with span(tracer, name):
+            with span(tracer, span_name):
                 return method(*args, **kwargs)
         finally:
-            _depth.traced = 0
+            setattr(_depth, inside, False)
 
     return traced
 
