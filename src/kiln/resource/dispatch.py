@@ -475,21 +475,30 @@ def run_unit(
         if metrics is not None:
             metrics.events(*counts)
 
-    def unit() -> T:
-        return run(
-            storage,
-            state.permission,
-            work,
-            transient_retries=int(state.config.setting("storage.transaction_retries")),
-            notify=notify,
-            blind_deletes=blind_deletes,
-            on_retry=None if metrics is None else metrics.retried,
-        )
-
+    on_retry = None if metrics is None else metrics.retried
     if state.tracer is None:
-        return unit()
+        return _run(state, storage, work, notify, on_retry, blind_deletes)
     with span(state.tracer, "unit of work"):
-        return unit()
+        return _run(state, storage, work, notify, on_retry, blind_deletes)
+
+
+def _run(
+    state: KilnState,
+    storage: StorageBase,
+    work: Callable[[UnitOfWork], T],
+    notify: Callable[[list[ResourceChanged]], None],
+    on_retry: Callable[[str], None] | None,
+    blind_deletes: bool,
+) -> T:
+    return run(
+        storage,
+        state.permission,
+        work,
+        transient_retries=int(state.config.setting("storage.transaction_retries")),
+        notify=notify,
+        blind_deletes=blind_deletes,
+        on_retry=on_retry,
+    )
 
 
 def error_reply(error: HTTPError, environ: dict[str, Any]) -> Reply:
