@@ -598,7 +598,7 @@ def install_request_summary(app: Flask, config: Configuration) -> None:
             start_timer(environ)
         log_summary(config, environ, req.method, req.path, response.status_code)
         if not environ.get("kiln.subrequest"):
-            response.headers[REQUEST_ID_HEADER] = environ.get("kiln.request_id", "")
+            response.headers[REQUEST_ID_HEADER] = environ["kiln.request_id"]
         return response
 
 
