@@ -4,7 +4,9 @@ import collections
 import logging
 import socket
 import sqlite3
+import sys
 import time
+import types
 import uuid
 
 import psycopg
@@ -537,3 +539,12 @@ def test_a_backend_call_a_backend_makes_on_itself_is_part_of_the_outer_one(sink)
         "kiln.backend_duration.cache.outer": 1,
         "kiln.backend_duration.cache.inner": 1,
     }
+
+
+def test_prometheus_in_a_gunicorn_worker_needs_a_shared_directory(monkeypatch, caplog):
+    # What a gunicorn worker has loaded before it builds the app.
+    worker = types.ModuleType("gunicorn.workers.base")
+    monkeypatch.setitem(sys.modules, "gunicorn.workers.base", worker)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    PrometheusRecorder()
+    assert "without PROMETHEUS_MULTIPROC_DIR" in caplog.text

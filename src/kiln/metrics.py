@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import os
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -372,6 +373,12 @@ class PrometheusRecorder(Recorder):
         self._client = prometheus_client
         self.registry = prometheus_client.CollectorRegistry()
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        if self.multiprocess_dir is None and "gunicorn.workers.base" in sys.modules:
+            logger.warning(
+                "metrics.prometheus is on in a gunicorn worker without PROMETHEUS_MULTIPROC_DIR: "
+                "each worker counts and serves only its own requests. Set it to an empty "
+                "directory before gunicorn starts (docs/observability.md)."
+            )
         self.namespace = namespace
         self._collectors: dict[str, Any] = {}
         self._lock = threading.Lock()
