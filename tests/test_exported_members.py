@@ -34,6 +34,7 @@ PUBLIC_MODULES = (
     "kiln.http",
     "kiln.logging",
     "kiln.mail",
+    "kiln.metrics",
     "kiln.migrations",
     "kiln.permission",
     "kiln.permission.memory",
@@ -53,6 +54,7 @@ PUBLIC_MODULES = (
     "kiln.storage.sqlite",
     "kiln.storage.testing",
     "kiln.testing",
+    "kiln.tracing",
     "kiln.views",
     "kiln.wsgi",
 )

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from kiln._state import KilnState
     from kiln.config import Configuration
 
-__all__ = ["build_tracer", "install_tracing"]
+__all__ = ["build_tracer", "install_tracing", "span"]
 
 logger = logging.getLogger("kiln.tracing")
 
