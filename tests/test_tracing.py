@@ -19,6 +19,7 @@ from kiln.exceptions import ConfigError
 from kiln.metrics import instrument_backend
 from kiln.tracing import _Carrier, _provider_from_environment, build_tracer
 from tests.test_cli import clean_env
+from tests.test_metrics import Outer
 
 VIEWS = ["tests.resource.sample_resources"]
 EXPORTER = InMemorySpanExporter()
@@ -186,14 +187,6 @@ def test_without_the_sdk_spans_are_dropped_with_a_warning(monkeypatch, caplog):
     )
     _provider_from_environment({})
     assert "opentelemetry-sdk is not installed" in caplog.text
-
-
-class Outer:
-    def outer(self):
-        return self.inner()
-
-    def inner(self):
-        return 1
 
 
 def test_a_backend_call_a_backend_makes_on_itself_is_no_span_of_its_own(spans):
