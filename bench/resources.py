@@ -1004,12 +1004,18 @@ def describe_postgresql(url: str) -> str:
 
 
 def kiln_config(
-    template: str, target: str, backend: str, url: str, log_level: str = "WARNING"
+    template: str,
+    target: str,
+    backend: str,
+    url: str,
+    log_level: str = "WARNING",
+    statsd_url: str | None = None,
 ) -> dict[str, Any]:
     """kiln's configuration for ``target``: the template (``{backend}`` and ``{url}``
     filled in) with what the benchmark needs set over it: ``views``, ``basicauth``
     with :data:`HMAC_SECRET`, logging at ``log_level``, and for ``kiln`` the
-    resource-level principals."""
+    resource-level principals. With ``statsd_url``, metrics are on: sent there
+    and kept for Prometheus (``--kiln-metrics``)."""
     text = template.replace("{backend}", backend).replace("{url}", url)
     settings: dict[str, Any] = {
         "views": [KILN_VIEWS[target]],
@@ -1029,6 +1035,8 @@ def kiln_config(
             "loggers": {"request.summary": {"level": log_level}},
         },
     }
+    if statsd_url:
+        settings["metrics"] = {"statsd_url": statsd_url, "prometheus": True}
     if target == "kiln":
         settings["record"] = {
             f"{permission}_principals": ["system.Authenticated"]
@@ -1037,6 +1045,10 @@ def kiln_config(
     from kiln.config import deep_merge
 
     return deep_merge(yaml.safe_load(text) or {}, settings)
+
+
+#: The statsd sockets of ``--kiln-metrics``, open while the benchmark runs.
+_METRICS_SINKS: list[socket.socket] = []
 
 
 def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
@@ -1070,12 +1082,24 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
                 )
             )
         else:
+            statsd_url = None
+            env = {}
+            if args.kiln_metrics:
+                # A statsd that receives and never reads (the kernel drops what
+                # overflows), and Prometheus's directory shared by the workers.
+                sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sink.bind(("127.0.0.1", 0))
+                _METRICS_SINKS.append(sink)
+                statsd_url = f"udp://127.0.0.1:{sink.getsockname()[1]}"
+                shared = tmp / f"{target}-prometheus"
+                shared.mkdir()
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
             config = kiln_config(
-                template, target, args.database, str(db) if db else url, args.log_level
+                template, target, args.database, str(db) if db else url, args.log_level, statsd_url
             )
             path = tmp / f"{target}.yaml"
             path.write_text(yaml.safe_dump(config, sort_keys=False))
-            env = {"KILN_CONFIG": str(path)}
+            env["KILN_CONFIG"] = str(path)
             if args.kiln_src:
                 env["PYTHONPATH"] = f"{args.kiln_src.resolve() / 'src'}{os.pathsep}{ROOT}"
             servers.append(
@@ -1164,6 +1188,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "benchmark sets views, auth, logging and the record resource's principals over it",
     )
     parser.add_argument(
+        "--kiln-metrics",
+        action="store_true",
+        help="run the kiln targets with metrics on (docs/observability.md): StatsD to a "
+        "loopback socket the benchmark holds, and Prometheus, to measure their cost",
+    )
+    parser.add_argument(
         "--kiln-src",
         type=Path,
         help="run the kiln targets' servers on the kiln package of this source tree "
@@ -1228,6 +1258,7 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "latency_requests": args.latency_requests,
         "workers": args.workers,
         "threads": args.threads,
+        "kiln_metrics": args.kiln_metrics,
         "log_level": args.log_level,
         "mix": dict(MIX),
         "skipped": args.skipped,

@@ -36,6 +36,7 @@ PUBLIC_MODULES = (
     "kiln.http",
     "kiln.logging",
     "kiln.mail",
+    "kiln.metrics",
     "kiln.migrations",
     "kiln.permission",
     "kiln.permission.memory",
@@ -55,6 +56,7 @@ PUBLIC_MODULES = (
     "kiln.storage.sqlite",
     "kiln.storage.testing",
     "kiln.testing",
+    "kiln.tracing",
     "kiln.views",
     "kiln.wsgi",
 )

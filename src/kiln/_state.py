@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from kiln.cache import CacheBase
     from kiln.config import Configuration
     from kiln.database import Database
+    from kiln.metrics import Metrics
     from kiln.permission import PermissionBase
     from kiln.resource import Registration
     from kiln.resource.dispatch import ResourceRouter
@@ -103,6 +104,10 @@ class KilnState:
     database: Database | None = None
     #: What :mod:`kiln.docs` caches (the OpenAPI document), once installed.
     docs: Any = None
+    #: The app's :class:`kiln.metrics.Metrics`; ``None`` when metrics are off.
+    metrics: Metrics | None = None
+    #: The app's OpenTelemetry tracer (:mod:`kiln.tracing`); ``None`` when tracing is off.
+    tracer: Any = None
 
     def close(self) -> None:
         """Release the backends' connections and files and the policies' resources."""
@@ -114,6 +119,9 @@ class KilnState:
         policies, self.auth_policies = self.auth_policies, ()
         for policy in policies:
             policy.close()
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            metrics.close(self.config)
 
 
 def kiln_hook(function: F) -> F:

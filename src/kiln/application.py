@@ -49,18 +49,20 @@ from kiln._state import (
 from kiln.auth import policies_need_storage
 from kiln.auth.accounts_views import install_accounts
 from kiln.auth.web import install_auth
-from kiln.cache import load_cache
+from kiln.cache import CacheBase, load_cache
 from kiln.config import CONFIG, Configuration
 from kiln.cors import install_cors
 from kiln.docs import install as install_docs
 from kiln.eos import install_eos
 from kiln.errors import ERRORS, HTTPError, install_error_handlers
 from kiln.exceptions import StartupError
-from kiln.permission import load_permission
+from kiln.metrics import build_metrics, install_metrics, instrument_backend
+from kiln.permission import PermissionBase, load_permission
 from kiln.resource import Registration, registrations
 from kiln.resource.batch import install_batch
 from kiln.resource.views import mount_resources
-from kiln.storage import load_storage
+from kiln.storage import StorageBase, load_storage
+from kiln.tracing import build_tracer, install_tracing
 from kiln.views import install_utility_views
 
 __all__ = [
@@ -130,6 +132,8 @@ def create_app(
     app = _new_flask(configuration)
     state = KilnState(config=configuration, api_prefix=f"/v{api_major(configuration)}")
     app.extensions["kiln"] = state
+    state.metrics = build_metrics(configuration)
+    state.tracer = build_tracer(configuration)
 
     if configure_logging:
         kiln_logging.configure(configuration)
@@ -151,6 +155,8 @@ def create_app(
     install_auth(app, state)
     install_accounts(app, state)
     mount_resources(app, state, declared)
+    install_metrics(app, state)
+    install_tracing(app, state)
     install_docs(app)
     _wrap_middleware(app, configuration.setting("middleware"))
     return app
@@ -182,6 +188,16 @@ def _install_backends(app: Flask, state: KilnState, declared: list[Registration]
         if initialize:
             state.cache.initialize_schema()
         register_heartbeat(app, "cache", state.cache.heartbeat)
+    if state.metrics is not None or state.tracer is not None:
+        # Measured where the app calls them: each backend's public methods, in place.
+        for kind, base in (
+            ("storage", StorageBase),
+            ("permission", PermissionBase),
+            ("cache", CacheBase),
+        ):
+            backend = getattr(state, kind)
+            if backend is not None:
+                instrument_backend(backend, kind, base, state.metrics, state.tracer)
 
 
 def _new_flask(configuration: Configuration) -> Flask:

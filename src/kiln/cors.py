@@ -36,6 +36,7 @@ EXPOSED_HEADERS = (
     "Retry-After",
     "Total-Records",
     "Vary",
+    "X-Request-Id",
 )
 _EXPOSED = ", ".join(EXPOSED_HEADERS)
 

@@ -26,6 +26,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from kiln._state import current_state, kiln_hook
 from kiln.exceptions import BackendError, KilnError, TransientBackendError
+from kiln.logging import current_request_id
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -247,16 +248,21 @@ def _handle_unexpected(exc: Exception) -> Response:
 def backend_error(exc: BackendError, config: Configuration) -> HTTPError:
     """The 503 (with ``Retry-After``) answering a backend failure, which is logged."""
     cause = exc.original or exc.__cause__
-    logger.error("Backend failure: %s", exc, exc_info=cause)
+    logger.error("Backend failure: %s", exc, exc_info=cause, extra=_request_fields())
     return HTTPError(503, headers={"Retry-After": str(config.setting("retry_after_seconds"))})
 
 
 def unexpected_error(exc: BaseException, config: Configuration) -> HTTPError:
     """The 500 answering an exception no handler expected, which is logged."""
-    logger.error("Unhandled exception in a view", exc_info=exc)
+    logger.error("Unhandled exception in a view", exc_info=exc, extra=_request_fields())
     # The service's own page: a 500 is a bug of the service, not of kiln.
     link = config.setting("error_info_link") or config.setting("project.docs")
     return HTTPError(500, ERRORS.UNDEFINED, info=str(link) if link else None)
+
+
+def _request_fields() -> dict[str, Any]:
+    """The ``fields`` extra of an error's log record: the request's id."""
+    return {"fields": {"rid": current_request_id()}}
 
 
 def _plain(description: str | None) -> str | None:

@@ -15,12 +15,14 @@ queue, back off with a cap, verify TLS hostnames and bound datagram sizes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import json
 import logging
 import logging.config
 import os
 import queue
+import re
 import selectors
 import socket
 import ssl
@@ -29,6 +31,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -43,11 +46,13 @@ if TYPE_CHECKING:
     from kiln.config import Configuration
 
 __all__ = [
+    "REQUEST_ID_HEADER",
     "JSONFormatter",
     "TCPHandler",
     "TextFormatter",
     "UDPHandler",
     "configure",
+    "current_request_id",
     "install_request_summary",
     "log_summary",
     "logstash_event",
@@ -57,6 +62,13 @@ __all__ = [
 ]
 
 SUMMARY_LOGGER = "request.summary"
+#: The header carrying a request's id, from the client and back to it.
+REQUEST_ID_HEADER = "X-Request-Id"
+#: A well-formed ``X-Request-Id``: short, and safe in headers, logs and label values.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
+_current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "kiln_request_id", default=None
+)
 SUBREQUEST_SUMMARY_LOGGER = "subrequest.summary"
 #: Attribute marking the handlers :func:`configure` owns (and replaces).
 _KILN_HANDLER = "_kiln_default_handler"
@@ -581,14 +593,36 @@ def install_request_summary(app: Flask, config: Configuration) -> None:
     @kiln_hook
     def _log_summary(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        log_summary(config, req.environ, req.method, req.path, response.status_code)
+        environ = req.environ
+        if "kiln.start" not in environ:  # another hook was put before ours and answered
+            start_timer(environ)
+        log_summary(config, environ, req.method, req.path, response.status_code)
+        if not environ.get("kiln.subrequest"):
+            response.headers[REQUEST_ID_HEADER] = environ["kiln.request_id"]
         return response
 
 
 def start_timer(environ: dict[str, Any]) -> None:
-    """Note when the request of ``environ`` started (for :func:`log_summary`)."""
+    """Note when the request of ``environ`` started (for :func:`log_summary`), and its id.
+
+    The id is the client's ``X-Request-Id`` when it is well-formed (1 to 128
+    letters, digits or ``-_.:+/=``), else a new random one; a batch's
+    sub-requests keep the batch's. It is kept as ``environ["kiln.request_id"]``
+    and as :func:`current_request_id`.
+    """
     environ["kiln.start"] = time.perf_counter()
     environ["kiln.start_time"] = time.time()
+    rid = environ.get("kiln.request_id")
+    if rid is None:
+        given = environ.get("HTTP_X_REQUEST_ID")
+        rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        environ["kiln.request_id"] = rid
+    _current_request_id.set(rid)
+
+
+def current_request_id() -> str | None:
+    """The id of the request this thread (or task) serves, or last served."""
+    return _current_request_id.get()
 
 
 def summary_logged(*, subrequest: bool = False) -> bool:
@@ -613,11 +647,7 @@ def log_summary(
     target = _SUBREQUEST_SUMMARY if environ.get("kiln.subrequest") else _SUMMARY
     if not target.isEnabledFor(logging.INFO) or not config.setting("request.summary"):
         return
-    started = environ.get("kiln.start")
-    if started is None:  # another hook was put before ours and answered
-        start_timer(environ)
-        started = environ["kiln.start"]
-    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    elapsed_ms = round((time.perf_counter() - environ["kiln.start"]) * 1000, 2)
     query_string = environ.get("QUERY_STRING", "")
     fields = {
         "agent": environ.get("HTTP_USER_AGENT"),
@@ -633,6 +663,7 @@ def log_summary(
             timespec="milliseconds"
         ),
         "t": elapsed_ms,
+        "rid": environ.get("kiln.request_id"),
     }
     fields.update(environ.get("kiln.summary_fields", {}))
     query = f"?{query_string}" if query_string else ""

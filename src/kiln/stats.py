@@ -70,6 +70,8 @@ logger = logging.getLogger("kiln.stats")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Seconds between two warnings of failed sends.
+WARNING_INTERVAL = 60.0
 #: Largest UDP payload sent at once: fits an Ethernet MTU, as statsd advises.
 MAX_DATAGRAM = 1432
 
@@ -220,6 +222,10 @@ class StatsConnection(_Metrics):
     before trying again (sends meanwhile return ``False`` without I/O); the
     wait starts at ``backoff_initial``, grows by ``backoff_multiplier`` per
     failure up to ``backoff_max`` and resets on success.
+
+    With ``target`` (``(protocol, host, port, prefix, timeout)``) the
+    connection sends there instead, whatever the settings say: this is how
+    :mod:`kiln.metrics` sends to ``metrics.statsd_url``.
     """
 
     def __init__(
@@ -228,7 +234,11 @@ class StatsConnection(_Metrics):
         backoff_initial: float = 0.5,
         backoff_multiplier: float = 1.25,
         backoff_max: float = 10.0,
+        target: tuple[str, str, int, str, float] | None = None,
     ) -> None:
+        self._fixed = _Target(*target) if target is not None else None
+        #: When a failed send was last logged.
+        self._warned_at = -math.inf
         self.backoff_initial = backoff_initial
         self.backoff_multiplier = backoff_multiplier
         self.backoff_max = backoff_max
@@ -240,7 +250,7 @@ class StatsConnection(_Metrics):
         self._warned_protocols: set[str] = set()
 
     def _key_prefix(self) -> str:
-        return _target().prefix
+        return (self._fixed or _target()).prefix
 
     def _emit(self, lines: list[str]) -> bool:
         return self.send("\n".join(lines))
@@ -254,7 +264,7 @@ class StatsConnection(_Metrics):
         if not line.endswith("\n"):
             line += "\n"
         data = line.encode()
-        target = _target()
+        target = self._fixed or _target()
         host, port = target.host, target.port
         if not host or port is None:
             return False
@@ -272,7 +282,11 @@ class StatsConnection(_Metrics):
                 else:
                     sock.sendall(data)
             except OSError as exc:
-                logger.warning("Could not send stats to %s:%s: %s", host, port, exc)
+                now = time.monotonic()
+                # A statsd that is down must not flood the logs: one line a minute.
+                if now - self._warned_at >= WARNING_INTERVAL:
+                    self._warned_at = now
+                    logger.warning("Could not send stats to %s:%s: %s", host, port, exc)
                 self._reset()
                 return False
         return True
@@ -297,6 +311,8 @@ class StatsConnection(_Metrics):
                     host, port, type=socket.SOCK_DGRAM
                 )[0]
                 sock = socket.socket(family, kind, proto)
+                # A full send buffer drops the datagram: stats never block a request.
+                sock.setblocking(False)
                 sock.connect(address)
         except OSError as exc:
             logger.warning(

@@ -349,3 +349,13 @@ def test_permission_changes_are_made_in_order_with_runs_of_replacements_together
     assert calls == [["/a", "/b"], ["/a"]]
     assert permission.object_permissions("/a") == {"read": {"carol"}, "write": {"dave"}}
     assert permission.object_permissions("/b") == {"read": {"bob"}}
+
+
+def test_each_new_run_is_heard_with_its_reason():
+    heard = []
+    assert run(
+        Flaky(WriteConflict(0), 1), None, create_a, transient_retries=0, on_retry=heard.append
+    )
+    deadlock = TransientBackendError("deadlock")
+    assert run(Flaky(deadlock, 1), None, create_a, transient_retries=1, on_retry=heard.append)
+    assert heard == ["conflict", "transient"]

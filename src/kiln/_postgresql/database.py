@@ -271,6 +271,11 @@ class PostgreSQLDatabase:
         self.replica_of = replica_of
         #: This primary's read replicas (:meth:`use_replicas`), or None.
         self.replicas: ReadReplicas | None = None
+        #: What hears, when metrics are on (:class:`kiln.metrics.Metrics`), how
+        #: long each connection took to get from the pool (``pool_wait(name,
+        #: seconds)``) and where the reads of a safe request went
+        #: (``routed("replica" | "primary" | "fallback")``).
+        self.observer: Any = None
         self.closed = False
         self._unit = _UnitOfWork()
         #: Per thread: the connection of the statement it waits for, and when
@@ -426,12 +431,16 @@ class PostgreSQLDatabase:
         import psycopg
 
         # On a hung server no connection opens: waiting for one is bound like a statement.
-        deadline = time.monotonic() + min(self.pool_timeout, self.hang_limit())
+        started = time.monotonic()
+        deadline = started + min(self.pool_timeout, self.hang_limit())
         try:
             pool = self.pool()
             while True:
                 conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
                 if usable(conn):
+                    observer = self.observer
+                    if observer is not None:
+                        observer.pool_wait(self.name, time.monotonic() - started)
                     return conn
                 # Closed now: the pool drops it and opens a replacement.
                 pool.putconn(conn)
@@ -690,22 +699,31 @@ class PostgreSQLDatabase:
             rv = work()
             replicas.wrote(user_id)
             return rv
+        observer = self.observer
         unit = self._unit
-        if if_match or unit.depth or replicas.wrote_recently(user_id):
-            return work()
-        replica = replicas.pick()
+        replica = None
+        if not (if_match or unit.depth or replicas.wrote_recently(user_id)):
+            replica = replicas.pick()
         if replica is None:
+            if observer is not None:
+                observer.routed("primary")
             return work()
         unit.replica, unit.resource, unit.seen = replica.database, resource_name, seen or 0
         try:
-            return work()
+            rv = work()
         except ReplicaUnavailable as exc:
             if exc.failed:
                 replicas.mark_down(replica, exc)
             else:
                 logger.debug("%s Reading from the primary.", str(exc))
+        else:
+            if observer is not None:
+                observer.routed("replica")
+            return rv
         finally:
             unit.replica, unit.resource, unit.seen = None, None, 0
+        if observer is not None:
+            observer.routed("fallback")
         return work()
 
     # -- schema --------------------------------------------------------

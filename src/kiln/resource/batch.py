@@ -55,11 +55,11 @@ from kiln.resource.dispatch import (
     Route,
     check_accept,
     error_reply,
+    run_unit,
     url_root,
 )
 from kiln.resource.endpoints import Reply, Request
-from kiln.resource.events import before_commit_of, deliver
-from kiln.resource.unit_of_work import UnitOfWork, run, using
+from kiln.resource.unit_of_work import UnitOfWork, using
 
 if TYPE_CHECKING:
     from kiln.auth.web import Memo
@@ -218,14 +218,7 @@ def _run_batch(
     try:
         if storage is None:
             return Reply(200, {"responses": [runner.run(sub, None) for sub in subrequests]})
-        answers = run(
-            storage,
-            state.permission,
-            lambda unit: runner.run_all(subrequests, unit),
-            transient_retries=int(config.setting("storage.transaction_retries")),
-            notify=lambda events: deliver(state.subscriptions, events),
-            before_commit=before_commit_of(state),
-        )
+        answers = run_unit(state, storage, lambda unit: runner.run_all(subrequests, unit))
     except _BatchFailed as failed:
         return Reply(failed.status, failed.body, failed.headers)
     return Reply(200, {"responses": [answer() for answer in answers]})
@@ -359,6 +352,9 @@ class _Batch:
         def answer() -> dict[str, Any]:
             reply.finish()
             self._finish_headers(reply, identity, environ, method, answered_path, lookup)
+            metrics = state.metrics
+            if metrics is not None:
+                metrics.request(environ, method, route.rule, reply.status)
             content = orjson.dumps(reply.body) if reply.status != 304 else b""
             sent = dict(reply.headers)
             if reply.status != 304:
@@ -402,6 +398,7 @@ class _Batch:
             "kiln.subrequest": True,
             "kiln.start": self.environ.get("kiln.start"),
             "kiln.start_time": self.environ.get("kiln.start_time"),
+            "kiln.request_id": self.environ.get("kiln.request_id"),
         }
         if summary_logged(subrequest=True):
             for name, value in headers.items():
@@ -432,6 +429,7 @@ class _Batch:
                 "CONTENT_LENGTH": str(len(data)),
                 "wsgi.input": io.BytesIO(data),
                 "kiln.subrequest": True,
+                "kiln.request_id": self.environ.get("kiln.request_id"),
             }
         )
         for name, value in headers.items():

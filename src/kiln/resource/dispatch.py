@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -49,14 +49,16 @@ from kiln.cors import cors_headers
 from kiln.eos import hard_eol_error, soft_eol_header
 from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error, werkzeug_error
 from kiln.exceptions import BackendError
-from kiln.logging import log_summary, start_timer
+from kiln.logging import REQUEST_ID_HEADER, log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
-from kiln.resource.events import before_commit_of, deliver
+from kiln.resource.events import ResourceChanged, before_commit_of, deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
+from kiln.tracing import span
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
     from kiln.auth.web import Memo
+    from kiln.storage import StorageBase
 
 __all__ = [
     "ResourceDispatcher",
@@ -67,12 +69,15 @@ __all__ = [
     "foreign_hooks",
     "read_body",
     "request_of",
+    "run_unit",
     "serve",
     "url_root",
     "write",
 ]
 
 logger = logging.getLogger("kiln.resource")
+
+T = TypeVar("T")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: Serves a batch on the fast path: ``(dispatcher, request, environ, memo) -> reply``.
@@ -272,6 +277,8 @@ class ResourceDispatcher:
         config = state.config
         method = environ["REQUEST_METHOD"]
         start_timer(environ)
+        if state.tracer is not None:
+            environ["kiln.route"] = route.rule  # the request span's name
         headers = EnvironHeaders(environ)
         identity = None
         context = self.app.app_context()
@@ -311,6 +318,10 @@ class ResourceDispatcher:
             if state.authenticator is not None:
                 state.authenticator.response_headers(reply.status, identity, out)
             log_summary(config, environ, method, path, reply.status)
+            out[REQUEST_ID_HEADER] = environ["kiln.request_id"]
+            metrics = state.metrics
+            if metrics is not None:
+                metrics.request(environ, method, route.rule, reply.status)
             cors_headers(config, headers, method, out)  # type: ignore[arg-type]
             soft_eol_header(config, out)
             common_headers(config, out)
@@ -430,15 +441,9 @@ def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:
         return endpoint.handle(request, kind, unit)
 
     def run_all() -> Reply:
-        return run(
-            storage,
-            state.permission,
-            work,
-            transient_retries=int(state.config.setting("storage.transaction_retries")),
-            notify=lambda events: deliver(state.subscriptions, events),
-            # A delete alone need not read its record, unless a listener wants it.
-            blind_deletes=not (state.subscriptions or state.before_commit),
-            before_commit=before_commit_of(state),
+        # A delete alone need not read its record, unless a listener wants it.
+        return run_unit(
+            state, storage, work, blind_deletes=not (state.subscriptions or state.before_commit)
         )
 
     # PostgreSQL sends the reads of safe requests to a read replica.
@@ -451,6 +456,49 @@ def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:
         seen=seen_timestamp(request),
     )
     return reply.finish()
+
+
+def run_unit(
+    state: KilnState,
+    storage: StorageBase,
+    work: Callable[[UnitOfWork], T],
+    *,
+    blind_deletes: bool = False,
+) -> T:
+    """``work`` in a unit of work on ``storage`` (:func:`~kiln.resource.unit_of_work.run`),
+    its events delivered, its retries and events counted when metrics are on."""
+    metrics = state.metrics
+
+    def notify(events: list[ResourceChanged]) -> None:
+        counts = deliver(state.subscriptions, events)
+        if metrics is not None:
+            metrics.events(*counts)
+
+    on_retry = None if metrics is None else metrics.retried
+    if state.tracer is None:
+        return _run(state, storage, work, notify, on_retry, blind_deletes)
+    with span(state.tracer, "unit of work"):
+        return _run(state, storage, work, notify, on_retry, blind_deletes)
+
+
+def _run(
+    state: KilnState,
+    storage: StorageBase,
+    work: Callable[[UnitOfWork], T],
+    notify: Callable[[list[ResourceChanged]], None],
+    on_retry: Callable[[str], None] | None,
+    blind_deletes: bool,
+) -> T:
+    return run(
+        storage,
+        state.permission,
+        work,
+        transient_retries=int(state.config.setting("storage.transaction_retries")),
+        notify=notify,
+        blind_deletes=blind_deletes,
+        before_commit=before_commit_of(state),
+        on_retry=on_retry,
+    )
 
 
 def error_reply(error: HTTPError, environ: dict[str, Any]) -> Reply:

@@ -130,12 +130,15 @@ def subscribe(
     return add(listener) if listener is not None else add
 
 
-def deliver(subscriptions: Sequence[Subscription], events: Sequence[ResourceChanged]) -> None:
+def deliver(
+    subscriptions: Sequence[Subscription], events: Sequence[ResourceChanged]
+) -> tuple[int, int]:
     """Call the listeners of ``subscriptions`` that want each of ``events``.
 
     A listener that raises is logged; the others still run (the data is
-    already committed).
+    already committed). Returns how many calls returned and how many raised.
     """
+    delivered = failed = 0
     for event in events:
         for subscription in subscriptions:
             if not subscription.wants(event):
@@ -143,9 +146,13 @@ def deliver(subscriptions: Sequence[Subscription], events: Sequence[ResourceChan
             try:
                 subscription.listener(event)
             except Exception:
+                failed += 1
                 logger.exception(
                     "Event listener %r failed on %s", subscription.listener, event.action
                 )
+            else:
+                delivered += 1
+    return delivered, failed
 
 
 def deliver_before_commit(

@@ -388,9 +388,10 @@ def run(
     work: Callable[[UnitOfWork], T],
     *,
     transient_retries: int,
-    notify: Callable[[list[ResourceChanged]], None] | None = None,
+    notify: Callable[[list[ResourceChanged]], object] | None = None,
     blind_deletes: bool = False,
     before_commit: Callable[[list[ResourceChanged]], None] | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> T:
     """``work(unit)`` in one unit of work, flushed and committed; its result.
 
@@ -407,6 +408,7 @@ def run(
     flush that commits them, with ``event.unit`` set; what it stages is
     committed with them, and its own changes are sent to it in turn
     (see :func:`send_before_commit`).
+    ``on_retry`` hears each new run's reason: ``"transient"`` or ``"conflict"``.
     """
     transient = 0
     conflicts = 0
@@ -423,6 +425,8 @@ def run(
                 raise
             transient += 1
             logger.info("Unit of work aborted by a conflict; running it again (%d).", transient)
+            if on_retry is not None:
+                on_retry("transient")
         except WriteConflict as conflict:
             answer = unit.explain(conflict)
             if answer is not None:
@@ -434,6 +438,8 @@ def run(
                     ERRORS.CONSTRAINT_VIOLATED,
                     "The record kept changing while this request was applied; retry it.",
                 ) from None
+            if on_retry is not None:
+                on_retry("conflict")
         else:
             if notify is not None:
                 events = unit.events()

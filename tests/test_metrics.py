@@ -1,0 +1,550 @@
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import sqlite3
+import sys
+import time
+import types
+import uuid
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import kiln
+from kiln._postgresql import describe
+from kiln.config import Configuration
+from kiln.exceptions import ConfigError, TransientBackendError
+from kiln.metrics import (
+    CATALOGUE,
+    Metrics,
+    PrometheusRecorder,
+    StatsDRecorder,
+    _segment,
+    build_metrics,
+    instrument_backend,
+)
+from kiln.resource.events import subscribe
+from kiln.stats import MAX_DATAGRAM
+from tests.pgschema import fresh_schema
+from tests.test_cli import clean_env, free_port, http_get, running, write
+from tests.test_wsgi import gunicorn_args
+
+VIEWS = ["tests.resource.sample_resources"]
+SECRET = "metrics-secret-" + "x" * 32
+
+
+class Sink:
+    """A loopback statsd server: the lines it received."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.setblocking(False)
+        self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
+
+    def datagrams(self) -> list[bytes]:
+        # A request's metrics are sent before its response: they are here already.
+        received = []
+        while True:
+            try:
+                received.append(self.socket.recv(65536))
+            except BlockingIOError:
+                return received
+
+    def lines(self) -> list[str]:
+        return [line for data in self.datagrams() for line in data.decode().splitlines()]
+
+
+@pytest.fixture
+def sink():
+    server = Sink()
+    yield server
+    server.socket.close()
+
+
+@pytest.fixture(autouse=True)
+def built():
+    apps = []
+    yield apps
+    for app in apps:
+        kiln.application.close_app(app)
+
+
+@pytest.fixture
+def build(tmp_path, built):
+    def build_app(metrics, *, flask_path=False, views=VIEWS, **settings):
+        app = make(tmp_path, metrics, flask_path=flask_path, views=views, **settings)
+        built.append(app)
+        return app
+
+    return build_app
+
+
+def make(tmp_path, metrics, *, flask_path=False, views=VIEWS, **settings):
+    app = kiln.create_app(
+        {
+            "views": views,
+            "storage": {"backend": "sqlite", "url": str(tmp_path / "m.sqlite")},
+            "metrics": metrics,
+            **settings,
+        },
+        configure_logging=False,
+    )
+    if flask_path:
+        # A hook kiln did not install: resource requests go through Flask.
+        app.before_request(lambda: None)
+    return app
+
+
+def counters(lines):
+    """``name -> total`` of the counter lines; other lines are left out."""
+    totals: collections.Counter[str] = collections.Counter()
+    for line in lines:
+        name, _, rest = line.partition(":")
+        value, kind = rest.split("|")[:2]
+        if kind == "c":
+            totals[name] += int(value)
+    return dict(totals)
+
+
+def timers(lines):
+    """The names of the timer lines, with how many there were."""
+    return collections.Counter(
+        line.partition(":")[0] for line in lines if line.split("|")[1] == "ms"
+    )
+
+
+@pytest.mark.parametrize("flask_path", [False, True], ids=["fast path", "flask path"])
+def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
+    tmp_path, build, sink, flask_path, caplog
+):
+    app = build({"statsd_url": sink.url}, flask_path=flask_path)
+    client = app.test_client()
+    assert sink.lines() == []  # building the app sends nothing
+    created = client.post("/v1/mushrooms", json={"data": {"name": "a"}})
+    assert created.status_code == 201
+    record = f"/v1/mushrooms/{created.json['data']['id']}"
+    assert client.get(record).status_code == 200
+    assert client.get("/v1/mushrooms").status_code == 200
+    assert client.patch(record, json={"data": {"edible": True}}).status_code == 200
+    assert client.get(f"/v1/mushrooms/{uuid.uuid4()}").status_code == 404
+    assert client.delete(record).status_code == 200
+    batch = client.post(
+        "/v1/batch",
+        json={
+            "requests": [
+                {"method": "POST", "path": "/mushrooms", "body": {"data": {"name": "b"}}},
+                {"path": "/mushrooms"},
+                {"path": "/"},
+            ]
+        },
+    )
+    assert [r["status"] for r in batch.json["responses"]] == [201, 200, 200]
+    assert client.get("/v1/").status_code == 200
+    assert client.get("/v1/nowhere").status_code == 404
+    with sqlite3.connect(tmp_path / "m.sqlite") as db:
+        db.execute("DROP TABLE records")  # the database fails from now on
+    with caplog.at_level(logging.ERROR, "kiln"):
+        failed = client.get("/v1/mushrooms")
+    assert failed.status_code == 503
+    lines = sink.lines()
+
+    assert counters(lines) == {
+        "kiln.requests.POST.v1_mushrooms.201": 1,
+        "kiln.requests.GET.v1_mushrooms_id.200": 1,
+        "kiln.requests.GET.v1_mushrooms.200": 1,
+        "kiln.requests.PATCH.v1_mushrooms_id.200": 1,
+        "kiln.requests.GET.v1_mushrooms_id.404": 1,
+        "kiln.requests.DELETE.v1_mushrooms_id.200": 1,
+        "kiln.requests.POST.v1_batch.200": 1,
+        "kiln.requests.GET.v1.200": 1,
+        "kiln.requests.GET.unmatched.404": 1,
+        "kiln.requests.GET.v1_mushrooms.503": 1,
+        "kiln.batch_subrequests.POST.v1_mushrooms.201": 1,
+        "kiln.batch_subrequests.GET.v1_mushrooms.200": 1,
+        "kiln.batch_subrequests.GET.v1.200": 1,
+        "kiln.resource_actions.mushroom.create.201": 2,
+        "kiln.resource_actions.mushroom.get.200": 1,
+        "kiln.resource_actions.mushroom.list.200": 2,
+        "kiln.resource_actions.mushroom.update.200": 1,
+        "kiln.resource_actions.mushroom.get.404": 1,
+        "kiln.resource_actions.mushroom.delete.200": 1,
+        "kiln.resource_actions.batch.batch.200": 1,
+        "kiln.resource_actions.mushroom.list.503": 1,
+        "kiln.authentications.none.anonymous": 10,
+        "kiln.backend_errors.storage.list_page": 1,
+    }
+    durations = timers(lines)
+    assert {name: n for name, n in durations.items() if ".request_duration." in name} == {
+        f"kiln.request_duration.{name.partition('.requests.')[2]}": 1
+        for name in counters(lines)
+        if name.startswith("kiln.requests.")
+    }
+    backend = {name for name in durations if ".backend_duration." in name}
+    assert {
+        "kiln.backend_duration.storage.apply",
+        "kiln.backend_duration.storage.get",
+        "kiln.backend_duration.storage.list_page",
+    } <= backend
+    assert all(name.startswith("kiln.backend_duration.storage.") for name in backend)
+    # The error log of the failure names the request, as its response does.
+    [error] = [r for r in caplog.records if r.getMessage().startswith("Backend failure")]
+    assert error.fields == {"rid": failed.headers["X-Request-Id"]}
+
+
+def test_statsd_tags_in_the_dogstatsd_style(build, sink):
+    client = build({"statsd_url": sink.url, "statsd_tags": "dogstatsd"}).test_client()
+    client.get("/v1/mushrooms")
+    lines = sink.lines()
+    assert "kiln.requests:1|c|#method:GET,route:/v1/mushrooms,status:200" in lines
+    assert "kiln.resource_actions:1|c|#resource:mushroom,action:list,status:200" in lines
+    assert "kiln.authentications:1|c|#policy:none,outcome:anonymous" in lines
+    [duration] = [line for line in lines if line.startswith("kiln.request_duration:")]
+    assert duration.endswith("|ms|#method:GET,route:/v1/mushrooms,status:200")
+
+
+def test_statsd_tags_in_the_telegraf_style_and_a_prefix(build, sink):
+    metrics = {"statsd_url": sink.url, "statsd_tags": "telegraf", "statsd_prefix": "svc"}
+    client = build(metrics).test_client()
+    client.get("/v1/mushrooms/<x>")
+    lines = sink.lines()
+    assert "svc.requests,method=GET,route=/v1/mushrooms/<id>,status=400:1|c" in lines
+
+
+def test_an_empty_prefix_and_an_unknown_method(build, sink):
+    client = build({"statsd_url": sink.url, "statsd_prefix": ""}).test_client()
+    client.open("/v1/mushrooms", method="BREW")
+    # Flask matched no rule for the method: the route is not known.
+    assert "requests.other.unmatched.405:1|c" in sink.lines()
+
+
+def test_authentication_outcomes_and_hashed_unique_users(build, sink):
+    auth = {"policies": ["basicauth"], "userid_hmac_secret": SECRET}
+    client = build(
+        {"statsd_url": sink.url},
+        views=["tests.resource.auth_resources"],
+        auth=auth,
+        toadstool={"create_principals": ["system.Authenticated"]},
+    ).test_client()
+    alice = {"Authorization": "Basic YWxpY2U6cHc="}  # alice:pw
+    client.get("/v1/toadstools", headers=alice)
+    client.get("/v1/", headers=alice)
+    assert client.post("/v1/toadstools", json={"data": {}}).status_code == 401
+    lines = sink.lines()
+    assert counters(lines)["kiln.authentications.basicauth.success"] == 2
+    assert counters(lines)["kiln.authentications.none.failure"] == 1
+    users = [line for line in lines if line.endswith("|s")]
+    assert len(users) == 2
+    assert len(set(users)) == 1
+    value = users[0].partition(":")[2].partition("|")[0]
+    assert len(value) == 24
+    assert int(value, 16) >= 0
+    assert "alice" not in users[0]
+
+
+def test_retries_events_and_reloads_are_counted(build, built, sink, monkeypatch):
+    app = build({"statsd_url": sink.url})
+    seen = []
+    subscribe(app, seen.append)
+
+    @subscribe(app, actions=["create"])
+    def broken(event):
+        raise RuntimeError("listener bug")
+
+    storage = kiln.application.state_of(app).storage
+    real = storage.apply
+    calls = []
+
+    def aborting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientBackendError("deadlock detected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "apply", aborting)
+    assert app.test_client().post("/v1/mushrooms", json={"data": {"name": "a"}}).status_code == 201
+    kiln.application.state_of(app).config.reload()
+    totals = counters(sink.lines())
+    assert totals["kiln.unit_of_work_retries.transient"] == 1
+    assert totals["kiln.events.delivered"] == 1
+    assert totals["kiln.events.failed"] == 1
+    assert totals["kiln.config_reloads"] == 1
+    # Closing the app stops counting its configuration's reloads.
+    config = kiln.application.state_of(app).config
+    kiln.application.close_app(app)
+    built.remove(app)
+    config.reload()
+    assert counters(sink.lines()) == {}
+
+
+def test_a_statsd_server_that_is_down_neither_fails_nor_slows_requests(build, caplog):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"udp://127.0.0.1:{closed.getsockname()[1]}"
+    client = build({"statsd_url": url}).test_client()
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, "kiln.stats"):
+        for _ in range(20):
+            assert client.get("/v1/mushrooms").status_code == 200
+    assert time.perf_counter() - started < 5
+    # Sends fail (the port refuses them), and that is said once.
+    assert [r.getMessage()[:26] for r in caplog.records] == ["Could not send stats to 12"]
+
+
+@pytest.mark.parametrize(
+    "url", ["tcp://127.0.0.1:8125", "udp://127.0.0.1", "localhost:8125", "udp://:8125"]
+)
+def test_a_statsd_url_that_is_not_udp_host_port_is_refused(build, url):
+    with pytest.raises(ConfigError, match="use udp://host:port"):
+        build({"statsd_url": url})
+
+
+def test_unknown_statsd_tags_are_refused(build):
+    with pytest.raises(ConfigError, match="statsd_tags"):
+        build({"statsd_url": "udp://127.0.0.1:8125", "statsd_tags": "influx"})
+
+
+def test_metrics_are_off_by_default():
+    assert build_metrics(Configuration.from_mapping({})) is None
+    app = kiln.create_app({}, configure_logging=False)
+    assert kiln.application.state_of(app).metrics is None
+    assert app.test_client().get("/__metrics__").status_code == 404
+
+
+def test_a_negative_gauge_goes_through_zero(sink):
+    recorder = StatsDRecorder(sink.url)
+    gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
+    recorder.gauge(gauge, (), -3)
+    recorder.gauge(gauge, (), 2.5)
+    recorder.close()  # sends what it held back
+    assert sink.lines() == ["kiln.queue:0|g", "kiln.queue:-3|g", "kiln.queue:2.5|g"]
+    recorder.close()
+
+
+# --------------------------------------------------------------------------
+# Prometheus
+# --------------------------------------------------------------------------
+
+
+def scrape(client, **kwargs):
+    response = client.get("/__metrics__", **kwargs)
+    assert response.status_code == 200, response.json
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_prometheus_and_statsd_at_once(build, sink):
+    client = build({"statsd_url": sink.url, "prometheus": True}).test_client()
+    client.get("/v1/mushrooms")
+    client.get("/v1/mushrooms")
+    samples = scrape(client)
+    labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
+    assert samples[("kiln_requests_total", labels)] == 2
+    assert samples[("kiln_request_duration_seconds_count", labels)] == 2
+    assert (
+        samples[("kiln_authentications_total", (("outcome", "anonymous"), ("policy", "none")))] == 2
+    )
+    assert counters(sink.lines())["kiln.requests.GET.v1_mushrooms.200"] == 2
+
+
+def test_metrics_need_the_token_when_one_is_set(build):
+    metrics = {"prometheus": True, "prometheus_token": "s3cret"}
+    client = build(metrics).test_client()
+    assert client.get("/__metrics__").status_code == 401
+    wrong = client.get("/__metrics__", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.json["errno"] == 104
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    samples = scrape(client, headers={"Authorization": "Bearer s3cret"}, environ_overrides=remote)
+    assert any(name == "kiln_requests_total" for name, _ in samples)
+
+
+def test_metrics_are_served_to_loopback_clients_only_without_a_token(build):
+    client = build({"prometheus": True}).test_client()
+    refused = client.get("/__metrics__", environ_overrides={"REMOTE_ADDR": "203.0.113.9"})
+    assert refused.status_code == 403
+    assert refused.json["errno"] == 121
+    assert scrape(client, environ_overrides={"REMOTE_ADDR": "::1"})
+
+
+def test_a_prometheus_gauge(build):
+    recorder = PrometheusRecorder([CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())])
+    recorder.gauge(CATALOGUE[0]._replace(name="depth", kind="gauge", labels=()), (), 4)
+    recorder.unique(CATALOGUE[0], "ignored")
+    assert recorder._declare(CATALOGUE[1]) is recorder._declare(CATALOGUE[1])
+    body, content_type = recorder.exposition()
+    assert b"kiln_depth 4.0" in body
+    assert content_type.startswith("text/plain")
+
+
+MUSHROOM_VIEWS = """\
+from kiln import resource
+
+
+@resource.register()
+class Mushroom(resource.Resource):
+    schema = None
+"""
+
+
+def test_gunicorn_workers_metrics_are_added_up_on_metrics(tmp_path):
+    write(tmp_path / "mushroom_views.py", MUSHROOM_VIEWS)
+    write(
+        tmp_path / "c.yaml",
+        "views: [mushroom_views]\nstorage: {backend: memory}\nmetrics: {prometheus: true}\n",
+    )
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(KILN_CONFIG="c.yaml", PROMETHEUS_MULTIPROC_DIR=str(shared))
+    args = gunicorn_args("kiln.wsgi:application", port)
+    args[args.index("--workers") + 1] = "2"
+    log = tmp_path / "gunicorn.log"
+    with running(args, cwd=tmp_path, env=env, log=log, url=f"{base}/__lbheartbeat__"):
+        # A request whose headers are not finished holds one worker, so the
+        # other serves the next ones: both workers count requests.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"GET /v1/mushrooms HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(0.2)
+            for _ in range(5):
+                assert http_get(f"{base}/v1/mushrooms")[0] == 200
+            held.sendall(b"Connection: close\r\n\r\n")
+            assert held.recv(100).startswith(b"HTTP/1.1 200")
+        status, text = http_get(f"{base}/__metrics__")
+    assert status == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
+    assert samples[("kiln_requests_total", labels)] == 6
+    assert samples[("kiln_request_duration_seconds_count", labels)] == 6
+    actions = (("action", "list"), ("resource", "mushroom"), ("status", "200"))
+    assert samples[("kiln_resource_actions_total", actions)] == 6
+    # Each worker wrote its own values.
+    assert len({path.stem.rpartition("_")[2] for path in shared.glob("counter_*.db")}) == 2
+
+
+def test_a_request_answered_by_an_earlier_hook_is_timed(build, sink):
+    app = build({"statsd_url": sink.url, "prometheus": True})
+    app.before_request_funcs[None].insert(0, lambda: ("early", 202))
+    assert app.test_client().get("/v1/nowhere").status_code == 202
+    assert timers(sink.lines()) == {"kiln.request_duration.GET.unmatched.202": 1}
+
+
+def test_both_recorders_get_every_kind_of_value(build, sink):
+    metrics = kiln.application.state_of(build({"statsd_url": sink.url, "prometheus": True})).metrics
+    gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
+    metrics.recorder.gauge(gauge, (), 1)
+    metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
+    metrics.recorder.flush()
+    assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]
+
+
+def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink, monkeypatch):
+    alice = {"Authorization": "Basic YWxpY2U6cHc="}
+    bob = {"Authorization": "Basic Ym9iOnB3"}
+    with fresh_schema(postgresql_url) as url:
+        # The primary listed as its own replica: always fresh.
+        app = kiln.create_app(
+            {
+                "views": VIEWS,
+                "storage": {
+                    "backend": "postgresql",
+                    "url": url,
+                    "read_urls": [url],
+                    "replica_check_seconds": 0.05,
+                },
+                "auth": {"policies": ["basicauth"], "userid_hmac_secret": SECRET},
+                "metrics": {"statsd_url": sink.url},
+            },
+            configure_logging=False,
+        )
+        try:
+            client = app.test_client()
+            replicas = kiln.application.state_of(app).storage.database.replicas
+            deadline = time.monotonic() + 10
+            while replicas.pick() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            sink.lines()
+            assert client.get("/v1/mushrooms", headers=bob).status_code == 200
+            assert client.post("/v1/mushrooms", json={"data": {"name": "a"}}, headers=alice)
+            assert client.get("/v1/mushrooms", headers=alice).status_code == 200  # just wrote
+            lines = sink.lines()
+
+            # The replica fails in the middle of a request: read again on the primary.
+            def gone():
+                raise psycopg.OperationalError("the replica is gone")
+
+            monkeypatch.setattr(replicas.replicas[0].database, "pool", gone)
+            assert client.get("/v1/mushrooms", headers=bob).status_code == 200
+            fallback = sink.lines()
+        finally:
+            kiln.application.close_app(app)
+    totals = counters(lines)
+    assert totals["kiln.replica_reads.replica"] == 1
+    assert totals["kiln.replica_reads.primary"] == 1
+    assert timers(lines)[f"kiln.pool_wait.{_segment(describe(url))}"] >= 3
+    assert counters(fallback)["kiln.replica_reads.fallback"] == 1
+
+
+def test_a_request_sends_its_metrics_in_one_datagram(build, sink):
+    client = build({"statsd_url": sink.url}).test_client()
+    client.post("/v1/mushrooms", json={"data": {"name": "a"}})
+    [datagram] = sink.datagrams()
+    assert len(datagram.splitlines()) >= 6  # request, duration, action, auth, backends
+
+
+def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monkeypatch):
+    recorder = StatsDRecorder(sink.url)
+    requests = CATALOGUE[0]
+    for _ in range(100):  # about 40 bytes each
+        recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
+    datagrams = sink.datagrams()
+    assert datagrams
+    assert all(len(data) <= MAX_DATAGRAM for data in datagrams)
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
+    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
+    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))  # the first is old now
+    recorder.flush()
+    total = sum(len(data.splitlines()) for data in datagrams + sink.datagrams())
+    assert total == 102
+    recorder.close()
+
+
+class Outer:
+    def outer(self):
+        return self.inner()
+
+    def inner(self):
+        return 1
+
+
+def test_a_backend_call_a_backend_makes_on_itself_is_part_of_the_outer_one(sink):
+    metrics = Metrics(StatsDRecorder(sink.url))
+    backend = Outer()
+    instrument_backend(backend, "cache", Outer, metrics)
+    assert backend.outer() == 1
+    assert backend.inner() == 1
+    metrics.recorder.close()
+    assert timers(sink.lines()) == {
+        "kiln.backend_duration.cache.outer": 1,
+        "kiln.backend_duration.cache.inner": 1,
+    }
+
+
+def test_prometheus_in_a_gunicorn_worker_needs_a_shared_directory(monkeypatch, caplog):
+    # What a gunicorn worker has loaded before it builds the app.
+    worker = types.ModuleType("gunicorn.workers.base")
+    monkeypatch.setitem(sys.modules, "gunicorn.workers.base", worker)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    PrometheusRecorder()
+    assert "without PROMETHEUS_MULTIPROC_DIR" in caplog.text
