@@ -36,6 +36,11 @@ def _target_length(environ: Mapping[str, Any]) -> int:
     return len(path) + (len(query) + 1 if query else 0)
 
 
+def _field_name(key: str) -> str:
+    """The header field name of WSGI key ``key`` (``HTTP_X_REQUEST_ID``: ``X-Request-Id``)."""
+    return _UNPREFIXED.get(key) or key[5:].replace("_", "-").title()
+
+
 def request_limit_error(config: Configuration, environ: Mapping[str, Any]) -> HTTPError | None:
     """The 414 or 431 a request over kiln's limits gets, else None."""
     limit = config.setting("request.max_url_bytes")
@@ -46,28 +51,35 @@ def request_limit_error(config: Configuration, environ: Mapping[str, Any]) -> HT
             ERRORS.INVALID_PARAMETERS,
             f"The URL is {length} bytes long; this service accepts at most {limit}.",
         )
-    fields = [
-        (_UNPREFIXED.get(key) or key[5:].replace("_", "-").title(), value)
-        for key, value in environ.items()
-        if key.startswith("HTTP_") or key in _UNPREFIXED
-    ]
     most = config.setting("request.max_headers")
-    if len(fields) > most:
+    longest = config.setting("request.max_header_bytes")
+    # One pass, no allocation for a request within the limits (every request).
+    count = 0
+    oversized: tuple[str, int] | None = None
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name_length = len(key) - 5
+        elif key in _UNPREFIXED:
+            name_length = len(_UNPREFIXED[key])
+        else:
+            continue
+        count += 1
+        size = name_length + 2 + len(value)
+        if size > longest and oversized is None:
+            oversized = (_field_name(key), size)
+    if count > most:
         return HTTPError(
             431,
             ERRORS.INVALID_PARAMETERS,
-            f"The request has {len(fields)} header fields; this service accepts at most {most}.",
+            f"The request has {count} header fields; this service accepts at most {most}.",
         )
-    longest = config.setting("request.max_header_bytes")
-    for name, value in fields:
-        size = len(name) + 2 + len(str(value))
-        if size > longest:
-            return HTTPError(
-                431,
-                ERRORS.INVALID_PARAMETERS,
-                f"Header field {name} is {size} bytes long; this service accepts at most "
-                f"{longest}.",
-            )
+    if oversized is not None:
+        name, size = oversized
+        return HTTPError(
+            431,
+            ERRORS.INVALID_PARAMETERS,
+            f"Header field {name} is {size} bytes long; this service accepts at most {longest}.",
+        )
     return None
 
 
