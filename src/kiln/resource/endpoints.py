@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import jsonpatch
 import orjson
 
-from kiln._json import parse_body, parse_value
+from kiln._json import apply_json_patch, parse_body, parse_value
 from kiln.auth import denied
 from kiln.config import Configuration, Setting, register_setting
 from kiln.errors import ERRORS, HTTPError, invalid_parameter
@@ -245,6 +245,7 @@ class _Settings:
     cache_expires: int | None
     rules: AccessRules
     docs_url: str | None
+    max_body_bytes: int
 
 
 class Endpoint:
@@ -307,6 +308,7 @@ class Endpoint:
             cache_expires=expires if valid_expires else None,
             rules=AccessRules(name, self.kind, granted, self.record_permissions),
             docs_url=config.setting("project.docs") or None,
+            max_body_bytes=config.setting("request.max_body_bytes"),
         )
 
     # -- handling -------------------------------------------------------------
@@ -372,6 +374,7 @@ class Endpoint:
             process_record=resource.process_record,
             unit=unit,
             payload=payload,
+            max_record_bytes=settings.max_body_bytes,
         )
         call = _Call(self, request, settings, model, access)
         try:
@@ -588,7 +591,7 @@ class _Call:
             )
         current = self.access.record_permissions(object_id)
         try:
-            patched = jsonpatch.apply_patch({"permissions": current}, mine)
+            patched = apply_json_patch({"permissions": current}, mine, self.settings.max_body_bytes)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
             raise invalid_parameter(
                 "body", "body", f"The JSON Patch does not apply: {exc}"

@@ -71,6 +71,7 @@ T = TypeVar("T")
 #: Runs of a unit of work whose writes keep conflicting before answering 409.
 CONFLICT_ATTEMPTS = 20
 
+
 @dataclass(frozen=True)
 class ReplacePermissions:
     """A permission change setting some permissions of one object
