@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 
 import kiln
 from kiln._json import MAX_JSON_DEPTH
-from tests.resource.live_server import Client, serve_in_thread
+from tests.resource.live_server import Client, serve_in_thread, serve_with_gunicorn
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -203,3 +205,79 @@ def _type(media_type: str) -> dict[str, str]:
 def _meta(created) -> dict:
     data = created.body["data"]
     return {"id": data["id"], "last_modified": data["last_modified"]}
+
+
+# -- item 5: chunked bodies --------------------------------------------------------
+
+
+def send_chunked(url: str, path: str, chunks: Iterator[bytes]) -> tuple[int, dict]:
+    """POST ``chunks`` with ``Transfer-Encoding: chunked`` (no ``Content-Length``)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    try:
+        # The server may answer before reading the whole body.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request(
+                "POST",
+                path,
+                body=chunks,
+                headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                encode_chunked=True,
+            )
+        response = connection.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        connection.close()
+
+
+def json_chunks(size: int) -> Iterator[bytes]:
+    """A JSON body of about ``size`` bytes whose first bytes parse as a record
+    (a body cut short at the limit would parse too), in 8 KiB chunks."""
+    yield b'{"data": {"name": "chunked"}'
+    filler = b" " * (8 * 1024)
+    sent = 0
+    while sent < size:
+        yield filler
+        sent += len(filler)
+    yield b"}"
+
+
+@pytest.mark.parametrize("flask_path", [False, True], ids=["fast", "flask"])
+@pytest.mark.parametrize("size", [3 * MAX_BODY, 10 * MAX_BODY])
+def test_a_chunked_body_over_the_limit_answers_413_and_nothing_is_stored(
+    tmp_path, flask_path, size
+):
+    app = build_app("memory", tmp_path, flask_path=flask_path)
+    with serve_in_thread(app) as url:
+        status, body = send_chunked(url, "/v1/memos", json_chunks(size))
+        assert status == 413, body
+        assert body["errno"] == 113
+        client = Client(url + "/v1")
+        assert client.get("/memos").body["data"] == []
+        client.close()
+
+
+@pytest.mark.parametrize("flask_path", [False, True], ids=["fast", "flask"])
+def test_a_chunked_body_within_the_limit_is_read_whole(tmp_path, flask_path):
+    app = build_app("memory", tmp_path, flask_path=flask_path)
+    with serve_in_thread(app) as url:
+        status, body = send_chunked(url, "/v1/memos", json_chunks(MAX_BODY // 2))
+        assert status == 201, body
+        assert body["data"]["name"] == "chunked"
+
+
+def test_a_chunked_body_over_the_limit_answers_413_under_gunicorn(tmp_path):
+    settings = {
+        "views": ["tests.resource.auth_resources"],
+        "storage": {"backend": "sqlite", "url": str(tmp_path / "g.sqlite")},
+        "request": {"max_body_bytes": MAX_BODY},
+    }
+    with serve_with_gunicorn(settings, tmp_path, workers=1, threads=2) as url:
+        for size in (3 * MAX_BODY, 10 * MAX_BODY):
+            status, body = send_chunked(url, "/v1/memos", json_chunks(size))
+            assert status == 413, body
+        status, body = send_chunked(url, "/v1/memos", json_chunks(MAX_BODY // 2))
+        assert status == 201, body
+        client = Client(url + "/v1")
+        assert [r["name"] for r in client.get("/memos").body["data"]] == ["chunked"]
+        client.close()

@@ -390,10 +390,17 @@ def read_body(environ: dict[str, Any], limit: int | None) -> bytes:
         return bytes(stream.read(size))
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length, no chunked framing: there is no body to read
-    data = bytes(stream.read() if limit is None else stream.read(limit + 1))
-    if limit is not None and len(data) > limit:
-        raise HTTPError(413)
-    return data
+    if limit is None:
+        return bytes(stream.read())
+    # A server's stream may answer a read with less than asked (a chunk at a
+    # time): read until the end, or until the body is known to be too large.
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    raise HTTPError(413)
 
 
 def url_root(environ: dict[str, Any], state: KilnState, trusted_hosts: Any = None) -> str:
