@@ -57,11 +57,19 @@ from kiln.resource.query import (
     RESERVED_FIELDS,
     Query,
     QueryError,
+    QueryLimits,
     parse_query,
     select_fields,
 )
 from kiln.resource.unit_of_work import UnitOfWork
-from kiln.storage import Filter, Operator, StorageBase
+from kiln.storage import (
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
+    Filter,
+    Operator,
+    StorageBase,
+)
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -95,6 +103,27 @@ for _setting in (
         (bool,),
         False,
         "Send `Total-Records` on collection GET too (a COUNT per list; HEAD always has it).",
+        True,
+    ),
+    Setting(
+        "query.max_filters",
+        (int,),
+        MAX_FILTERS,
+        "Most filters in one collection request (`_since`/`_before` count); 400 above.",
+        True,
+    ),
+    Setting(
+        "query.max_filter_values",
+        (int,),
+        MAX_FILTER_VALUES,
+        "Most values in one `in_`/`exclude_`/`contains_`/`contains_any_` filter; 400 above.",
+        True,
+    ),
+    Setting(
+        "query.max_sort_fields",
+        (int,),
+        MAX_SORT_FIELDS,
+        "Most fields in `_sort`; 400 above.",
         True,
     ),
 ):
@@ -246,6 +275,7 @@ class _Settings:
     rules: AccessRules
     docs_url: str | None
     max_body_bytes: int
+    query_limits: QueryLimits
 
 
 class Endpoint:
@@ -309,6 +339,11 @@ class Endpoint:
             rules=AccessRules(name, self.kind, granted, self.record_permissions),
             docs_url=config.setting("project.docs") or None,
             max_body_bytes=config.setting("request.max_body_bytes"),
+            query_limits=QueryLimits(
+                max_filters=config.setting("query.max_filters"),
+                max_filter_values=config.setting("query.max_filter_values"),
+                max_sort_fields=config.setting("query.max_sort_fields"),
+            ),
         )
 
     # -- handling -------------------------------------------------------------
@@ -630,6 +665,7 @@ class _Call:
             is_known_field=self.endpoint.registration.schema.is_known_field,
             max_limit=settings.max_limit,
             default_limit=settings.default_limit,
+            limits=settings.query_limits,
         )
 
     def query_fields(self) -> tuple[str, ...] | None:

@@ -21,6 +21,12 @@ Values are JSON-decoded when they parse as JSON, else taken as strings
 dotted (``author.name``). Any other parameter starting with ``_`` is
 ignored; a parameter given twice is a filter applied twice (AND), except
 the ``_`` parameters, which may appear once.
+
+A query is bounded (:class:`QueryLimits`, from the settings
+``query.max_filters``, ``query.max_filter_values`` and
+``query.max_sort_fields``): past a bound it is refused here, with a 400
+naming the parameter, rather than failing in a backend (SQLite's expression
+depth, PostgreSQL's target list) with a 503.
 """
 
 from __future__ import annotations
@@ -35,11 +41,19 @@ from typing import Any
 
 import orjson
 
-from kiln.storage import Filter, Operator, Sort
+from kiln.storage import (
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
+    Filter,
+    Operator,
+    Sort,
+)
 
 __all__ = [
     "Query",
     "QueryError",
+    "QueryLimits",
     "decode_token",
     "encode_token",
     "pagination_context",
@@ -72,6 +86,18 @@ class QueryError(ValueError):
         self.name = name
         self.description = description
         super().__init__(f"{name} in querystring: {description}")
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """How large a query may be (the ``query.*`` settings)."""
+
+    #: Filters in one request (``_since``/``_before`` count).
+    max_filters: int = MAX_FILTERS
+    #: Values in one ``in_``/``exclude_``/``contains_``/``contains_any_`` filter.
+    max_filter_values: int = MAX_FILTER_VALUES
+    #: Fields in ``_sort``.
+    max_sort_fields: int = MAX_SORT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -130,8 +156,16 @@ def _typed_for_field(name: str, field_name: str, value: Any, raw: str) -> Any:
     return value
 
 
-def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> Filter | None:
-    """One ``<prefix_><field>=<value>`` parameter as a :class:`Filter`; None for ``_x``."""
+def parse_filter(
+    name: str,
+    raw: str,
+    is_known_field: Callable[[str], bool],
+    max_values: int = MAX_FILTER_VALUES,
+) -> Filter | None:
+    """One ``<prefix_><field>=<value>`` parameter as a :class:`Filter`; None for ``_x``.
+
+    A list of more than ``max_values`` values raises :class:`QueryError`.
+    """
     if name.startswith("_"):
         return None
     operator = Operator.EQ
@@ -147,10 +181,13 @@ def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> 
         raise QueryError(name, f"Unknown filter field {field_name!r}.")
     value: Any
     if operator in (Operator.IN, Operator.EXCLUDE):
-        value = [_typed_for_field(name, field_name, item, text) for item, text in _list_items(raw)]
+        items = _list_items(raw)
+        _check_values(name, len(items), max_values)
+        value = [_typed_for_field(name, field_name, item, text) for item, text in items]
     elif operator in (Operator.CONTAINS, Operator.CONTAINS_ANY):
         decoded = decode_value(raw)
         value = decoded if isinstance(decoded, list) else [decoded]
+        _check_values(name, len(value), max_values)
     elif operator is Operator.HAS:
         decoded = decode_value(raw)
         if decoded not in (True, False, 0, 1):
@@ -163,10 +200,29 @@ def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> 
     return Filter(field_name, value, operator)
 
 
-def parse_sort(raw: str, is_known_field: Callable[[str], bool]) -> list[Sort]:
-    """``_sort=a,-b`` as sorts; an invalid or unknown field raises :class:`QueryError`."""
+def _check_values(name: str, count: int, max_values: int) -> None:
+    if count > max_values:
+        raise QueryError(
+            name,
+            f"holds {count} values; at most {max_values} are allowed "
+            "(setting query.max_filter_values).",
+        )
+
+
+def parse_sort(
+    raw: str, is_known_field: Callable[[str], bool], max_fields: int = MAX_SORT_FIELDS
+) -> list[Sort]:
+    """``_sort=a,-b`` as sorts; an invalid or unknown field, or more than
+    ``max_fields`` of them, raises :class:`QueryError`."""
+    items = raw.split(",")
+    if len(items) > max_fields:
+        raise QueryError(
+            "_sort",
+            f"names {len(items)} fields; at most {max_fields} are allowed "
+            "(setting query.max_sort_fields).",
+        )
     sorting = []
-    for item in raw.split(","):
+    for item in items:
         item = item.strip()
         match = _SORT_ITEM.match(item)
         if not match:
@@ -197,6 +253,7 @@ def parse_query(
     is_known_root: Callable[[str], bool] | None = None,
     max_limit: int = 10_000,
     default_limit: int | None = None,
+    limits: QueryLimits = QueryLimits(),
 ) -> Query:
     """Parse a collection's query string.
 
@@ -207,7 +264,8 @@ def parse_query(
         absent from the output.
     :param max_limit: ``paginate.max_limit``: the largest page.
     :param default_limit: ``paginate.by``: the page size without ``_limit``.
-    :raises QueryError: the first invalid parameter.
+    :param limits: how many filters, values per filter and sort fields.
+    :raises QueryError: the first invalid parameter, or the one past a limit.
     """
     filters: list[Filter] = []
     seen: set[str] = set()
@@ -222,6 +280,14 @@ def parse_query(
             if name in seen:
                 raise QueryError(name, "may appear only once.")
             seen.add(name)
+        if len(filters) == limits.max_filters and (
+            name in ("_since", "_before", "_to") or not name.startswith("_")
+        ):
+            raise QueryError(
+                name,
+                f"is one filter too many: at most {limits.max_filters} are allowed "
+                "(setting query.max_filters).",
+            )
         if name in ("_since", "_before", "_to"):
             operator = Operator.GT if name == "_since" else Operator.LT
             filters.append(Filter(MODIFIED_FIELD, _timestamp(name, raw), operator))
@@ -229,7 +295,7 @@ def parse_query(
             if name == "_to":
                 deprecated.append("_to")
         elif name == "_sort":
-            sorting = parse_sort(raw, is_known_field)
+            sorting = parse_sort(raw, is_known_field, limits.max_sort_fields)
         elif name == "_limit":
             limit = _limit(raw)
         elif name == "_token":
@@ -237,7 +303,7 @@ def parse_query(
         elif name == "_fields":
             fields = _fields(raw, is_known_root or is_known_field)
         else:
-            parsed = parse_filter(name, raw, is_known_field)
+            parsed = parse_filter(name, raw, is_known_field, limits.max_filter_values)
             if parsed is None:
                 continue
             filters.append(parsed)

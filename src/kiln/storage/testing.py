@@ -32,6 +32,9 @@ from kiln.exceptions import BackendError
 from kiln.storage import (
     ABSENT,
     LIVE,
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
     Filter,
     Operator,
     PreconditionFailed,
@@ -641,6 +644,30 @@ class StorageContract(BackendContract):
             R, P, filters=[Filter("v", 0, Operator.GT), Filter("v", 1.5, Operator.NOT)]
         )
         assert set(_ids(found)) == {"int1", "float1"}
+
+    def test_the_largest_query_the_limits_allow_runs(self, storage: StorageBase) -> None:
+        storage.create(R, P, {"id": "a", "v": 0, "t": ["x"]})
+        storage.create(R, P, {"id": "b", "v": 1, "t": ["y"]})
+        values = list(range(MAX_FILTER_VALUES))
+        operators = [Operator.IN, Operator.EXCLUDE, Operator.CONTAINS_ANY, Operator.LIKE]
+        filters = []
+        for index in range(MAX_FILTERS):
+            operator = operators[index % len(operators)]
+            if operator is Operator.IN:
+                filters.append(Filter("v", values, operator))
+            elif operator is Operator.EXCLUDE:
+                filters.append(Filter("v", [-1 - i for i in values], operator))
+            elif operator is Operator.CONTAINS_ANY:
+                filters.append(Filter("t", ["x", "y", *map(str, values[2:])], operator))
+            else:
+                filters.append(Filter("id", "*", operator))
+        # The sort fields a request may name, then the two kiln always appends.
+        sorting = [Sort(f"s{i}", 1 if i % 2 else -1) for i in range(MAX_SORT_FIELDS)]
+        sorting += [Sort("last_modified", -1), Sort("id", 1)]
+        found = storage.list_all(R, P, filters=filters, sorting=sorting)
+        assert sorted(_ids(found)) == ["a", "b"]
+        assert storage.count_all(R, P, filters=filters) == 2
+        assert self._paginate(storage, filters, sorting, 1) == found
 
     def test_like_is_case_insensitive_beyond_ascii(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a", "t": "ÉCOLE Straße"})
