@@ -60,7 +60,7 @@ from kiln.resource.batch import install_batch
 from kiln.resource.dispatch import read_body
 from kiln.resource.views import mount_resources
 from kiln.storage import load_storage
-from kiln.views import install_utility_views
+from kiln.views import install_utility_views, url_root
 
 __all__ = [
     "HeartbeatCheck",
@@ -409,6 +409,8 @@ def _install_common_hooks(app: Flask, config: Configuration) -> None:
             # (a 3 MB body whose first MiB parses would be stored). Read it here,
             # refused past the limit, and hand on what was read.
             environ["wsgi.input"] = io.BytesIO(read_body(environ, limit))
+        if config.setting("trusted_hosts"):
+            url_root(environ, config)  # a Host the setting does not list is a 400
 
     @app.after_request
     @kiln_hook

@@ -434,8 +434,30 @@ for _setting in (
         "Redirect `/path/` to `/path`.",
         True,
     ),
-    Setting("http_scheme", (str, None), None, "Scheme forced in absolute URLs.", True),
-    Setting("http_host", (str, None), None, "Host forced in absolute URLs.", True),
+    Setting(
+        "http_scheme",
+        (str, None),
+        None,
+        "Scheme of absolute URLs (`https` behind a TLS proxy); default: the request's.",
+        True,
+    ),
+    Setting(
+        "http_host",
+        (str, None),
+        None,
+        "Public host (and port) of absolute URLs (`Next-Page`, hello `url`). "
+        "Unset: the request's `Host` when `trusted_hosts` vouches for it, "
+        "else URLs are relative (`/v1/...`).",
+        True,
+    ),
+    Setting(
+        "trusted_hosts",
+        (list, None),
+        None,
+        "Hosts the service answers for (`api.example.org`; `.example.org` for its "
+        "subdomains): another `Host` answers 400, and absolute URLs use the checked one.",
+        True,
+    ),
     Setting(
         "error_info_link",
         (str, None),

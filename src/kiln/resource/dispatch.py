@@ -37,10 +37,8 @@ from urllib.parse import parse_qsl
 import orjson
 from flask import Flask, signals
 from werkzeug.datastructures import EnvironHeaders, MIMEAccept
-from werkzeug.exceptions import SecurityError
 from werkzeug.http import HTTP_STATUS_CODES, parse_accept_header, parse_options_header
 from werkzeug.routing import Rule
-from werkzeug.wsgi import get_host
 
 from kiln._headers import common_headers
 from kiln.auth.web import note_identity, principals_of
@@ -52,6 +50,7 @@ from kiln.logging import log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
 from kiln.resource.events import deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
+from kiln.views import url_root as public_root
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -404,17 +403,8 @@ def read_body(environ: dict[str, Any], limit: int | None) -> bytes:
 
 
 def url_root(environ: dict[str, Any], state: KilnState, trusted_hosts: Any = None) -> str:
-    """``scheme://host[/script]``, honouring ``http_scheme`` and ``http_host``."""
-    config = state.config
-    scheme = config.setting("http_scheme") or environ.get("wsgi.url_scheme", "http")
-    host = config.setting("http_host")
-    if not host:
-        try:
-            host = get_host(environ, trusted_hosts)
-        except SecurityError:
-            raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The Host is not trusted.") from None
-    script = environ.get("SCRIPT_NAME", "").encode("latin-1").decode(errors="replace")
-    return f"{scheme}://{host}{script.rstrip('/')}"
+    """Where the service's URLs start (:func:`kiln.views.url_root`)."""
+    return public_root(environ, state.config, trusted_hosts)
 
 
 def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:

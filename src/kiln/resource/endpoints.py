@@ -54,12 +54,14 @@ from kiln.resource.parents import Parent, check_parents
 from kiln.resource.query import (
     ID_FIELD,
     MODIFIED_FIELD,
+    PROCESS_TOKEN_KEY,
     RESERVED_FIELDS,
     Query,
     QueryError,
     QueryLimits,
     parse_query,
     select_fields,
+    token_key,
 )
 from kiln.resource.unit_of_work import UnitOfWork
 from kiln.storage import (
@@ -276,6 +278,7 @@ class _Settings:
     docs_url: str | None
     max_body_bytes: int
     query_limits: QueryLimits
+    token_key: bytes
 
 
 class Endpoint:
@@ -344,6 +347,7 @@ class Endpoint:
                 max_filter_values=config.setting("query.max_filter_values"),
                 max_sort_fields=config.setting("query.max_sort_fields"),
             ),
+            token_key=_token_key(config),
         )
 
     # -- handling -------------------------------------------------------------
@@ -410,6 +414,7 @@ class Endpoint:
             unit=unit,
             payload=payload,
             max_record_bytes=settings.max_body_bytes,
+            token_key=settings.token_key,
         )
         call = _Call(self, request, settings, model, access)
         try:
@@ -453,6 +458,22 @@ class Endpoint:
                     {"location": "querystring", "name": exc.name, "description": exc.description}
                 ],
             ) from None
+
+
+def _token_key(config: Configuration) -> bytes:
+    """The key of ``Next-Page`` tokens: from the app's secret (Flask's
+    ``SECRET_KEY``, else ``auth.userid_hmac_secret``), so every process of a
+    deployment reads the tokens of the others; without either, from the
+    storage's URL (shared by those processes, but no secret: set one), or
+    this process's own key for the memory backend (whose records die with it)."""
+    secrets = (config.get("flask.config.SECRET_KEY"), config.setting("auth.userid_hmac_secret"))
+    for secret in secrets:
+        if secret and isinstance(secret, str):
+            return token_key(secret)
+    backend = config.setting("storage.backend")
+    if backend == "memory":
+        return PROCESS_TOKEN_KEY
+    return token_key(f"kiln storage {backend} {config.setting('storage.url')}")
 
 
 def seen_timestamp(request: Request) -> int | None:
@@ -666,6 +687,7 @@ class _Call:
             max_limit=settings.max_limit,
             default_limit=settings.default_limit,
             limits=settings.query_limits,
+            token_key=settings.token_key,
         )
 
     def query_fields(self) -> tuple[str, ...] | None:

@@ -36,6 +36,7 @@ from kiln.resource.query import (
     DELETED_FIELD,
     ID_FIELD,
     MODIFIED_FIELD,
+    PROCESS_TOKEN_KEY,
     RESERVED_FIELDS,
     Query,
     QueryError,
@@ -137,6 +138,8 @@ class Model:
     #: The largest record a patch may make, in bytes of JSON (``None``: no
     #: limit): ``request.max_body_bytes``, as for a record sent whole.
     max_record_bytes: int | None = None
+    #: The key ``Next-Page`` tokens are sealed with (:func:`~kiln.resource.query.token_key`).
+    token_key: bytes = PROCESS_TOKEN_KEY
 
     def __post_init__(self) -> None:
         if self.unit is None:
@@ -218,7 +221,7 @@ class Model:
         next_token = None
         if limit is not None and len(records) > limit:
             records = records[:limit]
-            next_token = encode_token(records[-1], query.sorting, context)
+            next_token = encode_token(records[-1], query.sorting, context, self.token_key)
         return Page(records, timestamp, next_token)
 
     def count(self, query: Query) -> int:

@@ -33,13 +33,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import hmac
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from kiln.storage import (
     MAX_FILTER_VALUES,
@@ -51,6 +56,7 @@ from kiln.storage import (
 )
 
 __all__ = [
+    "PROCESS_TOKEN_KEY",
     "Query",
     "QueryError",
     "QueryLimits",
@@ -58,6 +64,7 @@ __all__ = [
     "encode_token",
     "pagination_context",
     "parse_query",
+    "token_key",
 ]
 
 ID_FIELD = "id"
@@ -76,7 +83,11 @@ _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 #: Timestamps are signed 64-bit integers in every backend.
 _MAX_TIMESTAMP = 2**63 - 1
 _SPECIAL = frozenset({"_since", "_before", "_to", "_sort", "_limit", "_token", "_fields"})
-TOKEN_VERSION = 1
+#: Version 2 tokens are sealed (AES-SIV); version 1 ones (before 0.1.0) were
+#: readable base64 JSON and are refused.
+TOKEN_VERSION = 2
+#: The key of tokens when none is given: this process's own.
+PROCESS_TOKEN_KEY = os.urandom(32)
 
 
 class QueryError(ValueError):
@@ -254,6 +265,7 @@ def parse_query(
     max_limit: int = 10_000,
     default_limit: int | None = None,
     limits: QueryLimits = QueryLimits(),
+    token_key: bytes = PROCESS_TOKEN_KEY,
 ) -> Query:
     """Parse a collection's query string.
 
@@ -265,6 +277,7 @@ def parse_query(
     :param max_limit: ``paginate.max_limit``: the largest page.
     :param default_limit: ``paginate.by``: the page size without ``_limit``.
     :param limits: how many filters, values per filter and sort fields.
+    :param token_key: the key ``_token`` values are sealed with (:func:`token_key`).
     :raises QueryError: the first invalid parameter, or the one past a limit.
     """
     filters: list[Filter] = []
@@ -299,7 +312,7 @@ def parse_query(
         elif name == "_limit":
             limit = _limit(raw)
         elif name == "_token":
-            token = decode_token(raw)
+            token = decode_token(raw, token_key)
         elif name == "_fields":
             fields = _fields(raw, is_known_root or is_known_field)
         else:
@@ -369,24 +382,57 @@ def _canonical(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
-def encode_token(last_record: dict[str, Any], sorting: Sequence[Sort], context: str) -> str:
-    """An opaque ``_token`` that continues after ``last_record`` in ``sorting`` order."""
+def token_key(secret: str) -> bytes:
+    """The key that seals ``_token`` values, derived from a deployment's ``secret``
+    (so it is never the key of anything else the secret keys)."""
+    return hmac.new(secret.encode("utf-8"), b"kiln pagination token", hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _cipher(key: bytes) -> AESSIV:
+    return AESSIV(key)
+
+
+def encode_token(
+    last_record: dict[str, Any],
+    sorting: Sequence[Sort],
+    context: str,
+    key: bytes = PROCESS_TOKEN_KEY,
+) -> str:
+    """An opaque ``_token`` that continues after ``last_record`` in ``sorting`` order.
+
+    It holds the last record's sort values, so it is sealed with ``key``
+    (AES-SIV, authenticated): field values never show in URLs or logs, and
+    a token cannot be forged or altered. The sealing is deterministic (the
+    same page gives the same token, alone or in a batch), which tells no
+    more than that two tokens continue from the same place.
+    """
     last = select_fields(last_record, [sort.field for sort in sorting])
-    payload = {"v": TOKEN_VERSION, "last": last, "ctx": context}
-    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+    payload = orjson.dumps({"v": TOKEN_VERSION, "last": last, "ctx": context})
+    sealed = _cipher(key).encrypt(payload, None)
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
-def decode_token(raw: str) -> dict[str, Any]:
-    """The payload of a ``_token``; anything malformed raises :class:`QueryError`."""
+def decode_token(raw: str, key: bytes = PROCESS_TOKEN_KEY) -> dict[str, Any]:
+    """The payload of a ``_token`` sealed with ``key``; anything else raises
+    :class:`QueryError`: a malformed token, and one sealed by another secret
+    or an older kiln, with a sentence saying to start again."""
+    text = raw.strip()
     try:
-        padded = raw.strip() + "=" * (-len(raw.strip()) % 4)
-        payload = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        sealed = base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
     except (ValueError, binascii.Error, UnicodeEncodeError):
         raise QueryError("_token", "has invalid content.") from None
+    try:
+        payload = orjson.loads(_cipher(key).decrypt(sealed, None))
+    except (InvalidTag, ValueError):
+        raise QueryError(
+            "_token",
+            "was not issued by this service (an older version, or another secret): "
+            "start again without it.",
+        ) from None
     if (
         not isinstance(payload, dict)
-        or type(payload.get("v")) is not int
-        or payload["v"] != TOKEN_VERSION
+        or payload.get("v") != TOKEN_VERSION
         or not isinstance(payload.get("last"), dict)
         or not isinstance(payload.get("ctx"), str)
     ):
