@@ -677,6 +677,37 @@ class StorageContract(BackendContract):
             "a"
         ]
 
+    def test_like_answers_as_casefold_does_on_ascii_and_other_texts(
+        self, storage: StorageBase
+    ) -> None:
+        # SQL backends match ASCII texts with the engine's own LIKE, others as
+        # Python's str.casefold does: both must give glob_match's answers.
+        texts = [
+            "strasse",
+            "STRASSE",
+            "Straße",
+            "100%_\\x",
+            "100 x",
+            "kelvin",
+            "\u212aelvin",
+            "caf\u00e9",
+            "CAFE",
+            "a_b",
+            "axb",
+        ]
+        for index, text in enumerate(texts):
+            storage.create(R, P, {"id": f"t{index}", "t": text})
+        patterns = ["strasse", "STRAẞE", "ß", "100%_\\*", "%", "_", "KELVIN", "k*n", "É", "a_b"]
+        patterns += ["", "*", "CAF*", "*\\*"]
+        for pattern in patterns:
+            expected = {f"t{i}" for i, text in enumerate(texts) if glob_match(text, pattern)}
+            found = storage.list_all(R, P, filters=[Filter("t", pattern, Operator.LIKE)])
+            assert set(_ids(found)) == expected, pattern
+            by_id = storage.list_all(R, P, filters=[Filter("id", pattern, Operator.LIKE)])
+            assert set(_ids(by_id)) == {
+                i for i in _ids(storage.list_all(R, P)) if glob_match(i, pattern)
+            }
+
     def test_like_with_many_wildcards_stays_fast(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a", "t": "a" * 5000})
         started = time.monotonic()
