@@ -163,3 +163,27 @@ def test_every_process_of_a_deployment_reads_the_tokens_of_the_others(tmp_path, 
     assert two.test_client().get(next_page).status_code == 200
     for app in (one, two):
         app.extensions["kiln"].storage.close()
+
+
+def test_flasks_own_trusted_hosts_vouch_for_a_host_too(tmp_path, flask_path):
+    app = kiln.create_app(
+        {
+            "views": ["tests.resource.auth_resources"],
+            "storage": {"backend": "memory"},
+            "flask": {"config": {"TRUSTED_HOSTS": ["api.example"]}},
+        },
+        configure_logging=False,
+    )
+    if flask_path:
+        app.before_request(lambda: None)
+    client = app.test_client()
+    for n in range(2):
+        client.put(f"/v1/memos/m{n}", json={"data": {}}, base_url="http://api.example")
+    with serve_in_thread(app) as url:
+        address = (urlsplit(url).hostname, urlsplit(url).port)
+        status, headers, _ = get(address, "/v1/memos?_limit=1", host="api.example")
+        assert status == 200
+        assert headers["Next-Page"].startswith("http://api.example/v1/memos?")
+        status, _, body = get(address, "/v1/", host="api.example")
+        assert body["url"] == "http://api.example/v1/"
+        assert get(address, "/v1/memos?_limit=1", host="evil.example")[0] == 400

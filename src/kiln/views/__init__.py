@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import SecurityError
 from werkzeug.wsgi import get_host
 
@@ -56,7 +56,8 @@ def install_utility_views(app: Flask, state: KilnState) -> None:
 
 def absolute_url(path: str) -> str:
     """``path`` as a URL of the service: see :func:`url_root`."""
-    return url_root(request.environ, current_state().config) + path
+    trusted = current_app.config.get("TRUSTED_HOSTS")
+    return url_root(request.environ, current_state().config, trusted) + path
 
 
 def url_root(
