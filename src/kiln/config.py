@@ -60,6 +60,7 @@ __all__ = [
     "SETTINGS",
     "Configuration",
     "Setting",
+    "check_positive",
     "current",
     "debug",
     "deep_merge",
@@ -317,6 +318,11 @@ class Setting:
             None: "null",
         }
         return " or ".join(names.get(t) or str(getattr(t, "__name__", t)) for t in self.types)
+
+
+def check_positive(value: Any) -> str | None:
+    """A :attr:`Setting.check_value` for numbers that must be greater than 0."""
+    return None if value > 0 else f"must be greater than 0, got {value}"
 
 
 #: Every known key, by dotted name. Components add theirs with :func:`register_setting`.

@@ -56,7 +56,7 @@ def served(backend: str, tmp_path, *, flask_path: bool = False) -> Iterator[Clie
             yield client
         finally:
             client.close()
-            app.extensions["kiln"].storage.close()
+            app.extensions["kiln"].close()
 
 
 @pytest.fixture(params=["memory-fast", "sqlite-flask"])

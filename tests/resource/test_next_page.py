@@ -38,7 +38,7 @@ def served(tmp_path, *, flask_path: bool = False, **settings) -> Iterator[tuple[
     with serve_in_thread(app) as url:
         parts = urlsplit(url)
         yield parts.hostname, parts.port
-    app.extensions["kiln"].storage.close()
+    app.extensions["kiln"].close()
 
 
 def get(address: tuple[str, int], path: str, host: str | None = None, **headers):
@@ -162,7 +162,7 @@ def test_every_process_of_a_deployment_reads_the_tokens_of_the_others(tmp_path, 
     next_page = one.test_client().get("/v1/memos?_limit=1").headers["Next-Page"]
     assert two.test_client().get(next_page).status_code == 200
     for app in (one, two):
-        app.extensions["kiln"].storage.close()
+        app.extensions["kiln"].close()
 
 
 def test_flasks_own_trusted_hosts_vouch_for_a_host_too(tmp_path, flask_path):

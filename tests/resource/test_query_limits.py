@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 import kiln
+from kiln.exceptions import ConfigError
 from kiln.storage import MAX_FILTER_VALUES, MAX_FILTERS, MAX_SORT_FIELDS
 from tests.resource.live_server import Client, serve_in_thread
 
@@ -44,7 +45,7 @@ def api(storage_settings):
         assert client.request("PUT", "/memos/m1", {"data": {"name": "a", "n": 1}}).status < 300
         yield client
         client.close()
-    app.extensions["kiln"].storage.close()
+    app.extensions["kiln"].close()
 
 
 def get(api, params) -> tuple[int, dict]:
@@ -131,3 +132,9 @@ def test_the_limits_are_settings():
     assert client.get("/v1/memos?_sort=name,n").json["details"][0]["name"] == "_sort"
     # Other underscore parameters are not filters.
     assert client.get("/v1/memos?not_name=a&not_name=b&_limit=3&_other=1").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["max_filters", "max_filter_values", "max_sort_fields"])
+def test_a_limit_must_be_positive(key):
+    with pytest.raises(ConfigError, match=f"query.{key}.*greater than 0"):
+        kiln.create_app({"query": {key: 0}}, configure_logging=False)

@@ -31,7 +31,7 @@ import orjson
 
 from kiln._json import apply_json_patch, parse_body, parse_value
 from kiln.auth import denied
-from kiln.config import Configuration, Setting, register_setting
+from kiln.config import Configuration, Setting, check_positive, register_setting
 from kiln.errors import ERRORS, HTTPError, invalid_parameter
 from kiln.exceptions import ConfigError
 from kiln.resource import Registration, RequestContext
@@ -113,6 +113,7 @@ for _setting in (
         MAX_FILTERS,
         "Most filters in one collection request (`_since`/`_before` count); 400 above.",
         True,
+        check_value=check_positive,
     ),
     Setting(
         "query.max_filter_values",
@@ -120,6 +121,7 @@ for _setting in (
         MAX_FILTER_VALUES,
         "Most values in one `in_`/`exclude_`/`contains_`/`contains_any_` filter; 400 above.",
         True,
+        check_value=check_positive,
     ),
     Setting(
         "query.max_sort_fields",
@@ -127,6 +129,7 @@ for _setting in (
         MAX_SORT_FIELDS,
         "Most fields in `_sort`; 400 above.",
         True,
+        check_value=check_positive,
     ),
 ):
     register_setting(_setting)
