@@ -366,7 +366,7 @@ def test_hello_describes_the_service():
         "project_docs": "https://docs.example",
         "protocol_version": "2",
         "kiln_version": kiln.__version__,
-        "url": "http://localhost/v1/",
+        "url": "/v1/",  # no http_host nor trusted_hosts: relative
         "settings": {"readonly": True, "batch_max_requests": 25},
         "capabilities": {},
     }

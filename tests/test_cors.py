@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import pytest
+import urllib3
 
 from kiln import create_app
 from kiln.cors import EXPOSED_HEADERS, origin_allowed
+from tests.resource.live_server import serve_in_thread
 
 
 def client(**tree):
@@ -32,6 +34,17 @@ def test_requests_without_origin_get_no_cors_headers():
         ("https://example.org", False),
         ("https://evil.org", False),
         ("http://app.example.org", False),
+        ("https://APP.Example.org", True),
+        ("https://evil.com/.example.org", False),
+        ("https://evil.com#.example.org", False),
+        ("https://evil.com?.example.org", False),
+        ("https://evil.com?x=.example.org", False),
+        ("https://user@app.example.org", False),
+        ("https://evil.com:1.example.org", False),
+        ("https://app.example.org:8443", False),
+        ("https://app.example.org/", False),
+        ("https://.example.org", False),
+        ("null", False),
     ],
 )
 def test_origins_match_wildcard_patterns(origin, allowed):
@@ -78,3 +91,45 @@ def test_a_preflight_on_an_unknown_url_has_no_allowed_methods():
     )
     assert response.status_code == 404
     assert "Access-Control-Allow-Methods" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("http://localhost:8080", True),
+        ("http://localhost", False),
+        ("http://localhost:8080/x", False),
+        ("http://[::1]:8080", True),
+        ("https://api.example.org", True),
+        ("https://api.example.org.evil.com", False),
+        ("https://api?example.org", False),
+    ],
+)
+def test_each_pattern_matches_whole_origins_only(origin, allowed):
+    patterns = ["http://localhost:*", "http://[::1]:*", "https://api.example.org"]
+    assert origin_allowed(origin, patterns) is allowed
+
+
+def test_a_lone_star_allows_any_origin():
+    assert origin_allowed("null", ["https://a.example", "*"])
+    assert origin_allowed("https://evil.com/x", ["*"])
+
+
+@pytest.mark.parametrize("path", ["/v1/", "/v1/memos"])
+def test_a_served_app_echoes_no_look_alike_origin(path):
+    app = create_app(
+        {
+            "views": ["tests.resource.auth_resources"],
+            "cors": {"origins": ["https://*.trusted.example"]},
+        },
+        configure_logging=False,
+    )
+    with serve_in_thread(app) as url:
+        http = urllib3.PoolManager()
+        for origin in ("https://evil.com/.trusted.example", "https://evil.com#.trusted.example"):
+            response = http.request("GET", url + path, headers={"Origin": origin})
+            assert response.status == 200
+            assert "Access-Control-Allow-Origin" not in response.headers
+        good = http.request("GET", url + path, headers={"Origin": "https://a.trusted.example"})
+        assert good.headers["Access-Control-Allow-Origin"] == "https://a.trusted.example"
+        http.clear()

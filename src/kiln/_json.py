@@ -7,19 +7,31 @@ levels (a deep body would fail far away, in a serializer or a backend's
 JSON functions, with a 500) and when a string holds U+0000 (PostgreSQL
 cannot store it: refused on every backend alike). Each refusal is a 400
 (errno 107) naming what is wrong.
+
+A body within the limits can still make a record beyond them: a merge adds
+a body to a stored record, a JSON Patch ``copy`` doubles a value (seventeen
+of them grow a record a hundred thousand times). :func:`apply_json_patch`
+applies operations one by one and stops a document growing past the size
+limit, and :func:`check_record` holds the record a request computed to the
+body limits before it is stored: 400 deeper than :data:`MAX_JSON_DEPTH`
+(with its ``{"data": ...}`` envelope), 413 larger than
+``request.max_body_bytes``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jsonpatch
 import orjson
 
 from kiln.errors import ERRORS, HTTPError, invalid_parameter
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "apply_json_patch",
     "check_media_type",
+    "check_record",
     "holds_nul",
     "json_too_deep",
     "parse_body",
@@ -50,9 +62,7 @@ def parse_body(
     except orjson.JSONDecodeError as exc:
         raise invalid_parameter("body", "body", f"Invalid JSON request body: {exc}") from None
     if json_too_deep(body):
-        raise invalid_parameter(
-            "body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels."
-        )
+        raise _too_deep()
     # Cheap test first: a NUL can only arrive as the escape \u0000.
     if b"\\u0000" in raw and holds_nul(body):
         raise invalid_parameter(
@@ -73,6 +83,61 @@ def parse_value(
             "body", "body", "Strings cannot contain the NUL character (U+0000); remove it."
         )
     return value
+
+
+def check_record(record: Any, max_bytes: int | None) -> None:
+    """Refuse a record a request computed (a merge, a JSON Patch) that a body
+    could not have sent: 400 when, in its ``{"data": ...}`` envelope, it nests
+    deeper than :data:`MAX_JSON_DEPTH`; 413 when its JSON is larger than
+    ``max_bytes`` (``None``: no size limit)."""
+    if json_too_deep(record, MAX_JSON_DEPTH - 1):
+        raise _too_deep()
+    if max_bytes is not None and len(orjson.dumps(record)) > max_bytes:
+        raise _too_large(max_bytes)
+
+
+def apply_json_patch(document: Any, operations: list[Any], max_bytes: int | None) -> Any:
+    """``document`` (changed in place) with the RFC 6902 ``operations`` applied.
+
+    The operations are applied one by one: a ``copy`` that would make the
+    document larger than ``max_bytes`` stops there with a 413 (an estimate
+    adds each copied value's size; the document is measured when the
+    estimate crosses the limit), and a document nested too deep to measure
+    or copy stops with a 400.
+
+    :raises jsonpatch.JsonPatchException: (or JsonPointerException,
+        TypeError) for an operation that does not apply.
+    :raises HTTPError: 413 or 400 as above.
+    """
+    size = len(orjson.dumps(document)) if max_bytes is not None else 0
+    try:
+        for operation in operations:
+            source = operation.get("from")
+            if max_bytes is not None and operation.get("op") == "copy" and isinstance(source, str):
+                copied = len(orjson.dumps(jsonpatch.JsonPointer(source).resolve(document)))
+                if size + copied > max_bytes:
+                    # What was removed since the last measure is not counted out.
+                    size = len(orjson.dumps(document))
+                    if size + copied > max_bytes:
+                        raise _too_large(max_bytes)
+                size += copied
+            jsonpatch.apply_patch(document, [operation], in_place=True)
+    except (orjson.JSONEncodeError, RecursionError):
+        # orjson cannot serialize, nor deepcopy copy, what nests this deep.
+        raise _too_deep() from None
+    return document
+
+
+def _too_deep() -> HTTPError:
+    return invalid_parameter("body", "body", f"JSON nesting is limited to {MAX_JSON_DEPTH} levels.")
+
+
+def _too_large(max_bytes: int) -> HTTPError:
+    return HTTPError(
+        413,
+        ERRORS.REQUEST_TOO_LARGE,
+        f"The record would be larger than request.max_body_bytes ({max_bytes} bytes).",
+    )
 
 
 def check_media_type(media_type: str | None, accepted: tuple[str, ...]) -> None:

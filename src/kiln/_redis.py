@@ -280,12 +280,8 @@ def connection_from_config(config: Any, kind: str) -> RedisConnection:
     return acquire(url, options)
 
 
-def _check_positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value}"
-
-
 def _register_settings() -> None:
-    from kiln.config import Setting, register_setting
+    from kiln.config import Setting, check_positive, register_setting
 
     for setting in (
         Setting(
@@ -293,7 +289,7 @@ def _register_settings() -> None:
             (int, float),
             5.0,
             "How long opening a connection to Redis may take before the backend fails (503).",
-            check_value=_check_positive,
+            check_value=check_positive,
         ),
         Setting(
             "redis.timeout_seconds",
@@ -301,14 +297,14 @@ def _register_settings() -> None:
             5.0,
             "How long a Redis command, or a wait for a free pooled connection, may take "
             "before the backend fails (503).",
-            check_value=_check_positive,
+            check_value=check_positive,
         ),
         Setting(
             "redis.max_connections",
             (int,),
             50,
             "Most connections to one Redis URL per process, shared by the Redis backends.",
-            check_value=_check_positive,
+            check_value=check_positive,
         ),
     ):
         register_setting(setting)

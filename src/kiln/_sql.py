@@ -16,7 +16,15 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from kiln.migrations import Migration, shipped
 
-__all__ = ["SQLBackend", "SQLDatabase"]
+__all__ = ["SQLBackend", "SQLDatabase", "like_pattern"]
+
+
+def like_pattern(pattern: str) -> str:
+    """``pattern`` (``*`` wildcards, else a substring) as a SQL ``LIKE`` pattern
+    whose escape character is ``\\`` (SQL wildcards ``%`` and ``_`` are literal)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = escaped.replace("*", "%")
+    return escaped if "*" in pattern else f"%{escaped}%"
 
 
 class SQLDatabase(Protocol):

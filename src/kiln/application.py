@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import io
 import logging
 import os
 import re
@@ -60,10 +61,11 @@ from kiln.metrics import build_metrics, install_metrics, instrument_backend
 from kiln.permission import PermissionBase, load_permission
 from kiln.resource import Registration, registrations
 from kiln.resource.batch import install_batch
+from kiln.resource.dispatch import read_body
 from kiln.resource.views import mount_resources
 from kiln.storage import StorageBase, load_storage
 from kiln.tracing import build_tracer, install_tracing
-from kiln.views import install_utility_views
+from kiln.views import install_utility_views, url_root
 
 __all__ = [
     "HeartbeatCheck",
@@ -420,7 +422,16 @@ def _install_common_hooks(app: Flask, config: Configuration) -> None:
     @kiln_hook
     def _body_limit() -> None:
         # Per request rather than in app.config, so a reload changes it.
-        request.max_content_length = config.setting("request.max_body_bytes")
+        limit = config.setting("request.max_body_bytes")
+        request.max_content_length = limit
+        environ = request.environ
+        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            # A chunked body: werkzeug would cut it at the limit without a word
+            # (a 3 MB body whose first MiB parses would be stored). Read it here,
+            # refused past the limit, and hand on what was read.
+            environ["wsgi.input"] = io.BytesIO(read_body(environ, limit))
+        if config.setting("trusted_hosts"):
+            url_root(environ, config)  # a Host the setting does not list is a 400
 
     @app.after_request
     @kiln_hook

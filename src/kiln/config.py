@@ -60,6 +60,7 @@ __all__ = [
     "SETTINGS",
     "Configuration",
     "Setting",
+    "check_positive",
     "current",
     "debug",
     "deep_merge",
@@ -320,6 +321,11 @@ class Setting:
         return " or ".join(names.get(t) or str(getattr(t, "__name__", t)) for t in self.types)
 
 
+def check_positive(value: Any) -> str | None:
+    """A :attr:`Setting.check_value` for numbers that must be greater than 0."""
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
 #: Every known key, by dotted name. Components add theirs with :func:`register_setting`.
 SETTINGS: dict[str, Setting] = {}
 
@@ -488,8 +494,30 @@ for _setting in (
         "Redirect `/path/` to `/path`.",
         True,
     ),
-    Setting("http_scheme", (str, None), None, "Scheme forced in absolute URLs.", True),
-    Setting("http_host", (str, None), None, "Host forced in absolute URLs.", True),
+    Setting(
+        "http_scheme",
+        (str, None),
+        None,
+        "Scheme of absolute URLs (`https` behind a TLS proxy); default: the request's.",
+        True,
+    ),
+    Setting(
+        "http_host",
+        (str, None),
+        None,
+        "Public host (and port) of absolute URLs (`Next-Page`, hello `url`). "
+        "Unset: the request's `Host` when `trusted_hosts` vouches for it, "
+        "else URLs are relative (`/v1/...`).",
+        True,
+    ),
+    Setting(
+        "trusted_hosts",
+        (list, None),
+        None,
+        "Hosts the service answers for (`api.example.org`; `.example.org` for its "
+        "subdomains): another `Host` answers 400, and absolute URLs use the checked one.",
+        True,
+    ),
     Setting(
         "error_info_link",
         (str, None),

@@ -1,8 +1,12 @@
 """Cross-origin resource sharing for every response.
 
 ``cors.origins`` lists the origins allowed to call the API from a browser
-(default ``["*"]``: any). Entries may use shell wildcards
-(``https://*.example.org``). For an allowed ``Origin``, responses carry
+(default ``["*"]``: any). In an entry, ``*`` stands for one or more DNS
+labels (``https://*.example.org``, ``http://localhost:*``): it never
+matches a ``/``, ``?``, ``#``, ``@`` or ``:``, and an ``Origin`` header that
+is not an origin (``scheme://host[:port]``, nothing more) matches no entry
+but ``*`` alone, so ``https://evil.com/.example.org`` is not allowed by
+``https://*.example.org``. For an allowed ``Origin``, responses carry
 ``Access-Control-Allow-Origin`` (the origin itself) and
 ``Access-Control-Expose-Headers`` (the protocol's headers, so scripts can
 read ``ETag``, ``Next-Page``, ``Total-Records``, ``Backoff``, ...); a
@@ -13,7 +17,8 @@ the same headers, so a browser can read the error.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import re
 from collections.abc import Mapping, MutableMapping
 
 from flask import Flask, Response, request
@@ -45,7 +50,8 @@ for _setting in (
         "cors.origins",
         (list,),
         ["*"],
-        "Origins allowed to call the API from browsers; shell wildcards allowed.",
+        "Origins allowed to call the API from browsers (`scheme://host[:port]`); "
+        "`*` stands for DNS labels (`https://*.example.org`), `*` alone for any origin.",
         True,
     ),
     Setting(
@@ -59,9 +65,30 @@ for _setting in (
     register_setting(_setting)
 
 
+#: A serialized origin: a scheme, a host (DNS labels or a bracketed IPv6
+#: address) and an optional port; no user, path, query or fragment.
+_ORIGIN = re.compile(
+    r"[a-z][a-z0-9+.-]*://(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?",
+    re.IGNORECASE,
+)
+#: What ``*`` stands for in a pattern: one or more DNS labels.
+_LABELS = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*"
+
+
 def origin_allowed(origin: str, patterns: list[str]) -> bool:
-    """Whether ``origin`` matches one of ``patterns`` (case-sensitive shell wildcards)."""
-    return any(fnmatch.fnmatchcase(origin, str(pattern)) for pattern in patterns)
+    """Whether ``origin`` matches one of ``patterns``: ``*`` alone matches any
+    ``Origin``; in any other pattern, ``*`` stands for one or more DNS labels
+    of a well-formed origin (case-insensitive)."""
+    if "*" in patterns:
+        return True
+    if not _ORIGIN.fullmatch(origin):
+        return False
+    return any(_pattern(str(pattern)).fullmatch(origin) for pattern in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(_LABELS.join(map(re.escape, pattern.split("*"))), re.IGNORECASE)
 
 
 def cors_headers(

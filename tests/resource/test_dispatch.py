@@ -333,6 +333,21 @@ def test_a_chunked_body_over_the_limit_is_refused_not_cut():
     assert read_body(chunked(b"x" * 11), None) == b"x" * 11
 
 
+class ShortReads(io.BytesIO):
+    """A stream answering each read with at most 3 bytes, as a chunk reader may."""
+
+    def read(self, size=-1):
+        return super().read(3 if size is None or size < 0 else min(size, 3))
+
+
+def test_a_chunked_body_read_in_short_reads_is_read_whole_or_refused():
+    environ = {"wsgi.input": ShortReads(b"x" * 10), "wsgi.input_terminated": True}
+    assert read_body(environ, 10) == b"x" * 10
+    with pytest.raises(HTTPError) as info:
+        read_body({"wsgi.input": ShortReads(b"x" * 11), "wsgi.input_terminated": True}, 10)
+    assert info.value.status == 413
+
+
 def test_a_body_is_read_by_its_announced_length():
     environ = {"wsgi.input": io.BytesIO(b"abcdef"), "CONTENT_LENGTH": "3"}
     assert read_body(environ, 10) == b"abc"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,15 +8,20 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kiln
+from kiln.resource.query import decode_token, token_key
 from tests.resource.live_server import Client, serve_in_thread
 
 VIEWS = "tests.resource.concurrency_resources"
 PREFIX = "/v1"
 JSON_PATCH = "application/json-patch+json"
+#: The fuzzed apps' secret, so a test can forge tokens as the service seals them.
+SECRET = {"flask": {"config": {"SECRET_KEY": "fuzz-secret"}}}
+TOKEN_KEY = token_key("fuzz-secret")
 #: (collection path, record id that the fixture keeps alive)
 RESOURCES = ("/funguss", "/plains")
 SEEDED = {"name": "seed", "size": 3, "tags": ["a", 1], "author": {"name": "Ann"}, "kind": "x"}
@@ -325,18 +329,15 @@ def assert_not_a_server_error(
 
 
 def _forge_token(next_page: str, last: Any) -> str | None:
-    """A real ``Next-Page`` token with its ``last`` values replaced by ``last``."""
+    """A real ``Next-Page`` token with its ``last`` values replaced by ``last``,
+    sealed again with the fuzzed apps' key (as only the service could)."""
     token = dict(parse_qsl(urlsplit(next_page).query)).get("_token")
     if token is None:
         return None
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    if not isinstance(payload, dict):
-        return None
+    payload = decode_token(token, TOKEN_KEY)
     payload["last"] = last
-    return base64.urlsafe_b64encode(_dumps(payload)).decode().rstrip("=")
+    sealed = AESSIV(TOKEN_KEY).encrypt(_dumps(payload), None)
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
 def with_content_type(headers: dict[str, str] | None, body: bytes | None) -> dict[str, str]:
@@ -397,7 +398,7 @@ def _seed(client) -> None:
 def fuzz_app(request, tmp_path_factory):
     url = str(tmp_path_factory.mktemp("fuzz") / "k.sqlite") if request.param == "sqlite" else ""
     app = kiln.create_app(
-        {"views": [VIEWS], "storage": {"backend": request.param, "url": url}},
+        {"views": [VIEWS], "storage": {"backend": request.param, "url": url}, **SECRET},
         configure_logging=False,
     )
     yield app
@@ -454,7 +455,8 @@ def test_no_bad_batch_gets_a_5xx(fuzz_send, body, request_headers):
 def socket_send(tmp_path_factory) -> Send:
     url = str(tmp_path_factory.mktemp("fuzz-socket") / "k.sqlite")
     app = kiln.create_app(
-        {"views": [VIEWS], "storage": {"backend": "sqlite", "url": url}}, configure_logging=False
+        {"views": [VIEWS], "storage": {"backend": "sqlite", "url": url}, **SECRET},
+        configure_logging=False,
     )
     _seed(app.test_client())
     with serve_in_thread(app) as base:

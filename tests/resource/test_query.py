@@ -4,10 +4,12 @@ import base64
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiln.resource.query import (
+    PROCESS_TOKEN_KEY,
     Query,
     QueryError,
     complete_sorting,
@@ -16,6 +18,7 @@ from kiln.resource.query import (
     pagination_context,
     parse_query,
     select_fields,
+    token_key,
 )
 from kiln.storage import Filter, Operator, Sort
 
@@ -393,9 +396,12 @@ field_names = st.sampled_from(["a", "b", "é", "a.b", "ü.x", "id", "last_modifi
 )
 def test_a_token_carries_the_sort_fields_of_the_last_record(record, sorts, context):
     sorting = complete_sorting([Sort(f, d) for f, d in sorts])
-    payload = decode_token(encode_token(record, sorting, context))
+    token = encode_token(record, sorting, context)
+    payload = decode_token(token)
     assert payload["ctx"] == context
-    assert payload["v"] == 1
+    assert payload["v"] == 2
+    # Sealed: no field value, name or the context shows in the token.
+    assert orjson.dumps(payload["last"]) not in base64.urlsafe_b64decode(token + "==")
     assert payload["last"] == select_fields(record, [s.field for s in sorting])
 
 
@@ -413,27 +419,47 @@ def b64(payload):
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
 
 
+def sealed(payload, key=PROCESS_TOKEN_KEY):
+    text = orjson.dumps(payload)
+    return base64.urlsafe_b64encode(AESSIV(key).encrypt(text, None)).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     "raw",
     [
-        "",
-        "garbage!",
         "é",
+        "garbage!",
         "a",
-        "YQ",
-        b64([1, 2]),
-        b64({"v": 2, "last": {}, "ctx": "x"}),
-        b64({"v": True, "last": {}, "ctx": "x"}),
-        b64({"v": 1.0, "last": {}, "ctx": "x"}),
-        b64({"v": 1, "last": [], "ctx": "x"}),
-        b64({"v": 1, "last": {}, "ctx": 3}),
-        b64({"v": 1, "last": {}}),
-        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        sealed([1, 2]),
+        sealed({"v": 1, "last": {}, "ctx": "x"}),
+        sealed({"v": True, "last": {}, "ctx": "x"}),
+        sealed({"v": 2.5, "last": {}, "ctx": "x"}),
+        sealed({"v": 2, "last": [], "ctx": "x"}),
+        sealed({"v": 2, "last": {}, "ctx": 3}),
+        sealed({"v": 2, "last": {}}),
     ],
 )
 def test_malformed_tokens_are_query_errors(raw):
     with pytest.raises(QueryError, match="_token in querystring: has invalid content"):
         decode_token(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "YQ",
+        # Tokens of kiln before 0.1.0: base64 JSON, readable by anyone.
+        b64({"v": 1, "last": {"id": "a", "last_modified": 3}, "ctx": "c"}),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        # Sealed with another secret.
+        sealed({"v": 2, "last": {}, "ctx": "x"}, token_key("another secret")),
+    ],
+)
+def test_tokens_of_older_versions_or_another_secret_are_refused_in_a_sentence(raw):
+    with pytest.raises(QueryError, match="was not issued by this service") as info:
+        decode_token(raw)
+    assert "start again without it" in str(info.value)
 
 
 def test_a_tampered_token_is_refused_or_decodes_to_what_was_written():
@@ -449,14 +475,26 @@ def test_a_tampered_token_is_refused_or_decodes_to_what_was_written():
 
 
 def test_a_padded_token_decodes():
-    payload = {"v": 1, "last": {"id": "a"}, "ctx": "c"}
-    assert decode_token(base64.urlsafe_b64encode(orjson.dumps(payload)).decode()) == payload
+    token = encode_token({"id": "a"}, [], "c")
+    assert decode_token(token + "=" * (-len(token) % 4)) == {
+        "v": 2,
+        "last": {"id": "a"},
+        "ctx": "c",
+    }
+
+
+def test_a_token_decodes_with_the_key_it_was_sealed_with():
+    key = token_key("a deployment's secret")
+    token = encode_token({"id": "a"}, [], "c", key)
+    assert decode_token(token, key)["last"] == {"id": "a"}
+    with pytest.raises(QueryError):
+        decode_token(token)
 
 
 def test_parse_query_decodes_the_token():
     token = encode_token({"id": "a", "last_modified": 3}, TAIL, "ctx")
     assert parse(("_token", token)).token == {
-        "v": 1,
+        "v": 2,
         "last": {"id": "a", "last_modified": 3},
         "ctx": "ctx",
     }

@@ -11,6 +11,7 @@ from kiln._sqlite import SQLiteDatabase
 from kiln.config import Configuration
 from kiln.exceptions import BackendError, ConfigError
 from kiln.storage import Filter, Operator, load_storage
+from kiln.storage._python_filters import glob_match
 from kiln.storage._sqlite_sql import compile_where
 from kiln.storage.sqlite import SQLiteStorage
 from kiln.storage.testing import StorageContract
@@ -325,3 +326,22 @@ def test_a_database_object_that_is_collected_closes_its_connections(tmp_path):
     gc.collect()
     with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
         conn.execute("SELECT 1")
+
+
+def test_like_calls_python_only_for_texts_beyond_ascii(storage):
+    calls = []
+
+    def counting_like(text, pattern):
+        calls.append(text)
+        return glob_match(text, pattern)
+
+    storage.database.connection().create_function("kiln_like", 2, counting_like)
+    for index, name in enumerate(["needle in ASCII", "NEEDLE", "aiguille", "nèedle café"]):
+        storage.create("r", "", {"id": f"a{index}", "name": name})
+    found = storage.list_all("r", "", filters=[Filter("name", "Needle", Operator.LIKE)])
+    assert sorted(r["id"] for r in found) == ["a0", "a1"]
+    assert calls == ["nèedle café"]
+    calls.clear()
+    found = storage.list_all("r", "", filters=[Filter("id", "A*", Operator.LIKE)])
+    assert len(found) == 4
+    assert calls == []

@@ -44,6 +44,7 @@ from typing import Any
 
 import jsonpatch
 
+from kiln._json import apply_json_patch
 from kiln.auth import AUTHENTICATED, Principals, denied
 from kiln.errors import HTTPError, invalid_parameter
 from kiln.permission import PermissionBase
@@ -116,7 +117,9 @@ def parse_permissions(value: Any, allowed: Iterable[str]) -> dict[str, set[str]]
     return parsed
 
 
-def patch_permissions(current: Mapping[str, list[str]], operations: list[Any]) -> Any:
+def patch_permissions(
+    current: Mapping[str, list[str]], operations: list[Any], max_bytes: int | None = None
+) -> Any:
     """Apply the JSON Patch ``operations`` on ``/permissions`` to ``current``;
     return the patched ``permissions`` member, to check with
     :func:`parse_permissions`.
@@ -127,7 +130,8 @@ def patch_permissions(current: Mapping[str, list[str]], operations: list[Any]) -
     ``{"op": "add", "path": "/permissions/read/alice"}`` adds ``alice``
     (once; a ``value`` is ignored, as Kinto does) and ``{"op": "remove",
     "path": "/permissions/read/alice"}`` removes it. A principal holding a
-    ``/`` is written ``~1``, as JSON Pointer escapes it.
+    ``/`` is written ``~1``, as JSON Pointer escapes it. The other operations
+    are held to ``max_bytes`` (:func:`kiln._json.apply_json_patch`).
 
     :raises jsonpatch.JsonPatchException: an operation does not apply.
     :raises jsonpatch.JsonPointerException: a path is not a JSON Pointer.
@@ -136,7 +140,7 @@ def patch_permissions(current: Mapping[str, list[str]], operations: list[Any]) -
     for operation in operations:
         named = _named_principal(operation)
         if named is None:
-            document = jsonpatch.apply_patch(document, [operation])
+            document = apply_json_patch(document, [operation], max_bytes)
             continue
         name, principal = named
         permissions = document.get("permissions")

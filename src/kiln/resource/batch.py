@@ -249,7 +249,9 @@ class _Batch:
     @property
     def url_root(self) -> str:
         if self._url_root is None:
-            self._url_root = url_root(self.environ, self.state)
+            self._url_root = url_root(
+                self.environ, self.state, self.app.config.get("TRUSTED_HOSTS")
+            )
         return self._url_root
 
     def run_all(self, subrequests: list[dict[str, Any]], unit: UnitOfWork) -> list[Any]:

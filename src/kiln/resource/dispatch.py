@@ -37,23 +37,22 @@ from urllib.parse import parse_qsl
 import orjson
 from flask import Flask, signals
 from werkzeug.datastructures import EnvironHeaders, MIMEAccept
-from werkzeug.exceptions import SecurityError
 from werkzeug.http import HTTP_STATUS_CODES, parse_accept_header, parse_options_header
 from werkzeug.routing import Rule
-from werkzeug.wsgi import get_host
 
 from kiln._headers import common_headers
 from kiln._limits import request_limit_error
 from kiln.auth.web import note_identity, principals_of
 from kiln.cors import cors_headers
 from kiln.eos import hard_eol_error, soft_eol_header
-from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error, werkzeug_error
+from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error
 from kiln.exceptions import BackendError
 from kiln.logging import REQUEST_ID_HEADER, log_summary, start_timer
 from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
 from kiln.resource.events import ResourceChanged, before_commit_of, deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
 from kiln.tracing import span
+from kiln.views import url_root as public_root
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -398,24 +397,22 @@ def read_body(environ: dict[str, Any], limit: int | None) -> bytes:
         return bytes(stream.read(size))
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length, no chunked framing: there is no body to read
-    data = bytes(stream.read() if limit is None else stream.read(limit + 1))
-    if limit is not None and len(data) > limit:
-        raise HTTPError(413)
-    return data
+    if limit is None:
+        return bytes(stream.read())
+    # A server's stream may answer a read with less than asked (a chunk at a
+    # time): read until the end, or until the body is known to be too large.
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = stream.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+    raise HTTPError(413)
 
 
 def url_root(environ: dict[str, Any], state: KilnState, trusted_hosts: Any = None) -> str:
-    """``scheme://host[/script]``, honouring ``http_scheme`` and ``http_host``."""
-    config = state.config
-    scheme = config.setting("http_scheme") or environ.get("wsgi.url_scheme", "http")
-    host = config.setting("http_host")
-    if not host:
-        try:
-            host = get_host(environ, trusted_hosts)
-        except SecurityError as exc:
-            raise werkzeug_error(exc) from None  # as on the Flask path
-    script = environ.get("SCRIPT_NAME", "").encode("latin-1").decode(errors="replace")
-    return f"{scheme}://{host}{script.rstrip('/')}"
+    """Where the service's URLs start (:func:`kiln.views.url_root`)."""
+    return public_root(environ, state.config, trusted_hosts)
 
 
 def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:

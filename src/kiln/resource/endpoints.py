@@ -31,7 +31,7 @@ import orjson
 
 from kiln._json import parse_body, parse_value
 from kiln.auth import denied
-from kiln.config import Configuration, Setting, register_setting
+from kiln.config import Configuration, Setting, check_positive, register_setting
 from kiln.errors import ERRORS, HTTPError, invalid_parameter
 from kiln.exceptions import ConfigError
 from kiln.resource import Registration, RequestContext
@@ -55,14 +55,24 @@ from kiln.resource.parents import Parent, check_parents
 from kiln.resource.query import (
     ID_FIELD,
     MODIFIED_FIELD,
+    PROCESS_TOKEN_KEY,
     RESERVED_FIELDS,
     Query,
     QueryError,
+    QueryLimits,
     parse_query,
     select_fields,
+    token_key,
 )
 from kiln.resource.unit_of_work import UnitOfWork
-from kiln.storage import Filter, Operator, StorageBase
+from kiln.storage import (
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
+    Filter,
+    Operator,
+    StorageBase,
+)
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -97,6 +107,30 @@ for _setting in (
         False,
         "Send `Total-Records` on collection GET too (a COUNT per list; HEAD always has it).",
         True,
+    ),
+    Setting(
+        "query.max_filters",
+        (int,),
+        MAX_FILTERS,
+        "Most filters in one collection request (`_since`/`_before` count); 400 above.",
+        True,
+        check_value=check_positive,
+    ),
+    Setting(
+        "query.max_filter_values",
+        (int,),
+        MAX_FILTER_VALUES,
+        "Most values in one `in_`/`exclude_`/`contains_`/`contains_any_` filter; 400 above.",
+        True,
+        check_value=check_positive,
+    ),
+    Setting(
+        "query.max_sort_fields",
+        (int,),
+        MAX_SORT_FIELDS,
+        "Most fields in `_sort`; 400 above.",
+        True,
+        check_value=check_positive,
     ),
 ):
     register_setting(_setting)
@@ -246,6 +280,9 @@ class _Settings:
     cache_expires: int | None
     rules: AccessRules
     docs_url: str | None
+    max_body_bytes: int
+    query_limits: QueryLimits
+    token_key: bytes
 
 
 class Endpoint:
@@ -322,6 +359,13 @@ class Endpoint:
             cache_expires=expires if valid_expires else None,
             rules=AccessRules(name, self.kind, granted, self.record_permissions),
             docs_url=config.setting("project.docs") or None,
+            max_body_bytes=config.setting("request.max_body_bytes"),
+            query_limits=QueryLimits(
+                max_filters=config.setting("query.max_filters"),
+                max_filter_values=config.setting("query.max_filter_values"),
+                max_sort_fields=config.setting("query.max_sort_fields"),
+            ),
+            token_key=_token_key(config),
         )
 
     # -- handling -------------------------------------------------------------
@@ -387,6 +431,8 @@ class Endpoint:
             process_record=resource.process_record,
             unit=unit,
             payload=payload,
+            max_record_bytes=settings.max_body_bytes,
+            token_key=settings.token_key,
         )
         call = _Call(self, request, settings, model, access)
         try:
@@ -430,6 +476,22 @@ class Endpoint:
                     {"location": "querystring", "name": exc.name, "description": exc.description}
                 ],
             ) from None
+
+
+def _token_key(config: Configuration) -> bytes:
+    """The key of ``Next-Page`` tokens: from the app's secret (Flask's
+    ``SECRET_KEY``, else ``auth.userid_hmac_secret``), so every process of a
+    deployment reads the tokens of the others; without either, from the
+    storage's URL (shared by those processes, but no secret: set one), or
+    this process's own key for the memory backend (whose records die with it)."""
+    secrets = (config.get("flask.config.SECRET_KEY"), config.setting("auth.userid_hmac_secret"))
+    for secret in secrets:
+        if secret and isinstance(secret, str):
+            return token_key(secret)
+    backend = config.setting("storage.backend")
+    if backend == "memory":
+        return PROCESS_TOKEN_KEY
+    return token_key(f"kiln storage {backend} {config.setting('storage.url')}")
 
 
 def seen_timestamp(request: Request) -> int | None:
@@ -621,7 +683,7 @@ class _Call:
             )
         current = self.access.record_permissions(object_id)
         try:
-            patched = patch_permissions(current, mine)
+            patched = patch_permissions(current, mine, self.settings.max_body_bytes)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
             raise invalid_parameter(
                 "body", "body", f"The JSON Patch does not apply: {exc}"
@@ -659,6 +721,8 @@ class _Call:
             is_known_field=self.endpoint.registration.schema.is_known_field,
             max_limit=settings.max_limit,
             default_limit=settings.default_limit,
+            limits=settings.query_limits,
+            token_key=settings.token_key,
         )
 
     def query_fields(self) -> tuple[str, ...] | None:

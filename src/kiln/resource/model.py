@@ -30,11 +30,13 @@ from typing import Any, cast
 
 import jsonpatch
 
+from kiln._json import apply_json_patch, check_record
 from kiln.errors import ERRORS, HTTPError
 from kiln.resource.query import (
     DELETED_FIELD,
     ID_FIELD,
     MODIFIED_FIELD,
+    PROCESS_TOKEN_KEY,
     RESERVED_FIELDS,
     Query,
     QueryError,
@@ -133,6 +135,11 @@ class Model:
     unit: UnitOfWork | None = None
     #: The event payload of the request (``uri``, ``user_id``, path variables).
     payload: dict[str, Any] = field(default_factory=dict)
+    #: The largest record a patch may make, in bytes of JSON (``None``: no
+    #: limit): ``request.max_body_bytes``, as for a record sent whole.
+    max_record_bytes: int | None = None
+    #: The key ``Next-Page`` tokens are sealed with (:func:`~kiln.resource.query.token_key`).
+    token_key: bytes = PROCESS_TOKEN_KEY
 
     def __post_init__(self) -> None:
         if self.unit is None:
@@ -214,7 +221,7 @@ class Model:
         next_token = None
         if limit is not None and len(records) > limit:
             records = records[:limit]
-            next_token = encode_token(records[-1], query.sorting, context)
+            next_token = encode_token(records[-1], query.sorting, context, self.token_key)
         return Page(records, timestamp, next_token)
 
     def count(self, query: Query) -> int:
@@ -409,7 +416,8 @@ class Model:
         """``PATCH`` on a record: ``(record, old)``.
 
         Nothing is written (and the timestamp stays) when the patch changes
-        nothing.
+        nothing. A patched record nested deeper than a body may be answers
+        400, one larger than :attr:`max_record_bytes` 413.
         """
         self.check_id(object_id)
         existing = self._existing(object_id)
@@ -421,13 +429,14 @@ class Model:
             existing[MODIFIED_FIELD] != preconditions.if_match
         ):
             raise _modified_meanwhile(existing)
-        merged = apply_patch(existing, body, media_type)
+        merged = apply_patch(existing, body, media_type, self.max_record_bytes)
         if ID_FIELD in merged and merged[ID_FIELD] != object_id:
             raise _id_mismatch()
         merged[ID_FIELD] = object_id
         # JSON equality, not Python's: 1 -> true is a change (True == 1 in Python).
         if json_equal(_without_meta(merged), _without_meta(existing)):
             return existing, existing
+        check_record(merged, self.max_record_bytes)
         # keep_modified: a later forced last_modified is kept (replication);
         # the storage ignores one that is not later than the record's.
         new = self._prepare(_without_meta(merged, keep_modified=True), existing)
@@ -534,19 +543,23 @@ def _without_meta(record: Mapping[str, Any], *, keep_modified: bool = False) -> 
     return {k: v for k, v in record.items() if k not in RESERVED_FIELDS or k in kept}
 
 
-def apply_patch(existing: Record, body: Any, media_type: str) -> Record:
+def apply_patch(
+    existing: Record, body: Any, media_type: str, max_bytes: int | None = None
+) -> Record:
     """``existing`` with ``body`` applied in ``media_type``'s semantics.
 
     - ``application/json``: each top-level key replaces the stored value
       (Cliquet's PATCH);
     - ``application/merge-patch+json``: RFC 7396 (``null`` removes);
     - ``application/json-patch+json``: RFC 6902 operations whose paths
-      start with ``/data``.
+      start with ``/data``, whose ``copy`` operations may not grow the
+      record past ``max_bytes`` (see :func:`kiln._json.apply_json_patch`).
 
-    :raises HTTPError: 400 for a patch that does not apply.
+    :raises HTTPError: 400 for a patch that does not apply; 413 for copies
+        past ``max_bytes``.
     """
     if media_type == JSON_PATCH:
-        return _json_patch(existing, body)
+        return _json_patch(existing, body, max_bytes)
     if not isinstance(body, dict):
         raise _bad_body("data must be an object.")
     if media_type == MERGE_PATCH:
@@ -566,7 +579,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _json_patch(existing: Record, operations: Any) -> Record:
+def _json_patch(existing: Record, operations: Any, max_bytes: int | None) -> Record:
     if not isinstance(operations, list):
         raise _bad_body("A JSON Patch is a list of operations.")
     for index, operation in enumerate(operations):
@@ -580,7 +593,7 @@ def _json_patch(existing: Record, operations: Any) -> Record:
                 raise _bad_body(f"Operation {index}: {key} must start with /data.")
     document = {"data": copy.deepcopy(existing)}
     try:
-        patched: dict[str, Any] = jsonpatch.apply_patch(document, operations)
+        patched: dict[str, Any] = apply_json_patch(document, operations, max_bytes)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
         raise _bad_body(f"The JSON Patch does not apply: {exc}") from None
     data = patched.get("data")

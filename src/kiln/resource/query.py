@@ -21,29 +21,50 @@ Values are JSON-decoded when they parse as JSON, else taken as strings
 dotted (``author.name``). Any other parameter starting with ``_`` is
 ignored; a parameter given twice is a filter applied twice (AND), except
 the ``_`` parameters, which may appear once.
+
+A query is bounded (:class:`QueryLimits`, from the settings
+``query.max_filters``, ``query.max_filter_values`` and
+``query.max_sort_fields``): past a bound it is refused here, with a 400
+naming the parameter, rather than failing in a backend (SQLite's expression
+depth, PostgreSQL's target list) with a 503.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import hmac
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-from kiln.storage import Filter, Operator, Sort
+from kiln.storage import (
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
+    Filter,
+    Operator,
+    Sort,
+)
 
 __all__ = [
+    "PROCESS_TOKEN_KEY",
     "Query",
     "QueryError",
+    "QueryLimits",
     "decode_token",
     "encode_token",
     "pagination_context",
     "parse_query",
+    "token_key",
 ]
 
 ID_FIELD = "id"
@@ -62,7 +83,11 @@ _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 #: Timestamps are signed 64-bit integers in every backend.
 _MAX_TIMESTAMP = 2**63 - 1
 _SPECIAL = frozenset({"_since", "_before", "_to", "_sort", "_limit", "_token", "_fields"})
-TOKEN_VERSION = 1
+#: Version 2 tokens are sealed (AES-SIV); version 1 ones (before 0.1.0) were
+#: readable base64 JSON and are refused.
+TOKEN_VERSION = 2
+#: The key of tokens when none is given: this process's own.
+PROCESS_TOKEN_KEY = os.urandom(32)
 
 
 class QueryError(ValueError):
@@ -72,6 +97,18 @@ class QueryError(ValueError):
         self.name = name
         self.description = description
         super().__init__(f"{name} in querystring: {description}")
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """How large a query may be (the ``query.*`` settings)."""
+
+    #: Filters in one request (``_since``/``_before`` count).
+    max_filters: int = MAX_FILTERS
+    #: Values in one ``in_``/``exclude_``/``contains_``/``contains_any_`` filter.
+    max_filter_values: int = MAX_FILTER_VALUES
+    #: Fields in ``_sort``.
+    max_sort_fields: int = MAX_SORT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -130,8 +167,16 @@ def _typed_for_field(name: str, field_name: str, value: Any, raw: str) -> Any:
     return value
 
 
-def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> Filter | None:
-    """One ``<prefix_><field>=<value>`` parameter as a :class:`Filter`; None for ``_x``."""
+def parse_filter(
+    name: str,
+    raw: str,
+    is_known_field: Callable[[str], bool],
+    max_values: int = MAX_FILTER_VALUES,
+) -> Filter | None:
+    """One ``<prefix_><field>=<value>`` parameter as a :class:`Filter`; None for ``_x``.
+
+    A list of more than ``max_values`` values raises :class:`QueryError`.
+    """
     if name.startswith("_"):
         return None
     operator = Operator.EQ
@@ -147,10 +192,13 @@ def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> 
         raise QueryError(name, f"Unknown filter field {field_name!r}.")
     value: Any
     if operator in (Operator.IN, Operator.EXCLUDE):
-        value = [_typed_for_field(name, field_name, item, text) for item, text in _list_items(raw)]
+        items = _list_items(raw)
+        _check_values(name, len(items), max_values)
+        value = [_typed_for_field(name, field_name, item, text) for item, text in items]
     elif operator in (Operator.CONTAINS, Operator.CONTAINS_ANY):
         decoded = decode_value(raw)
         value = decoded if isinstance(decoded, list) else [decoded]
+        _check_values(name, len(value), max_values)
     elif operator is Operator.HAS:
         decoded = decode_value(raw)
         if decoded not in (True, False, 0, 1):
@@ -163,10 +211,29 @@ def parse_filter(name: str, raw: str, is_known_field: Callable[[str], bool]) -> 
     return Filter(field_name, value, operator)
 
 
-def parse_sort(raw: str, is_known_field: Callable[[str], bool]) -> list[Sort]:
-    """``_sort=a,-b`` as sorts; an invalid or unknown field raises :class:`QueryError`."""
+def _check_values(name: str, count: int, max_values: int) -> None:
+    if count > max_values:
+        raise QueryError(
+            name,
+            f"holds {count} values; at most {max_values} are allowed "
+            "(setting query.max_filter_values).",
+        )
+
+
+def parse_sort(
+    raw: str, is_known_field: Callable[[str], bool], max_fields: int = MAX_SORT_FIELDS
+) -> list[Sort]:
+    """``_sort=a,-b`` as sorts; an invalid or unknown field, or more than
+    ``max_fields`` of them, raises :class:`QueryError`."""
+    items = raw.split(",")
+    if len(items) > max_fields:
+        raise QueryError(
+            "_sort",
+            f"names {len(items)} fields; at most {max_fields} are allowed "
+            "(setting query.max_sort_fields).",
+        )
     sorting = []
-    for item in raw.split(","):
+    for item in items:
         item = item.strip()
         match = _SORT_ITEM.match(item)
         if not match:
@@ -197,6 +264,8 @@ def parse_query(
     is_known_root: Callable[[str], bool] | None = None,
     max_limit: int = 10_000,
     default_limit: int | None = None,
+    limits: QueryLimits = QueryLimits(),
+    token_key: bytes = PROCESS_TOKEN_KEY,
 ) -> Query:
     """Parse a collection's query string.
 
@@ -207,7 +276,9 @@ def parse_query(
         absent from the output.
     :param max_limit: ``paginate.max_limit``: the largest page.
     :param default_limit: ``paginate.by``: the page size without ``_limit``.
-    :raises QueryError: the first invalid parameter.
+    :param limits: how many filters, values per filter and sort fields.
+    :param token_key: the key ``_token`` values are sealed with (:func:`token_key`).
+    :raises QueryError: the first invalid parameter, or the one past a limit.
     """
     filters: list[Filter] = []
     seen: set[str] = set()
@@ -222,6 +293,14 @@ def parse_query(
             if name in seen:
                 raise QueryError(name, "may appear only once.")
             seen.add(name)
+        if len(filters) == limits.max_filters and (
+            name in ("_since", "_before", "_to") or not name.startswith("_")
+        ):
+            raise QueryError(
+                name,
+                f"is one filter too many: at most {limits.max_filters} are allowed "
+                "(setting query.max_filters).",
+            )
         if name in ("_since", "_before", "_to"):
             operator = Operator.GT if name == "_since" else Operator.LT
             filters.append(Filter(MODIFIED_FIELD, _timestamp(name, raw), operator))
@@ -229,15 +308,15 @@ def parse_query(
             if name == "_to":
                 deprecated.append("_to")
         elif name == "_sort":
-            sorting = parse_sort(raw, is_known_field)
+            sorting = parse_sort(raw, is_known_field, limits.max_sort_fields)
         elif name == "_limit":
             limit = _limit(raw)
         elif name == "_token":
-            token = decode_token(raw)
+            token = decode_token(raw, token_key)
         elif name == "_fields":
             fields = _fields(raw, is_known_root or is_known_field)
         else:
-            parsed = parse_filter(name, raw, is_known_field)
+            parsed = parse_filter(name, raw, is_known_field, limits.max_filter_values)
             if parsed is None:
                 continue
             filters.append(parsed)
@@ -303,24 +382,57 @@ def _canonical(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
-def encode_token(last_record: dict[str, Any], sorting: Sequence[Sort], context: str) -> str:
-    """An opaque ``_token`` that continues after ``last_record`` in ``sorting`` order."""
+def token_key(secret: str) -> bytes:
+    """The key that seals ``_token`` values, derived from a deployment's ``secret``
+    (so it is never the key of anything else the secret keys)."""
+    return hmac.new(secret.encode("utf-8"), b"kiln pagination token", hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _cipher(key: bytes) -> AESSIV:
+    return AESSIV(key)
+
+
+def encode_token(
+    last_record: dict[str, Any],
+    sorting: Sequence[Sort],
+    context: str,
+    key: bytes = PROCESS_TOKEN_KEY,
+) -> str:
+    """An opaque ``_token`` that continues after ``last_record`` in ``sorting`` order.
+
+    It holds the last record's sort values, so it is sealed with ``key``
+    (AES-SIV, authenticated): field values never show in URLs or logs, and
+    a token cannot be forged or altered. The sealing is deterministic (the
+    same page gives the same token, alone or in a batch), which tells no
+    more than that two tokens continue from the same place.
+    """
     last = select_fields(last_record, [sort.field for sort in sorting])
-    payload = {"v": TOKEN_VERSION, "last": last, "ctx": context}
-    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+    payload = orjson.dumps({"v": TOKEN_VERSION, "last": last, "ctx": context})
+    sealed = _cipher(key).encrypt(payload, None)
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
-def decode_token(raw: str) -> dict[str, Any]:
-    """The payload of a ``_token``; anything malformed raises :class:`QueryError`."""
+def decode_token(raw: str, key: bytes = PROCESS_TOKEN_KEY) -> dict[str, Any]:
+    """The payload of a ``_token`` sealed with ``key``; anything else raises
+    :class:`QueryError`: a malformed token, and one sealed by another secret
+    or an older kiln, with a sentence saying to start again."""
+    text = raw.strip()
     try:
-        padded = raw.strip() + "=" * (-len(raw.strip()) % 4)
-        payload = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        sealed = base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode("ascii"))
     except (ValueError, binascii.Error, UnicodeEncodeError):
         raise QueryError("_token", "has invalid content.") from None
+    try:
+        payload = orjson.loads(_cipher(key).decrypt(sealed, None))
+    except (InvalidTag, ValueError):
+        raise QueryError(
+            "_token",
+            "was not issued by this service (an older version, or another secret): "
+            "start again without it.",
+        ) from None
     if (
         not isinstance(payload, dict)
-        or type(payload.get("v")) is not int
-        or payload["v"] != TOKEN_VERSION
+        or payload.get("v") != TOKEN_VERSION
         or not isinstance(payload.get("last"), dict)
         or not isinstance(payload.get("ctx"), str)
     ):

@@ -133,6 +133,9 @@ __all__ = [
     "ABSENT",
     "INDEX_TYPES",
     "LIVE",
+    "MAX_FILTERS",
+    "MAX_FILTER_VALUES",
+    "MAX_SORT_FIELDS",
     "WRITE_ATTEMPTS",
     "AppliedWrites",
     "BackendError",
@@ -158,6 +161,20 @@ __all__ = [
 
 Record = dict[str, Any]
 T = TypeVar("T")
+
+
+#: The largest query every backend is tested to run (the storage contract's
+#: ``test_the_largest_query_the_limits_allow_runs``): filters in one list,
+#: values in one ``IN``/``EXCLUDE``/``CONTAINS``/``CONTAINS_ANY`` filter, sort
+#: fields. Past them, engines fail in their own ways (SQLite's "Expression
+#: tree is too large" near a thousand values or filters, PostgreSQL's "target
+#: lists can have at most 1664 entries" near four hundred sort fields), so
+#: the query parser refuses more (settings ``query.max_filters``,
+#: ``query.max_filter_values``, ``query.max_sort_fields``, whose defaults
+#: these are).
+MAX_FILTERS = 50
+MAX_FILTER_VALUES = 200
+MAX_SORT_FIELDS = 20
 
 
 class Operator(enum.StrEnum):

@@ -33,6 +33,9 @@ from kiln.exceptions import BackendError
 from kiln.storage import (
     ABSENT,
     LIVE,
+    MAX_FILTER_VALUES,
+    MAX_FILTERS,
+    MAX_SORT_FIELDS,
     Filter,
     Operator,
     PreconditionFailed,
@@ -713,6 +716,30 @@ class StorageContract(BackendContract):
         )
         assert set(_ids(found)) == {"int1", "float1"}
 
+    def test_the_largest_query_the_limits_allow_runs(self, storage: StorageBase) -> None:
+        storage.create(R, P, {"id": "a", "v": 0, "t": ["x"]})
+        storage.create(R, P, {"id": "b", "v": 1, "t": ["y"]})
+        values = list(range(MAX_FILTER_VALUES))
+        operators = [Operator.IN, Operator.EXCLUDE, Operator.CONTAINS_ANY, Operator.LIKE]
+        filters = []
+        for index in range(MAX_FILTERS):
+            operator = operators[index % len(operators)]
+            if operator is Operator.IN:
+                filters.append(Filter("v", values, operator))
+            elif operator is Operator.EXCLUDE:
+                filters.append(Filter("v", [-1 - i for i in values], operator))
+            elif operator is Operator.CONTAINS_ANY:
+                filters.append(Filter("t", ["x", "y", *map(str, values[2:])], operator))
+            else:
+                filters.append(Filter("id", "*", operator))
+        # The sort fields a request may name, then the two kiln always appends.
+        sorting = [Sort(f"s{i}", 1 if i % 2 else -1) for i in range(MAX_SORT_FIELDS)]
+        sorting += [Sort("last_modified", -1), Sort("id", 1)]
+        found = storage.list_all(R, P, filters=filters, sorting=sorting)
+        assert sorted(_ids(found)) == ["a", "b"]
+        assert storage.count_all(R, P, filters=filters) == 2
+        assert self._paginate(storage, filters, sorting, 1) == found
+
     def test_like_is_case_insensitive_beyond_ascii(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a", "t": "ÉCOLE Straße"})
         storage.create(R, P, {"id": "b", "t": "ecole"})
@@ -720,6 +747,37 @@ class StorageContract(BackendContract):
         assert _ids(storage.list_all(R, P, filters=[Filter("t", "*STRASSE", Operator.LIKE)])) == [
             "a"
         ]
+
+    def test_like_answers_as_casefold_does_on_ascii_and_other_texts(
+        self, storage: StorageBase
+    ) -> None:
+        # SQL backends match ASCII texts with the engine's own LIKE, others as
+        # Python's str.casefold does: both must give glob_match's answers.
+        texts = [
+            "strasse",
+            "STRASSE",
+            "Straße",
+            "100%_\\x",
+            "100 x",
+            "kelvin",
+            "\u212aelvin",
+            "caf\u00e9",
+            "CAFE",
+            "a_b",
+            "axb",
+        ]
+        for index, text in enumerate(texts):
+            storage.create(R, P, {"id": f"t{index}", "t": text})
+        patterns = ["strasse", "STRAẞE", "ß", "100%_\\*", "%", "_", "KELVIN", "k*n", "É", "a_b"]
+        patterns += ["", "*", "CAF*", "*\\*"]
+        for pattern in patterns:
+            expected = {f"t{i}" for i, text in enumerate(texts) if glob_match(text, pattern)}
+            found = storage.list_all(R, P, filters=[Filter("t", pattern, Operator.LIKE)])
+            assert set(_ids(found)) == expected, pattern
+            by_id = storage.list_all(R, P, filters=[Filter("id", pattern, Operator.LIKE)])
+            assert set(_ids(by_id)) == {
+                i for i in _ids(storage.list_all(R, P)) if glob_match(i, pattern)
+            }
 
     def test_like_with_many_wildcards_stays_fast(self, storage: StorageBase) -> None:
         storage.create(R, P, {"id": "a", "t": "a" * 5000})

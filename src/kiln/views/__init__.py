@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
 from kiln.__about__ import __version__
 from kiln._state import HeartbeatCheck, KilnState, api_version, current_state
@@ -41,6 +43,7 @@ __all__ = [
     "install_utility_views",
     "lbheartbeat",
     "run_checks",
+    "url_root",
     "version",
 ]
 
@@ -61,11 +64,36 @@ def install_utility_views(app: Flask, state: KilnState) -> None:
 
 
 def absolute_url(path: str) -> str:
-    """``path`` as an absolute URL, honouring ``http_scheme`` and ``http_host``."""
-    config = current_state().config
-    scheme = config.setting("http_scheme") or request.scheme
-    host = config.setting("http_host") or request.host
-    return f"{scheme}://{host}{request.script_root}{path}"
+    """``path`` as a URL of the service: see :func:`url_root`."""
+    trusted = current_app.config.get("TRUSTED_HOSTS")
+    return url_root(request.environ, current_state().config, trusted) + path
+
+
+def url_root(
+    environ: dict[str, Any], config: Configuration, trusted_hosts: list[str] | None = None
+) -> str:
+    """``scheme://host[/script]``: where the service's URLs start.
+
+    The host is ``http_host`` when set (the public URL), else the request's
+    ``Host`` (after any ``ProxyFix``) when ``trusted_hosts`` (the setting, or
+    Flask's ``TRUSTED_HOSTS``) lists it; a ``Host`` it does not list is a
+    400. With neither, a ``Host`` is anyone's to send, so none is used: the
+    root is just the script's path, and URLs are relative (``/v1/...``).
+    """
+    raw: str = environ.get("SCRIPT_NAME", "")
+    script = raw.encode("latin-1").decode(errors="replace").rstrip("/")
+    scheme = config.setting("http_scheme") or environ.get("wsgi.url_scheme", "http")
+    host = config.setting("http_host")
+    if host:
+        return f"{scheme}://{host}{script}"
+    trusted = config.setting("trusted_hosts") or trusted_hosts
+    if not trusted:
+        return script
+    try:
+        host = get_host(environ, trusted)
+    except SecurityError:
+        raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The Host is not trusted.") from None
+    return f"{scheme}://{host}{script}"
 
 
 def hello() -> Response:
