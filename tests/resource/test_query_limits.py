@@ -37,7 +37,13 @@ def storage_settings(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def api(storage_settings):
     app = kiln.create_app(
-        {"views": ["tests.resource.auth_resources"], "storage": storage_settings},
+        {
+            "views": ["tests.resource.auth_resources"],
+            "storage": storage_settings,
+            # The longest queries these limits allow are longer than the URL's default
+            # limit (request.max_url_bytes, a 414): raised, so the query's are the ones met.
+            "request": {"max_url_bytes": 1 << 20},
+        },
         configure_logging=False,
     )
     with serve_in_thread(app) as url:

@@ -31,7 +31,7 @@ from kiln._state import HeartbeatCheck, KilnState, api_version, current_state
 from kiln.auth.web import current_identity, current_principals
 from kiln.config import SETTINGS, Configuration
 from kiln.eos import eos_info
-from kiln.errors import ERRORS, HTTPError, json_response
+from kiln.errors import ERRORS, HTTPError, json_response, werkzeug_error
 from kiln.views.flush import install_flush
 from kiln.views.permissions import install_permissions
 
@@ -91,8 +91,8 @@ def url_root(
         return script
     try:
         host = get_host(environ, trusted)
-    except SecurityError:
-        raise HTTPError(400, ERRORS.INVALID_PARAMETERS, "The Host is not trusted.") from None
+    except SecurityError as exc:
+        raise werkzeug_error(exc) from None  # as Flask answers for its TRUSTED_HOSTS
     return f"{scheme}://{host}{script}"
 
 
