@@ -305,7 +305,7 @@ class StatsDRecorder(Recorder):
         return rv
 
     def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:
-        name, suffix = self._name(metric, values)
+        name, suffix = self._names.get((metric.name, values)) or self._name(metric, values)
         line = f"{name}:{text}{suffix}"
         held = self._held
         lines: list[str] | None = getattr(held, "lines", None)
@@ -316,6 +316,7 @@ class StatsDRecorder(Recorder):
             return
         lines.append(line)
         held.size += len(line) + 1
+        # A request's lines go out together (flush()); a long batch's, when full or old.
         if held.size >= MAX_DATAGRAM or time.monotonic() - held.since >= HOLD_SECONDS:
             self.flush()
 
@@ -381,6 +382,9 @@ class PrometheusRecorder(Recorder):
             )
         self.namespace = namespace
         self._collectors: dict[str, Any] = {}
+        #: The child of each metric and label values seen (``labels()`` checks
+        #: and locks on every call: a request would pay that several times).
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._lock = threading.Lock()
         for metric in metrics:
             if metric.kind != "set":  # sets have no Prometheus counterpart
@@ -405,10 +409,14 @@ class PrometheusRecorder(Recorder):
         return collector
 
     def _child(self, metric: Metric, values: tuple[str, ...]) -> Any:
-        collector = self._collectors.get(metric.name)
-        if collector is None:
-            collector = self._declare(metric)
-        return collector.labels(*values) if values else collector
+        key = (metric.name, values)
+        child = self._children.get(key)
+        if child is None:
+            collector = self._collectors.get(metric.name)
+            if collector is None:
+                collector = self._declare(metric)
+            child = self._children[key] = collector.labels(*values) if values else collector
+        return child
 
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
         self._child(metric, values).inc(n)
