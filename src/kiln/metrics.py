@@ -288,20 +288,19 @@ class StatsDRecorder(Recorder):
         self._held = threading.local()
 
     def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str]:
-        key = (metric.name, values)
-        rv = self._names.get(key)
-        if rv is None:
-            name = self.connection._key_prefix() + metric.name
-            suffix = ""
-            if values:
-                pairs = list(zip(metric.labels, values, strict=True))
-                if self.tags == "telegraf":
-                    name += "".join(f",{label}={_tag(value)}" for label, value in pairs)
-                elif self.tags == "dogstatsd":
-                    suffix = "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
-                else:
-                    name = ".".join([name, *(_segment(value) for value in values)])
-            rv = self._names[key] = (name, suffix)
+        """The dotted name and tag suffix of ``metric`` with label ``values``,
+        made once (:meth:`_send` looks them up first)."""
+        name = self.connection._key_prefix() + metric.name
+        suffix = ""
+        if values:
+            pairs = list(zip(metric.labels, values, strict=True))
+            if self.tags == "telegraf":
+                name += "".join(f",{label}={_tag(value)}" for label, value in pairs)
+            elif self.tags == "dogstatsd":
+                suffix = "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
+            else:
+                name = ".".join([name, *(_segment(value) for value in values)])
+        rv = self._names[(metric.name, values)] = (name, suffix)
         return rv
 
     def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:

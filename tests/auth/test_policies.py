@@ -177,7 +177,11 @@ def test_only_policies_that_keep_state_need_storage():
     assert policies_need_storage(config_with(auth={"policies": ["accounts"]}))
     assert not policies_need_storage(config_with(auth={"policies": [BEARER_PATH]}))
     with pytest.raises(ConfigError, match="must be a list of policy names"):
-        policies_need_storage(config_with(auth={"policies": [""]}))
+        policies_need_storage(config_with(auth={"policies": [""]}))  # refused when loaded
+    config = config_with()
+    config.set("auth.policies", [""])  # set after validation: still checked
+    with pytest.raises(ConfigError, match=r"'auth\.policies' must be a list of policy names"):
+        policies_need_storage(config)
 
 
 def test_accounts_without_storage_cannot_start():
