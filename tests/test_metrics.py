@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import socket
 import sqlite3
@@ -145,7 +146,7 @@ def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
     assert [r["status"] for r in batch.json["responses"]] == [201, 200, 200]
     assert client.get("/v1/").status_code == 200
     assert client.get("/v1/nowhere").status_code == 404
-    with sqlite3.connect(tmp_path / "m.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "m.sqlite")) as db:
         db.execute("DROP TABLE records")  # the database fails from now on
     with caplog.at_level(logging.ERROR, "kiln"):
         failed = client.get("/v1/mushrooms")

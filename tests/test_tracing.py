@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -94,7 +95,7 @@ def test_the_clients_trace_is_continued(app, spans):
 
 def test_a_backend_failure_marks_its_spans_as_errors(app, spans, tmp_path):
     client = app.test_client()
-    with sqlite3.connect(tmp_path / "t.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "t.sqlite")) as db:
         db.execute("DROP TABLE records")
     assert client.get("/v1/mushrooms").status_code == 503
     found = by_name(spans())
