@@ -20,13 +20,20 @@ exit non-zero; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ipaddress
 import os
 import secrets
+import signal
 import sys
+import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -98,17 +105,123 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: How often the development server looks at its config files, in seconds.
+CONFIG_POLL_SECONDS = 0.25
+
+
+class ConfigWatcher:
+    """The development server's config reloads: a broken file never stops it.
+
+    The serving process reloads its config when a file changes (:meth:`watch`)
+    or on ``SIGHUP``. A file that does not load is refused: the last good
+    config keeps serving, with one ERROR line (:meth:`Configuration.load`).
+    A change the running app can follow applies in place. A change that
+    needs a restart (``views``...) is tried first in a throwaway child that
+    builds the app, as under gunicorn (:func:`kiln.gunicorn.build_problem`);
+    only when it builds is ``restart`` called. Without a reloader
+    (``restart`` is ``None``) such a change is refused.
+    """
+
+    def __init__(self, restart: Callable[[], None] | None) -> None:
+        self.restart = restart
+        self._lock = threading.RLock()
+        self._seen = self._stamps()
+
+    def _stamps(self) -> list[tuple[int, int] | None]:
+        from kiln.config import CONFIG
+
+        stamps: list[tuple[int, int] | None] = []
+        for path in CONFIG.paths():
+            try:
+                stat = os.stat(path)
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((stat.st_mtime_ns, stat.st_size))
+        return stamps
+
+    def poll(self) -> bool:
+        """Reload when a config file changed since the last look; ``True`` if one did."""
+        stamps = self._stamps()
+        if stamps == self._seen:
+            return False
+        self._seen = stamps
+        self.reload()
+        return True
+
+    def watch(self) -> None:
+        """Poll the config files for ever (a daemon thread's target)."""
+        while True:
+            time.sleep(CONFIG_POLL_SECONDS)
+            self.poll()
+
+    def reload(self, signum: int | None = None, frame: FrameType | None = None) -> bool:
+        """Reload the config (a ``SIGHUP`` handler too); ``False`` when refused."""
+        from kiln.config import CONFIG, needs_restart
+        from kiln.gunicorn import build_problem
+
+        with self._lock:
+            previous = CONFIG.config
+            changed: list[str] = []
+
+            def check(tree: dict[str, Any]) -> str | None:
+                changed[:] = needs_restart(previous, tree)
+                if not changed:
+                    return None
+                if self.restart is None:
+                    return (
+                        f"Changing {', '.join(changed)} needs a restart, and this server "
+                        "runs without its reloader (--no-reload): restart it."
+                    )
+                return build_problem(tree)
+
+            loaded = CONFIG.load(check=check)
+            if loaded and changed and self.restart is not None:
+                # Beside werkzeug's own " * Detected change ..." line, at any log level.
+                click.echo(f" * kiln: {', '.join(changed)} changed; restarting", err=True)
+                self.restart()
+            return loaded
+
+
+def _restart_trigger(options: dict[str, Any]) -> Callable[[], None]:
+    """A file werkzeug's reloader watches (added to ``options``): the
+    returned function touches it, so the reloader restarts the server."""
+    fd, path = tempfile.mkstemp(prefix="kiln-serve-", suffix=".restart")
+    os.close(fd)
+    atexit.register(_remove, path)
+    options["extra_files"] = [*options.get("extra_files", ()), path]
+
+    def restart() -> None:
+        later = os.stat(path).st_mtime + 1
+        os.utime(path, (later, later))
+
+    return restart
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
 def _run(host: str, port: int, options: dict[str, Any]) -> None:
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import is_running_from_reloader, run_simple
 
     from kiln.application import get_app
-    from kiln.config import CONFIG, install_reload_signal
+    from kiln.config import install_reload_signal
 
     application = get_app()
-    install_reload_signal()
-    if options.get("use_reloader"):
-        # Editing a config file restarts the server, as editing code does.
-        options.setdefault("extra_files", list(CONFIG.sources))
+    reloader = bool(options.get("use_reloader"))
+    if reloader and not is_running_from_reloader():
+        # The reloader's own process: it only starts the serving one, again
+        # after each code change (or a restart the config watcher asks for).
+        install_reload_signal()
+    else:
+        # Config files are not werkzeug's to watch: a broken one would restart
+        # the server into an error. The serving process watches them itself.
+        watcher = ConfigWatcher(_restart_trigger(options) if reloader else None)
+        signal.signal(signal.SIGHUP, watcher.reload)
+        if reloader:
+            threading.Thread(target=watcher.watch, name="kiln-config", daemon=True).start()
     # Werkzeug's debugger stays off unless debug.werkzeug turns it on: every
     # error is a JSON response, so it would never show anything.
     if options.get("use_debugger") and not _is_loopback(host):
