@@ -239,14 +239,17 @@ def _run(host: str, port: int, options: dict[str, Any]) -> None:
 @click.option("--host", "-H", default=None, help="Address to bind [debug.server.host].")
 @click.option("--port", "-p", type=int, default=None, help="Port [debug.server.port].")
 @click.option(
-    "--reload/--no-reload", default=True, help="Restart when code or a config file changes."
+    "--reload/--no-reload",
+    default=True,
+    help="Restart when code changes; reload a config file when it changes.",
 )
 @_guarded
 def serve(host: str | None, port: int | None, reload: bool) -> None:
     """Run the development server on 127.0.0.1:8888 (or -H/-p, or debug.server).
 
-    Threaded, restarts when code or a config file changes, reloads the
-    config on SIGHUP. For production use gunicorn (`gunicorn
+    Threaded, restarts when code changes, reloads the config when a file
+    changes or on SIGHUP (a broken file is refused: the last good config
+    keeps serving). For production use gunicorn (`gunicorn
     kiln.wsgi:application`). `devserver` is Clay's variant of this command.
     """
     from kiln.config import CONFIG
