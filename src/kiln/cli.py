@@ -42,6 +42,8 @@ from kiln.__about__ import __version__
 from kiln.exceptions import KilnError
 
 __all__ = [
+    "CONFIG_POLL_SECONDS",
+    "ConfigWatcher",
     "check",
     "devserver",
     "init",
