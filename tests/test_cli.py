@@ -675,7 +675,23 @@ def test_serve_keeps_serving_through_a_broken_config_file(tmp_path):
         assert (status, json.loads(body)) == (200, {"greeter": "hello"})
         assert "views module 'missing_views_q7' failed to import" in log.read_text()
         assert server.poll() is None
-    assert server.returncode == 0
+
+        # Code changed while a config file is broken: the restarted server waits
+        # for the config to be fixed instead of stopping.
+        config.write_text("views: [greeter_views\n")
+        assert wait_for(lambda: log.read_text().count("Config reload failed") == 3)
+        write(tmp_path / "greeter_views.py", GREETER_VIEWS.replace("hello", "hello again"))
+        waiting = "kiln: cannot start, waiting for the config files to change: Config file"
+        assert wait_for(lambda: waiting in log.read_text(), timeout=20)
+        assert server.poll() is None
+        config.write_text("views: [greeter_views]\n" + keep)
+        assert wait_for(
+            lambda: http_get(f"{base}/greeter")[1].startswith('{"greeter":"hello again')
+        )
+
+        # Stopping the serving process stops the reloader's too.
+        os.kill(config_state(base)["pid"], signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
 
 
 def test_clay_devserver_refuses_to_run_without_debug_enabled(tmp_path):

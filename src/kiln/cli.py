@@ -127,24 +127,11 @@ class ConfigWatcher:
     def __init__(self, restart: Callable[[], None] | None) -> None:
         self.restart = restart
         self._lock = threading.RLock()
-        self._seen = self._stamps()
-
-    def _stamps(self) -> list[tuple[int, int] | None]:
-        from kiln.config import CONFIG
-
-        stamps: list[tuple[int, int] | None] = []
-        for path in CONFIG.paths():
-            try:
-                stat = os.stat(path)
-            except OSError:
-                stamps.append(None)
-            else:
-                stamps.append((stat.st_mtime_ns, stat.st_size))
-        return stamps
+        self._seen = _config_stamps()
 
     def poll(self) -> bool:
         """Reload when a config file changed since the last look; ``True`` if one did."""
-        stamps = self._stamps()
+        stamps = _config_stamps()
         if stamps == self._seen:
             return False
         self._seen = stamps
@@ -183,6 +170,50 @@ class ConfigWatcher:
                 click.echo(f" * kiln: {', '.join(changed)} changed; restarting", err=True)
                 self.restart()
             return loaded
+
+
+def _config_stamps() -> list[tuple[int, int] | None]:
+    """What the config files look like now: each one's modification time and
+    size (``None`` when it cannot be read)."""
+    from kiln.config import CONFIG
+
+    stamps: list[tuple[int, int] | None] = []
+    for path in CONFIG.paths():
+        try:
+            stat = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+    return stamps
+
+
+def _build_or_wait() -> None:
+    """In the reloader's child, build the app, waiting for the config files to
+    change while it cannot: the reloader started this process again (a code
+    change, or a restart) while a config file was broken, and a development
+    server must not stop on that. Elsewhere a broken config stops at once, as
+    does an app that does not build (a views module that fails to import)."""
+    from werkzeug.serving import is_running_from_reloader
+
+    from kiln.application import get_app
+    from kiln.config import CONFIG
+    from kiln.exceptions import ConfigError
+
+    if not is_running_from_reloader():
+        return
+    while True:
+        seen = _config_stamps()
+        try:
+            CONFIG.load(strict=True)
+            get_app()
+            return
+        except ConfigError as exc:
+            click.echo(
+                f"kiln: cannot start, waiting for the config files to change: {exc}", err=True
+            )
+        while _config_stamps() == seen:
+            time.sleep(CONFIG_POLL_SECONDS)
 
 
 def _restart_trigger(options: dict[str, Any]) -> Callable[[], None]:
@@ -256,6 +287,7 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
     """
     from kiln.config import CONFIG
 
+    _build_or_wait()
     if host is None:
         host = CONFIG.setting("debug.server.host")
     if port is None:
@@ -276,6 +308,7 @@ def devserver() -> None:
     """
     from kiln.config import CONFIG
 
+    _build_or_wait()
     if not CONFIG.setting("debug.enabled"):
         click.echo(DEVSERVER_REFUSAL, err=True)
         raise SystemExit(255)
