@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from kiln import _scaffold
 from kiln.__about__ import __version__
-from kiln.cli import DEVSERVER_REFUSAL, ConfigWatcher, main
+from kiln.cli import DEVSERVER_REFUSAL, RESTART_FILE_VARIABLE, ConfigWatcher, main
 from kiln.config import CONFIG
 from tests.pgschema import fresh_schema
 
@@ -177,6 +177,8 @@ def served(monkeypatch: pytest.MonkeyPatch, sighup_restored: None) -> dict[str, 
         calls.update(host=host, port=port, application=application, options=options)
 
     monkeypatch.setattr("werkzeug.serving.run_simple", fake_run_simple)
+    # The reloader's process names its restart file in the environment.
+    monkeypatch.setenv(RESTART_FILE_VARIABLE, "")
     return calls
 
 
@@ -360,6 +362,7 @@ def test_serve_uses_debug_server_defaults_without_werkzeugs_debugger(cli, served
     assert served["options"] == {"use_reloader": True, "threaded": True}
     assert f"kiln {__version__} serving on http://127.0.0.1:8888/" in result.stderr
     assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)
+    assert Path(os.environ[RESTART_FILE_VARIABLE]).name.startswith("kiln-serve-")
 
 
 def test_serve_takes_the_address_from_its_options(cli, served):

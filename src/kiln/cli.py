@@ -43,6 +43,7 @@ from kiln.exceptions import KilnError
 
 __all__ = [
     "CONFIG_POLL_SECONDS",
+    "RESTART_FILE_VARIABLE",
     "ConfigWatcher",
     "check",
     "devserver",
@@ -216,12 +217,23 @@ def _build_or_wait() -> None:
             time.sleep(CONFIG_POLL_SECONDS)
 
 
-def _restart_trigger(options: dict[str, Any]) -> Callable[[], None]:
-    """A file werkzeug's reloader watches (added to ``options``): the
-    returned function touches it, so the reloader restarts the server."""
+#: The environment variable naming the file that restarts the server when
+#: touched: created by the reloader's process, which outlives its children.
+RESTART_FILE_VARIABLE = "_KILN_SERVE_RESTART_FILE"
+
+
+def _restart_file() -> None:
+    """Create the restart file of the reloader's children (removed at exit)."""
     fd, path = tempfile.mkstemp(prefix="kiln-serve-", suffix=".restart")
     os.close(fd)
     atexit.register(_remove, path)
+    os.environ[RESTART_FILE_VARIABLE] = path
+
+
+def _restart_trigger(options: dict[str, Any]) -> Callable[[], None]:
+    """Have werkzeug's reloader watch the restart file (added to ``options``):
+    the returned function touches it, so the reloader restarts the server."""
+    path = os.environ[RESTART_FILE_VARIABLE]
     options["extra_files"] = [*options.get("extra_files", ()), path]
 
     def restart() -> None:
@@ -248,6 +260,7 @@ def _run(host: str, port: int, options: dict[str, Any]) -> None:
         # The reloader's own process: it only starts the serving one, again
         # after each code change (or a restart the config watcher asks for).
         install_reload_signal()
+        _restart_file()
     else:
         # Config files are not werkzeug's to watch: a broken one would restart
         # the server into an error. The serving process watches them itself.
