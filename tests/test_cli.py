@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from kiln import _scaffold
 from kiln.__about__ import __version__
-from kiln.cli import DEVSERVER_REFUSAL, main
+from kiln.cli import DEVSERVER_REFUSAL, RESTART_FILE_VARIABLE, ConfigWatcher, main
 from kiln.config import CONFIG
 from tests.pgschema import fresh_schema
 
@@ -177,6 +177,8 @@ def served(monkeypatch: pytest.MonkeyPatch, sighup_restored: None) -> dict[str, 
         calls.update(host=host, port=port, application=application, options=options)
 
     monkeypatch.setattr("werkzeug.serving.run_simple", fake_run_simple)
+    # The reloader's process names its restart file in the environment.
+    monkeypatch.setenv(RESTART_FILE_VARIABLE, "")
     return calls
 
 
@@ -355,13 +357,12 @@ def test_serve_uses_debug_server_defaults_without_werkzeugs_debugger(cli, served
     result = cli("-c", str(config), "serve")
     assert result.exit_code == 0, result.output
     assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
-    assert served["options"] == {
-        "use_reloader": True,
-        "threaded": True,
-        "extra_files": [str(config)],
-    }
+    # The reloader's process: config files are not werkzeug's to watch (a broken
+    # one would restart the server into an error); the serving process watches them.
+    assert served["options"] == {"use_reloader": True, "threaded": True}
     assert f"kiln {__version__} serving on http://127.0.0.1:8888/" in result.stderr
     assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, None)
+    assert Path(os.environ[RESTART_FILE_VARIABLE]).name.startswith("kiln-serve-")
 
 
 def test_serve_takes_the_address_from_its_options(cli, served):
@@ -370,6 +371,7 @@ def test_serve_takes_the_address_from_its_options(cli, served):
     assert (served["host"], served["port"]) == ("localhost", 9999)
     assert served["options"]["use_reloader"] is False
     assert "extra_files" not in served["options"]
+    assert getattr(signal.getsignal(signal.SIGHUP), "__self__", None).restart is None
 
 
 DEBUGGER_ON = "debug: {werkzeug: {use_debugger: true, use_evalex: true}}\n"
@@ -412,6 +414,52 @@ def test_serve_with_a_broken_config_fails_in_one_sentence(cli, served, tmp_path)
     assert served == {}
 
 
+def test_the_config_watcher_refuses_a_restart_change_without_a_reloader(
+    global_config, monkeypatch, tmp_path
+):
+    config = write(tmp_path / "c.yaml", "project: {name: one}\n")
+    monkeypatch.setenv("KILN_CONFIG", str(config))
+    global_config.config  # noqa: B018 -- the first load
+    first = global_config.generation
+    watcher = ConfigWatcher(restart=None)
+    assert watcher.poll() is False
+    write(config, "project: {name: two}\n")
+    os.utime(config, ns=(1, 1))  # a change of the same size within one clock tick
+    assert watcher.poll() is True
+    assert (global_config.generation, global_config.setting("project.name")) == (first + 1, "two")
+    write(config, "project: {name: two}\nviews: [elsewhere]\n")
+    assert watcher.poll() is True
+    assert global_config.last_error == (
+        "Changing views needs a restart, and this server runs without its reloader "
+        "(--no-reload): restart it."
+    )
+    config.unlink()
+    assert watcher.poll() is True
+    assert "does not exist" in global_config.last_error
+    assert (global_config.generation, global_config.get("views")) == (first + 1, None)
+
+
+def test_the_config_watcher_restarts_only_for_an_app_that_builds(
+    global_config, monkeypatch, tmp_path
+):
+    write(tmp_path / "greeter_views.py", GREETER_VIEWS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write(tmp_path / "c.yaml", "project: {name: one}\n")
+    monkeypatch.setenv("KILN_CONFIG", str(config))
+    restarts: list[bool] = []
+    watcher = ConfigWatcher(restart=lambda: restarts.append(True))
+    global_config.config  # noqa: B018 -- the first load
+    write(config, "views: [missing_views_q7]\n")
+    assert watcher.reload() is False
+    assert "views module 'missing_views_q7' failed to import" in global_config.last_error
+    write(config, "project: {name: two}\n")
+    assert watcher.reload() is True
+    assert restarts == []
+    write(config, "views: [greeter_views]\n")
+    assert watcher.reload() is True
+    assert restarts == [True]
+
+
 def test_devserver_refuses_without_debug_enabled(cli, served):
     result = cli("devserver")
     assert result.exit_code == 255
@@ -424,12 +472,7 @@ def test_devserver_serves_clay_options_on_the_default_address(cli, served, tmp_p
     result = cli("-c", str(config), "devserver")
     assert result.exit_code == 0
     assert (served["host"], served["port"]) == ("127.0.0.1", 8888)
-    assert served["options"] == {
-        "use_reloader": True,
-        "threaded": False,
-        "processes": 1,
-        "extra_files": [str(config)],
-    }
+    assert served["options"] == {"use_reloader": True, "threaded": False, "processes": 1}
 
 
 def test_devserver_turns_the_debugger_off_on_all_interfaces(cli, served, tmp_path):
@@ -563,6 +606,96 @@ def test_serve_answers_over_loopback_and_reloads_on_sighup(cli, tmp_path):
         assert server.poll() is None
     assert server.returncode == 0
     assert f"kiln {__version__} serving on {base}/" in log.read_text()
+
+
+def config_state(base: str) -> dict[str, Any]:
+    return dict(json.loads(http_get(f"{base}/__config__")[1]))
+
+
+GREETER_VIEWS = """
+from kiln import app
+
+
+@app.route("/greeter")
+def greeter():
+    return {"greeter": "hello"}
+"""
+
+
+def test_serve_keeps_serving_through_a_broken_config_file(tmp_path):
+    secret = "f00d" * 16
+    keep = f"hmac_secret: {secret}\n"
+    config = write(tmp_path / "c.yaml", "project: {name: one}\n" + keep)
+    write(tmp_path / "greeter_views.py", GREETER_VIEWS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [str(BIN / "kiln"), "-c", "c.yaml", "serve", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with running(args, cwd=tmp_path, env=clean_env(), log=log, url=f"{base}/v1/") as server:
+        first = config_state(base)
+        assert (first["generation"], first["last_reload_failed"]) == (1, False)
+
+        # Saved broken: refused, the last good config keeps serving.
+        config.write_text(f"project: {{name: [\nhmac_secret: {secret}: x\n")
+        statuses = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            statuses.append(http_get(f"{base}/v1/")[0])
+            if config_state(base)["last_reload_failed"]:
+                break
+            time.sleep(0.02)
+        assert config_state(base)["last_reload_failed"] is True
+        assert set(statuses) == {200}
+        for _ in range(20):
+            status, body = http_get(f"{base}/v1/")
+            assert (status, json.loads(body)["project_name"]) == (200, "one")
+        assert server.poll() is None
+        errors = [line for line in log.read_text().splitlines() if " ERROR " in line]
+        assert len(errors) == 1
+        assert "Config reload failed, keeping the previous config (generation 1" in errors[0]
+        assert f"Config file '{config}' is not valid YAML" in errors[0]
+        assert secret not in log.read_text()
+
+        # Fixed with a change a reload applies: in place, same process.
+        config.write_text("project: {name: two}\n" + keep)
+        assert wait_for(lambda: config_state(base)["generation"] == 2)
+        second = config_state(base)
+        assert (second["last_reload_failed"], second["pid"]) == (False, first["pid"])
+        assert json.loads(http_get(f"{base}/v1/")[1])["project_name"] == "two"
+
+        # views needs a restart: the app builds, so the server restarts with them.
+        config.write_text("project: {name: two}\nviews: [greeter_views]\n" + keep)
+        assert wait_for(lambda: http_get(f"{base}/greeter")[0] == 200, timeout=20)
+        third = config_state(base)
+        assert third["pid"] != first["pid"]
+        assert (third["generation"], third["last_reload_failed"]) == (1, False)
+        assert " * kiln: views changed; restarting" in log.read_text()
+
+        # views naming a module that does not import: refused, still serving.
+        config.write_text("project: {name: two}\nviews: [missing_views_q7]\n" + keep)
+        assert wait_for(lambda: config_state(base)["last_reload_failed"])
+        assert config_state(base)["pid"] == third["pid"]
+        status, body = http_get(f"{base}/greeter")
+        assert (status, json.loads(body)) == (200, {"greeter": "hello"})
+        assert "views module 'missing_views_q7' failed to import" in log.read_text()
+        assert server.poll() is None
+
+        # Code changed while a config file is broken: the restarted server waits
+        # for the config to be fixed instead of stopping.
+        config.write_text("views: [greeter_views\n")
+        assert wait_for(lambda: log.read_text().count("Config reload failed") == 3)
+        write(tmp_path / "greeter_views.py", GREETER_VIEWS.replace("hello", "hello again"))
+        waiting = "kiln: cannot start, waiting for the config files to change: Config file"
+        assert wait_for(lambda: waiting in log.read_text(), timeout=20)
+        assert server.poll() is None
+        config.write_text("views: [greeter_views]\n" + keep)
+        assert wait_for(
+            lambda: http_get(f"{base}/greeter")[1].startswith('{"greeter":"hello again')
+        )
+
+        # Stopping the serving process stops the reloader's too.
+        os.kill(config_state(base)["pid"], signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
 
 
 def test_clay_devserver_refuses_to_run_without_debug_enabled(tmp_path):

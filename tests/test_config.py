@@ -94,6 +94,16 @@ def test_a_file_that_does_not_parse_is_named_with_its_format(tmp_path, name, tex
     assert "\n" not in str(info.value)
 
 
+def test_a_yaml_error_names_the_place_without_quoting_the_file(tmp_path):
+    path = write(tmp_path, "bad.yaml", "a: 1\nhmac_secret: s3cr3t: x\n")
+    with pytest.raises(ConfigFileError) as info:
+        read_file(path)
+    assert str(info.value) == (
+        f"Config file '{path}' is not valid YAML: mapping values are not allowed here "
+        "at line 2, column 20"
+    )
+
+
 @pytest.mark.parametrize(("text", "kind"), [("[1, 2]", "list"), ('"text"', "str"), ("3", "int")])
 def test_a_file_whose_top_level_is_not_a_mapping_is_refused(tmp_path, text, kind):
     with pytest.raises(ConfigFileError, match=f"mapping at its top level, not a {kind}"):

@@ -20,13 +20,20 @@ exit non-zero; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ipaddress
 import os
 import secrets
+import signal
 import sys
+import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -35,6 +42,9 @@ from kiln.__about__ import __version__
 from kiln.exceptions import KilnError
 
 __all__ = [
+    "CONFIG_POLL_SECONDS",
+    "RESTART_FILE_VARIABLE",
+    "ConfigWatcher",
     "check",
     "devserver",
     "init",
@@ -98,17 +108,166 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _run(host: str, port: int, options: dict[str, Any]) -> None:
-    from werkzeug.serving import run_simple
+#: How often the development server looks at its config files, in seconds.
+CONFIG_POLL_SECONDS = 0.25
+
+
+class ConfigWatcher:
+    """The development server's config reloads: a broken file never stops it.
+
+    The serving process reloads its config when a file changes (:meth:`watch`)
+    or on ``SIGHUP``. A file that does not load is refused: the last good
+    config keeps serving, with one ERROR line (:meth:`Configuration.load`).
+    A change the running app can follow applies in place. A change that
+    needs a restart (``views``...) is tried first in a throwaway child that
+    builds the app, as under gunicorn (:func:`kiln.gunicorn.build_problem`);
+    only when it builds is ``restart`` called. Without a reloader
+    (``restart`` is ``None``) such a change is refused.
+    """
+
+    def __init__(self, restart: Callable[[], None] | None) -> None:
+        self.restart = restart
+        self._lock = threading.RLock()
+        self._seen = _config_stamps()
+
+    def poll(self) -> bool:
+        """Reload when a config file changed since the last look; ``True`` if one did."""
+        stamps = _config_stamps()
+        if stamps == self._seen:
+            return False
+        self._seen = stamps
+        self.reload()
+        return True
+
+    def watch(self) -> None:
+        """Poll the config files for ever (a daemon thread's target)."""
+        while True:
+            time.sleep(CONFIG_POLL_SECONDS)
+            self.poll()
+
+    def reload(self, signum: int | None = None, frame: FrameType | None = None) -> bool:
+        """Reload the config (a ``SIGHUP`` handler too); ``False`` when refused."""
+        from kiln.config import CONFIG, needs_restart
+        from kiln.gunicorn import build_problem
+
+        with self._lock:
+            previous = CONFIG.config
+            changed: list[str] = []
+
+            def check(tree: dict[str, Any]) -> str | None:
+                changed[:] = needs_restart(previous, tree)
+                if not changed:
+                    return None
+                if self.restart is None:
+                    return (
+                        f"Changing {', '.join(changed)} needs a restart, and this server "
+                        "runs without its reloader (--no-reload): restart it."
+                    )
+                return build_problem(tree)
+
+            loaded = CONFIG.load(check=check)
+            if loaded and changed and self.restart is not None:
+                # Beside werkzeug's own " * Detected change ..." line, at any log level.
+                click.echo(f" * kiln: {', '.join(changed)} changed; restarting", err=True)
+                self.restart()
+            return loaded
+
+
+def _config_stamps() -> list[tuple[int, int] | None]:
+    """What the config files look like now: each one's modification time and
+    size (``None`` when it cannot be read)."""
+    from kiln.config import CONFIG
+
+    stamps: list[tuple[int, int] | None] = []
+    for path in CONFIG.paths():
+        try:
+            stat = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+    return stamps
+
+
+def _build_or_wait() -> None:
+    """In the reloader's child, build the app, waiting for the config files to
+    change while it cannot: the reloader started this process again (a code
+    change, or a restart) while a config file was broken, and a development
+    server must not stop on that. Elsewhere a broken config stops at once, as
+    does an app that does not build (a views module that fails to import)."""
+    from werkzeug.serving import is_running_from_reloader
 
     from kiln.application import get_app
-    from kiln.config import CONFIG, install_reload_signal
+    from kiln.config import CONFIG
+    from kiln.exceptions import ConfigError
+
+    if not is_running_from_reloader():
+        return
+    while True:
+        seen = _config_stamps()
+        try:
+            CONFIG.load(strict=True)
+            get_app()
+            return
+        except ConfigError as exc:
+            click.echo(
+                f"kiln: cannot start, waiting for the config files to change: {exc}", err=True
+            )
+        while _config_stamps() == seen:
+            time.sleep(CONFIG_POLL_SECONDS)
+
+
+#: The environment variable naming the file that restarts the server when
+#: touched: created by the reloader's process, which outlives its children.
+RESTART_FILE_VARIABLE = "_KILN_SERVE_RESTART_FILE"
+
+
+def _restart_file() -> None:
+    """Create the restart file of the reloader's children (removed at exit)."""
+    fd, path = tempfile.mkstemp(prefix="kiln-serve-", suffix=".restart")
+    os.close(fd)
+    atexit.register(_remove, path)
+    os.environ[RESTART_FILE_VARIABLE] = path
+
+
+def _restart_trigger(options: dict[str, Any]) -> Callable[[], None]:
+    """Have werkzeug's reloader watch the restart file (added to ``options``):
+    the returned function touches it, so the reloader restarts the server."""
+    path = os.environ[RESTART_FILE_VARIABLE]
+    options["extra_files"] = [*options.get("extra_files", ()), path]
+
+    def restart() -> None:
+        later = os.stat(path).st_mtime + 1
+        os.utime(path, (later, later))
+
+    return restart
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _run(host: str, port: int, options: dict[str, Any]) -> None:
+    from werkzeug.serving import is_running_from_reloader, run_simple
+
+    from kiln.application import get_app
+    from kiln.config import install_reload_signal
 
     application = get_app()
-    install_reload_signal()
-    if options.get("use_reloader"):
-        # Editing a config file restarts the server, as editing code does.
-        options.setdefault("extra_files", list(CONFIG.sources))
+    reloader = bool(options.get("use_reloader"))
+    if reloader and not is_running_from_reloader():
+        # The reloader's own process: it only starts the serving one, again
+        # after each code change (or a restart the config watcher asks for).
+        install_reload_signal()
+        _restart_file()
+    else:
+        # Config files are not werkzeug's to watch: a broken one would restart
+        # the server into an error. The serving process watches them itself.
+        watcher = ConfigWatcher(_restart_trigger(options) if reloader else None)
+        signal.signal(signal.SIGHUP, watcher.reload)
+        if reloader:
+            threading.Thread(target=watcher.watch, name="kiln-config", daemon=True).start()
     # Werkzeug's debugger stays off unless debug.werkzeug turns it on: every
     # error is a JSON response, so it would never show anything.
     if options.get("use_debugger") and not _is_loopback(host):
@@ -126,18 +285,22 @@ def _run(host: str, port: int, options: dict[str, Any]) -> None:
 @click.option("--host", "-H", default=None, help="Address to bind [debug.server.host].")
 @click.option("--port", "-p", type=int, default=None, help="Port [debug.server.port].")
 @click.option(
-    "--reload/--no-reload", default=True, help="Restart when code or a config file changes."
+    "--reload/--no-reload",
+    default=True,
+    help="Restart when code changes; reload a config file when it changes.",
 )
 @_guarded
 def serve(host: str | None, port: int | None, reload: bool) -> None:
     """Run the development server on 127.0.0.1:8888 (or -H/-p, or debug.server).
 
-    Threaded, restarts when code or a config file changes, reloads the
-    config on SIGHUP. For production use gunicorn (`gunicorn
+    Threaded, restarts when code changes, reloads the config when a file
+    changes or on SIGHUP (a broken file is refused: the last good config
+    keeps serving). For production use gunicorn (`gunicorn
     kiln.wsgi:application`). `devserver` is Clay's variant of this command.
     """
     from kiln.config import CONFIG
 
+    _build_or_wait()
     if host is None:
         host = CONFIG.setting("debug.server.host")
     if port is None:
@@ -158,6 +321,7 @@ def devserver() -> None:
     """
     from kiln.config import CONFIG
 
+    _build_or_wait()
     if not CONFIG.setting("debug.enabled"):
         click.echo(DEVSERVER_REFUSAL, err=True)
         raise SystemExit(255)

@@ -121,6 +121,15 @@ PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+def _parse_problem(exc: Exception) -> str:
+    """What a parser says is wrong, without quoting the file: PyYAML's message
+    shows the offending line, which may hold a secret."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(exc)
+
+
 def read_file(path: str) -> dict[str, Any]:
     """Read one config file and return its mapping.
 
@@ -148,7 +157,7 @@ def read_file(path: str) -> dict[str, Any]:
         hint = ""
         if extension not in PARSERS:
             hint = f" (files ending in {extension or 'nothing'!r} are parsed as JSON)"
-        detail = " ".join(str(exc).split())
+        detail = " ".join(_parse_problem(exc).split())
         raise ConfigFileError(path, f"is not valid {kind}{hint}: {detail}") from None
     if tree is None:
         return {}
