@@ -5,6 +5,7 @@ import logging
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import types
 import uuid
@@ -48,7 +49,8 @@ class Sink:
         self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
 
     def datagrams(self) -> list[bytes]:
-        # A request's metrics are sent before its response: they are here already.
+        # A request's metrics are sent before its response (lines_leave_at_once):
+        # they are here already.
         received = []
         while True:
             try:
@@ -65,6 +67,12 @@ def sink():
     server = Sink()
     yield server
     server.socket.close()
+
+
+@pytest.fixture(autouse=True)
+def lines_leave_at_once(monkeypatch):
+    """Flushed statsd lines are sent at once, not when a datagram is full."""
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
 
 
 @pytest.fixture(autouse=True)
@@ -520,6 +528,7 @@ def test_a_request_sends_its_metrics_in_one_datagram(build, sink):
 
 
 def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 1.0)
     recorder = StatsDRecorder(sink.url)
     requests = CATALOGUE[0]._replace(name="requests", kind="counter")
     for _ in range(100):  # about 40 bytes each
@@ -528,6 +537,7 @@ def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monke
     assert datagrams
     assert all(len(data) <= MAX_DATAGRAM for data in datagrams)
     recorder.flush()
+    recorder._send_outbox(0)
     datagrams += sink.datagrams()
     monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
     for _ in range(16):  # the clock is read at every 16th line: the first is old now
@@ -621,3 +631,48 @@ def test_hashed_user_ids_are_kept_up_to_a_bound(sink, monkeypatch):
     assert len(sets) == 5
     assert sets[0] == sets[2] == sets[4] != sets[1] != sets[3]
     assert len(metrics._digests) <= 2
+
+
+def wait_for_datagrams(sink, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        datagrams = sink.datagrams()
+        if datagrams:
+            return datagrams
+        time.sleep(0.01)
+    return []
+
+
+def test_flushed_lines_wait_for_a_full_datagram_or_a_while(sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0.2)
+    recorder = StatsDRecorder(sink.url)
+    hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
+    threads = threading.active_count()
+    for _ in range(2):  # two requests' lines
+        recorder.count(hits, ())
+        recorder.flush()
+    assert sink.datagrams() == []
+    assert threading.active_count() == threads + 1  # one thread sends what waits
+    # The thread sends them, together, once the first is old.
+    assert wait_for_datagrams(sink) == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
+    # Lines that fill a datagram leave with the request that filled it.
+    for _ in range(MAX_DATAGRAM // len("kiln.hits:1|c\n") + 1):
+        recorder.count(hits, ())
+        recorder.flush()
+    [full] = sink.datagrams()  # the last request's line waits
+    assert MAX_DATAGRAM - len("kiln.hits:1|c\n") < len(full) <= MAX_DATAGRAM
+    # A forked worker starts a thread of its own.
+    recorder._sender_pid = 0
+    recorder.count(hits, ())
+    recorder.flush()
+    assert threading.active_count() == threads + 2
+    recorder.close()  # sends what waits; the threads stop
+    assert sink.datagrams() == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == threads
+    recorder.count(hits, ())
+    recorder.flush()  # after close: at once
+    assert sink.datagrams() == [b"kiln.hits:1|c\n"]
+    recorder.close()

@@ -273,11 +273,14 @@ class StatsDRecorder(Recorder):
     ``kiln.resource_actions:1|c|#resource:mushroom,...`` and ``tags="telegraf"``
     sends ``kiln.resource_actions,resource=mushroom,...:1|c``.
 
-    A thread's lines are held back and sent together, in as few datagrams as
-    fit (:data:`~kiln.stats.MAX_DATAGRAM` bytes), at :meth:`flush` (the end
-    of each request), when they fill a datagram, or when the oldest is
-    :data:`HOLD_SECONDS` old. Datagrams go out on a non-blocking socket: when
-    statsd is down they are dropped.
+    A thread's lines are held back until :meth:`flush` (the end of each
+    request; a long batch's also when they fill a datagram or the oldest is
+    :data:`HOLD_SECONDS` old). Flushed lines then wait, all threads' together,
+    until they fill a datagram (:data:`~kiln.stats.MAX_DATAGRAM` bytes: a few
+    requests) or the oldest is :data:`HOLD_SECONDS` old (a thread sends them
+    when no request does): a send costs a request more than all its lines.
+    Datagrams go out on a non-blocking socket: when statsd is down they are
+    dropped.
     """
 
     def __init__(self, url: str, prefix: str = "kiln", tags: str | None = None) -> None:
@@ -296,6 +299,15 @@ class StatsDRecorder(Recorder):
         #: The whole line of a counter's ``+1`` (most of a request's lines).
         self._ones: dict[tuple[str, tuple[str, ...]], str] = {}
         self._held = _Held()
+        #: Flushed lines (one text per flush) waiting for a datagram to fill,
+        #: their size, when the first came; all guarded by ``_lock``.
+        self._outbox: list[str] = []
+        self._outbox_size = 0
+        self._outbox_since = 0.0
+        self._lock = threading.Lock()
+        #: The process whose thread sends old lines (none yet; a fork has none).
+        self._sender_pid = 0
+        self._closed = threading.Event()
 
     def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str]:
         """The dotted name (with the ``:`` before the value) and tag suffix of
@@ -337,9 +349,48 @@ class StatsDRecorder(Recorder):
     def flush(self) -> None:
         held = self._held
         lines = held.lines
-        if lines is not None:
-            held.lines = None
-            self.connection.send("\n".join(lines))
+        if lines is None:
+            return
+        held.lines = None
+        text = "\n".join(lines)
+        size = len(text) + 1  # with its newline
+        now = time.monotonic()
+        with self._lock:
+            outbox = self._outbox
+            if outbox and self._outbox_size + size > MAX_DATAGRAM:
+                # It does not fit in the datagram that waits: that one leaves.
+                self._outbox, self._outbox_size, self._outbox_since = [text], size, now
+            else:
+                if not outbox:
+                    self._outbox_since = now
+                outbox.append(text)
+                self._outbox_size += size
+                if now - self._outbox_since < HOLD_SECONDS and not self._closed.is_set():
+                    if self._sender_pid != os.getpid():
+                        self._start_sender()
+                    return
+                self._outbox, self._outbox_size = [], 0
+        self.connection.send("\n".join(outbox))
+
+    def _start_sender(self) -> None:
+        """Start this process's thread sending old lines (``_lock`` held)."""
+        self._sender_pid = os.getpid()
+        threading.Thread(target=self._send_old, name="kiln-statsd", daemon=True).start()
+
+    def _send_old(self) -> None:
+        """Send the flushed lines once the oldest is :data:`HOLD_SECONDS` old,
+        until the recorder is closed (a thread's loop)."""
+        while not self._closed.wait(max(HOLD_SECONDS, 0.01) / 2):
+            self._send_outbox(HOLD_SECONDS)
+
+    def _send_outbox(self, age: float) -> None:
+        """Send the flushed lines if the oldest is ``age`` seconds old."""
+        with self._lock:
+            outbox = self._outbox
+            if not outbox or time.monotonic() - self._outbox_since < age:
+                return
+            self._outbox, self._outbox_size = [], 0
+        self.connection.send("\n".join(outbox))
 
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
         if n == 1:
@@ -365,7 +416,9 @@ class StatsDRecorder(Recorder):
         self._send(metric, (), f"{value}|s")
 
     def close(self) -> None:
+        self._closed.set()
         self.flush()
+        self._send_outbox(0)
         self.connection.reset()
 
 
