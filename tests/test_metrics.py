@@ -6,6 +6,7 @@ import logging
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import types
 import uuid
@@ -20,9 +21,11 @@ from kiln.config import Configuration
 from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.metrics import (
     CATALOGUE,
+    POOL_WAIT_FLOOR,
     Metrics,
     PrometheusRecorder,
     StatsDRecorder,
+    _adder,
     _segment,
     build_metrics,
     instrument_backend,
@@ -47,7 +50,8 @@ class Sink:
         self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
 
     def datagrams(self) -> list[bytes]:
-        # A request's metrics are sent before its response: they are here already.
+        # A request's metrics are sent before its response (lines_leave_at_once):
+        # they are here already.
         received = []
         while True:
             try:
@@ -64,6 +68,12 @@ def sink():
     server = Sink()
     yield server
     server.socket.close()
+
+
+@pytest.fixture(autouse=True)
+def lines_leave_at_once(monkeypatch):
+    """Flushed statsd lines are sent at once, not when a datagram is full."""
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
 
 
 @pytest.fixture(autouse=True)
@@ -154,16 +164,6 @@ def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
     lines = sink.lines()
 
     assert counters(lines) == {
-        "kiln.requests.POST.v1_mushrooms.201": 1,
-        "kiln.requests.GET.v1_mushrooms_id.200": 1,
-        "kiln.requests.GET.v1_mushrooms.200": 1,
-        "kiln.requests.PATCH.v1_mushrooms_id.200": 1,
-        "kiln.requests.GET.v1_mushrooms_id.404": 1,
-        "kiln.requests.DELETE.v1_mushrooms_id.200": 1,
-        "kiln.requests.POST.v1_batch.200": 1,
-        "kiln.requests.GET.v1.200": 1,
-        "kiln.requests.GET.unmatched.404": 1,
-        "kiln.requests.GET.v1_mushrooms.503": 1,
         "kiln.batch_subrequests.POST.v1_mushrooms.201": 1,
         "kiln.batch_subrequests.GET.v1_mushrooms.200": 1,
         "kiln.batch_subrequests.GET.v1.200": 1,
@@ -179,10 +179,18 @@ def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
         "kiln.backend_errors.storage.list_page": 1,
     }
     durations = timers(lines)
+    # A request's timer counts it: there is no request counter besides.
     assert {name: n for name, n in durations.items() if ".request_duration." in name} == {
-        f"kiln.request_duration.{name.partition('.requests.')[2]}": 1
-        for name in counters(lines)
-        if name.startswith("kiln.requests.")
+        "kiln.request_duration.POST.v1_mushrooms.201": 1,
+        "kiln.request_duration.GET.v1_mushrooms_id.200": 1,
+        "kiln.request_duration.GET.v1_mushrooms.200": 1,
+        "kiln.request_duration.PATCH.v1_mushrooms_id.200": 1,
+        "kiln.request_duration.GET.v1_mushrooms_id.404": 1,
+        "kiln.request_duration.DELETE.v1_mushrooms_id.200": 1,
+        "kiln.request_duration.POST.v1_batch.200": 1,
+        "kiln.request_duration.GET.v1.200": 1,
+        "kiln.request_duration.GET.unmatched.404": 1,
+        "kiln.request_duration.GET.v1_mushrooms.503": 1,
     }
     backend = {name for name in durations if ".backend_duration." in name}
     assert {
@@ -200,7 +208,6 @@ def test_statsd_tags_in_the_dogstatsd_style(build, sink):
     client = build({"statsd_url": sink.url, "statsd_tags": "dogstatsd"}).test_client()
     client.get("/v1/mushrooms")
     lines = sink.lines()
-    assert "kiln.requests:1|c|#method:GET,route:/v1/mushrooms,status:200" in lines
     assert "kiln.resource_actions:1|c|#resource:mushroom,action:list,status:200" in lines
     assert "kiln.authentications:1|c|#policy:none,outcome:anonymous" in lines
     [duration] = [line for line in lines if line.startswith("kiln.request_duration:")]
@@ -212,14 +219,17 @@ def test_statsd_tags_in_the_telegraf_style_and_a_prefix(build, sink):
     client = build(metrics).test_client()
     client.get("/v1/mushrooms/<x>")
     lines = sink.lines()
-    assert "svc.requests,method=GET,route=/v1/mushrooms/<id>,status=400:1|c" in lines
+    [duration] = [line for line in lines if line.startswith("svc.request_duration,")]
+    tags = "method=GET,route=/v1/mushrooms/<id>,status=400"
+    assert duration.startswith(f"svc.request_duration,{tags}:")
+    assert duration.endswith("|ms")
 
 
 def test_an_empty_prefix_and_an_unknown_method(build, sink):
     client = build({"statsd_url": sink.url, "statsd_prefix": ""}).test_client()
     client.open("/v1/mushrooms", method="BREW")
     # Flask matched no rule for the method: the route is not known.
-    assert "requests.other.unmatched.405:1|c" in sink.lines()
+    assert timers(sink.lines())["request_duration.other.unmatched.405"] == 1
 
 
 def test_authentication_outcomes_and_hashed_unique_users(build, sink):
@@ -346,12 +356,12 @@ def test_prometheus_and_statsd_at_once(build, sink):
     client.get("/v1/mushrooms")
     samples = scrape(client)
     labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
-    assert samples[("kiln_requests_total", labels)] == 2
     assert samples[("kiln_request_duration_seconds_count", labels)] == 2
+    assert not any(name == "kiln_requests_total" for name, _ in samples)
     assert (
         samples[("kiln_authentications_total", (("outcome", "anonymous"), ("policy", "none")))] == 2
     )
-    assert counters(sink.lines())["kiln.requests.GET.v1_mushrooms.200"] == 2
+    assert timers(sink.lines())["kiln.request_duration.GET.v1_mushrooms.200"] == 2
 
 
 def test_metrics_need_the_token_when_one_is_set(build):
@@ -363,7 +373,7 @@ def test_metrics_need_the_token_when_one_is_set(build):
     assert wrong.json["errno"] == 104
     remote = {"REMOTE_ADDR": "203.0.113.9"}
     samples = scrape(client, headers={"Authorization": "Bearer s3cret"}, environ_overrides=remote)
-    assert any(name == "kiln_requests_total" for name, _ in samples)
+    assert any(name == "kiln_request_duration_seconds_count" for name, _ in samples)
 
 
 def test_metrics_are_served_to_loopback_clients_only_without_a_token(build):
@@ -376,7 +386,9 @@ def test_metrics_are_served_to_loopback_clients_only_without_a_token(build):
 
 def test_a_prometheus_gauge(build):
     recorder = PrometheusRecorder([CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())])
-    recorder.gauge(CATALOGUE[0]._replace(name="depth", kind="gauge", labels=()), (), 4)
+    depth = CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())
+    recorder.gauge(depth, (), 3)
+    recorder.gauge(depth, (), 4)
     recorder.unique(CATALOGUE[0], "ignored")
     assert recorder._declare(CATALOGUE[1]) is recorder._declare(CATALOGUE[1])
     body, content_type = recorder.exposition()
@@ -426,8 +438,10 @@ def test_gunicorn_workers_metrics_are_added_up_on_metrics(tmp_path):
         for sample in family.samples
     }
     labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
-    assert samples[("kiln_requests_total", labels)] == 6
     assert samples[("kiln_request_duration_seconds_count", labels)] == 6
+    everything = tuple(sorted((*labels, ("le", "+Inf"))))
+    assert samples[("kiln_request_duration_seconds_bucket", everything)] == 6
+    assert 0 < samples[("kiln_request_duration_seconds_sum", labels)] < 60
     actions = (("action", "list"), ("resource", "mushroom"), ("status", "200"))
     assert samples[("kiln_resource_actions_total", actions)] == 6
     # Each worker wrote its own values.
@@ -451,6 +465,7 @@ def test_both_recorders_get_every_kind_of_value(build, sink):
 
 
 def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "POOL_WAIT_FLOOR", 0)  # every checkout is a wait
     alice = {"Authorization": "Basic YWxpY2U6cHc="}
     bob = {"Authorization": "Basic Ym9iOnB3"}
     with fresh_schema(postgresql_url) as url:
@@ -497,27 +512,43 @@ def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink
     assert counters(fallback)["kiln.replica_reads.fallback"] == 1
 
 
+def test_only_checkouts_that_waited_are_pool_waits(sink):
+    metrics = Metrics(StatsDRecorder(sink.url))
+    metrics.pool_wait("db", POOL_WAIT_FLOOR / 2)  # a connection was idle
+    metrics.pool_wait("db", POOL_WAIT_FLOOR)
+    metrics.recorder.close()
+    [line] = sink.lines()
+    assert line.startswith("kiln.pool_wait.db:1.000|ms")
+
+
 def test_a_request_sends_its_metrics_in_one_datagram(build, sink):
     client = build({"statsd_url": sink.url}).test_client()
     client.post("/v1/mushrooms", json={"data": {"name": "a"}})
     [datagram] = sink.datagrams()
-    assert len(datagram.splitlines()) >= 6  # request, duration, action, auth, backends
+    assert len(datagram.splitlines()) >= 5  # duration, action, auth, backends
 
 
 def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 1.0)
     recorder = StatsDRecorder(sink.url)
-    requests = CATALOGUE[0]
+    requests = CATALOGUE[0]._replace(name="requests", kind="counter")
     for _ in range(100):  # about 40 bytes each
         recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
-    datagrams = sink.datagrams()
+    datagrams = sink.datagrams()  # the full ones
     assert datagrams
     assert all(len(data) <= MAX_DATAGRAM for data in datagrams)
-    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
-    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
-    recorder.count(requests, ("GET", "/v1/mushrooms", "200"))  # the first is old now
     recorder.flush()
-    total = sum(len(data.splitlines()) for data in datagrams + sink.datagrams())
-    assert total == 102
+    recorder._send_outbox(0)
+    datagrams += sink.datagrams()
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
+    for _ in range(16):  # the clock is read at every 16th line: the first is old now
+        recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
+    [old] = sink.datagrams()
+    assert len(old.splitlines()) == 16
+    recorder.count(requests, ("GET", "/v1/mushrooms", "200"), 2)
+    recorder.flush()
+    total = sum(len(data.splitlines()) for data in [*datagrams, old, *sink.datagrams()])
+    assert total == 117
     recorder.close()
 
 
@@ -549,3 +580,100 @@ def test_prometheus_in_a_gunicorn_worker_needs_a_shared_directory(monkeypatch, c
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     PrometheusRecorder()
     assert "without PROMETHEUS_MULTIPROC_DIR" in caplog.text
+
+
+class Adds:
+    """A counter or histogram child without ``prometheus_client``'s values."""
+
+    def __init__(self):
+        self.amounts = []
+
+    def inc(self, amount):
+        self.amounts.append(("inc", amount))
+
+    def observe(self, amount):
+        self.amounts.append(("observe", amount))
+
+
+def test_prometheus_children_without_the_values_they_have_today_use_their_methods():
+    counter = Adds()
+    _adder(counter)(2)
+    histogram = Adds()
+    del Adds.inc
+    try:
+        _adder(histogram)(0.5)
+    finally:
+        Adds.inc = Adds.observe
+    assert counter.amounts == [("inc", 2)]
+    assert histogram.amounts == [("observe", 0.5)]
+
+
+def test_a_histogram_bucket_is_the_first_bound_at_or_above_the_amount(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    recorder = PrometheusRecorder([kiln.metrics.POOL_WAIT])
+    for seconds in (0.005, 0.0051, 100):  # a bound, above it, above every bound
+        recorder.time(kiln.metrics.POOL_WAIT, ("db",), seconds)
+    body = recorder.exposition()[0].decode()
+    assert 'kiln_pool_wait_seconds_bucket{le="0.005",pool="db"} 1.0' in body
+    assert 'kiln_pool_wait_seconds_bucket{le="0.01",pool="db"} 2.0' in body
+    assert 'kiln_pool_wait_seconds_bucket{le="10.0",pool="db"} 2.0' in body
+    assert 'kiln_pool_wait_seconds_bucket{le="+Inf",pool="db"} 3.0' in body
+    assert 'kiln_pool_wait_seconds_sum{pool="db"} 100.0101' in body
+
+
+def test_hashed_user_ids_are_kept_up_to_a_bound(sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "DIGESTS_KEPT", 2)
+    metrics = Metrics(StatsDRecorder(sink.url))
+    for user in ("u1", "u2", "u1", "u3", "u1"):
+        identity = types.SimpleNamespace(policy="basicauth", prefixed_id=user)
+        metrics.request({"kiln.start": 0.0, "kiln.identity": identity}, "GET", None, 200)
+    metrics.recorder.close()
+    sets = [line for line in sink.lines() if line.endswith("|s")]
+    assert len(sets) == 5
+    assert sets[0] == sets[2] == sets[4] != sets[1] != sets[3]
+    assert len(metrics._digests) <= 2
+
+
+def wait_for_datagrams(sink, seconds=5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        datagrams = sink.datagrams()
+        if datagrams:
+            return datagrams
+        time.sleep(0.01)
+    return []
+
+
+def test_flushed_lines_wait_for_a_full_datagram_or_a_while(sink, monkeypatch):
+    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0.2)
+    recorder = StatsDRecorder(sink.url)
+    hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
+    threads = threading.active_count()
+    for _ in range(2):  # two requests' lines
+        recorder.count(hits, ())
+        recorder.flush()
+    assert sink.datagrams() == []
+    assert threading.active_count() == threads + 1  # one thread sends what waits
+    # The thread sends them, together, once the first is old.
+    assert wait_for_datagrams(sink) == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
+    # Lines that fill a datagram leave with the request that filled it.
+    for _ in range(MAX_DATAGRAM // len("kiln.hits:1|c\n") + 1):
+        recorder.count(hits, ())
+        recorder.flush()
+    [full] = sink.datagrams()  # the last request's line waits
+    assert MAX_DATAGRAM - len("kiln.hits:1|c\n") < len(full) <= MAX_DATAGRAM
+    # A forked worker starts a thread of its own.
+    recorder._sender_pid = 0
+    recorder.count(hits, ())
+    recorder.flush()
+    assert threading.active_count() == threads + 2
+    recorder.close()  # sends what waits; the threads stop
+    assert sink.datagrams() == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == threads
+    recorder.count(hits, ())
+    recorder.flush()  # after close: at once
+    assert sink.datagrams() == [b"kiln.hits:1|c\n"]
+    recorder.close()

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -75,7 +76,7 @@ for _setting in (
         "metrics.statsd_prefix",
         (str,),
         "kiln",
-        "Prefix of the statsd metric names (`kiln` gives `kiln.requests`).",
+        "Prefix of the statsd metric names (`kiln` gives `kiln.request_duration`).",
     ),
     Setting(
         "metrics.statsd_tags",
@@ -116,12 +117,14 @@ class Metric(NamedTuple):
     doc: str
 
 
-REQUESTS = Metric("requests", "counter", ("method", "route", "status"), "HTTP requests answered.")
+#: Requests are counted by their duration's timer: Prometheus's
+#: ``kiln_request_duration_seconds_count``, statsd's timer count
+#: (``kiln.request_duration...count`` once statsd aggregates it).
 REQUEST_DURATION = Metric(
     "request_duration",
     "timer",
     ("method", "route", "status"),
-    "Time from the request's arrival to its response.",
+    "HTTP requests answered, and the time from each one's arrival to its response.",
 )
 SUBREQUESTS = Metric(
     "batch_subrequests",
@@ -184,12 +187,12 @@ POOL_WAIT = Metric(
     "pool_wait",
     "timer",
     ("pool",),
-    "Time to get a connection from a PostgreSQL pool (`host:port/dbname`).",
+    "Time a request waited for a connection of a PostgreSQL pool (`host:port/dbname`): "
+    "checkouts that took at least 1 ms (no connection was idle).",
 )
 
 #: Every metric the framework sends.
 CATALOGUE: tuple[Metric, ...] = (
-    REQUESTS,
     REQUEST_DURATION,
     SUBREQUESTS,
     RESOURCE_ACTIONS,
@@ -220,6 +223,11 @@ _ACTIONS = {
     ("record", "DELETE"): "delete",
 }
 UNMATCHED = "unmatched"
+#: Shortest checkout recorded as a pool wait: taking an idle connection costs
+#: microseconds, so every request would otherwise pay for a wait that was none.
+POOL_WAIT_FLOOR = 0.001
+#: Hashed user ids :class:`Metrics` keeps.
+DIGESTS_KEPT = 4096
 #: Longest a statsd line is held back before it is sent (see :class:`StatsDRecorder`).
 HOLD_SECONDS = 1.0
 
@@ -261,15 +269,18 @@ class StatsDRecorder(Recorder):
     """Metrics as statsd lines, sent over UDP to ``url`` (``udp://host:port``).
 
     Without ``tags``, label values are appended to the name
-    (``kiln.requests.GET.v1_mushrooms_id.200``); ``tags="dogstatsd"`` sends
-    ``kiln.requests:1|c|#method:GET,...`` and ``tags="telegraf"`` sends
-    ``kiln.requests,method=GET,...:1|c``.
+    (``kiln.resource_actions.mushroom.get.200``); ``tags="dogstatsd"`` sends
+    ``kiln.resource_actions:1|c|#resource:mushroom,...`` and ``tags="telegraf"``
+    sends ``kiln.resource_actions,resource=mushroom,...:1|c``.
 
-    A thread's lines are held back and sent together, in as few datagrams as
-    fit (:data:`~kiln.stats.MAX_DATAGRAM` bytes), at :meth:`flush` (the end
-    of each request), when they fill a datagram, or when the oldest is
-    :data:`HOLD_SECONDS` old. Datagrams go out on a non-blocking socket: when
-    statsd is down they are dropped.
+    A thread's lines are held back until :meth:`flush` (the end of each
+    request; a long batch's also when they fill a datagram or the oldest is
+    :data:`HOLD_SECONDS` old). Flushed lines then wait, all threads' together,
+    until they fill a datagram (:data:`~kiln.stats.MAX_DATAGRAM` bytes: a few
+    requests) or the oldest is :data:`HOLD_SECONDS` old (a thread sends them
+    when no request does): a send costs a request more than all its lines.
+    Datagrams go out on a non-blocking socket: when statsd is down they are
+    dropped.
     """
 
     def __init__(self, url: str, prefix: str = "kiln", tags: str | None = None) -> None:
@@ -283,13 +294,24 @@ class StatsDRecorder(Recorder):
         self.connection = StatsConnection(
             target=("udp", parts.hostname, parts.port, f"{prefix}." if prefix else "", 1.0)
         )
-        #: ``(name, tags after the value)`` of each metric and label values seen.
+        #: ``(name + ":", tags after the value)`` of each metric and label values seen.
         self._names: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
-        self._held = threading.local()
+        #: The whole line of a counter's ``+1`` (most of a request's lines).
+        self._ones: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._held = _Held()
+        #: Flushed lines (one text per flush) waiting for a datagram to fill,
+        #: their size, when the first came; all guarded by ``_lock``.
+        self._outbox: list[str] = []
+        self._outbox_size = 0
+        self._outbox_since = 0.0
+        self._lock = threading.Lock()
+        #: The process whose thread sends old lines (none yet; a fork has none).
+        self._sender_pid = 0
+        self._closed = threading.Event()
 
     def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str]:
-        """The dotted name and tag suffix of ``metric`` with label ``values``,
-        made once (:meth:`_send` looks them up first)."""
+        """The dotted name (with the ``:`` before the value) and tag suffix of
+        ``metric`` with label ``values``, made once (callers look them up first)."""
         name = self.connection._key_prefix() + metric.name
         suffix = ""
         if values:
@@ -300,34 +322,86 @@ class StatsDRecorder(Recorder):
                 suffix = "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
             else:
                 name = ".".join([name, *(_segment(value) for value in values)])
-        rv = self._names[(metric.name, values)] = (name, suffix)
+        rv = self._names[(metric.name, values)] = (name + ":", suffix)
         return rv
 
     def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:
         name, suffix = self._names.get((metric.name, values)) or self._name(metric, values)
-        line = f"{name}:{text}{suffix}"
+        self._hold(name + text + suffix)
+
+    def _hold(self, line: str) -> None:
         held = self._held
-        lines: list[str] | None = getattr(held, "lines", None)
-        if not lines:
+        lines = held.lines
+        if lines is None:
             held.lines = [line]
             held.size = len(line)
             held.since = time.monotonic()
             return
         lines.append(line)
         held.size += len(line) + 1
-        # A request's lines go out together (flush()); a long batch's, when full or old.
-        if held.size >= MAX_DATAGRAM or time.monotonic() - held.since >= HOLD_SECONDS:
+        # A request's lines go out together (flush()); a long batch's, when full
+        # or old (the clock is read every 16 lines: a request has fewer).
+        if held.size >= MAX_DATAGRAM or (
+            not len(lines) % 16 and time.monotonic() - held.since >= HOLD_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
         held = self._held
-        lines: list[str] | None = getattr(held, "lines", None)
-        if lines:
-            held.lines = None
-            self.connection.send("\n".join(lines))
+        lines = held.lines
+        if lines is None:
+            return
+        held.lines = None
+        text = "\n".join(lines)
+        size = len(text) + 1  # with its newline
+        now = time.monotonic()
+        with self._lock:
+            outbox = self._outbox
+            if outbox and self._outbox_size + size > MAX_DATAGRAM:
+                # It does not fit in the datagram that waits: that one leaves.
+                self._outbox, self._outbox_size, self._outbox_since = [text], size, now
+            else:
+                if not outbox:
+                    self._outbox_since = now
+                outbox.append(text)
+                self._outbox_size += size
+                if now - self._outbox_since < HOLD_SECONDS and not self._closed.is_set():
+                    if self._sender_pid != os.getpid():
+                        self._start_sender()
+                    return
+                self._outbox, self._outbox_size = [], 0
+        self.connection.send("\n".join(outbox))
+
+    def _start_sender(self) -> None:
+        """Start this process's thread sending old lines (``_lock`` held)."""
+        self._sender_pid = os.getpid()
+        threading.Thread(target=self._send_old, name="kiln-statsd", daemon=True).start()
+
+    def _send_old(self) -> None:
+        """Send the flushed lines once the oldest is :data:`HOLD_SECONDS` old,
+        until the recorder is closed (a thread's loop)."""
+        while not self._closed.wait(max(HOLD_SECONDS, 0.01) / 2):
+            self._send_outbox(HOLD_SECONDS)
+
+    def _send_outbox(self, age: float) -> None:
+        """Send the flushed lines if the oldest is ``age`` seconds old."""
+        with self._lock:
+            outbox = self._outbox
+            if not outbox or time.monotonic() - self._outbox_since < age:
+                return
+            self._outbox, self._outbox_size = [], 0
+        self.connection.send("\n".join(outbox))
 
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
-        self._send(metric, values, f"{n:g}|c")
+        if n == 1:
+            key = (metric.name, values)
+            line = self._ones.get(key)
+            if line is None:
+                name, suffix = self._names.get(key) or self._name(metric, values)
+                line = self._ones[key] = f"{name}1|c{suffix}"
+            self._hold(line)
+        else:
+            self._send(metric, values, f"{n:g}|c")
 
     def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
         self._send(metric, values, f"{seconds * 1000:.3f}|ms")
@@ -342,8 +416,19 @@ class StatsDRecorder(Recorder):
         self._send(metric, (), f"{value}|s")
 
     def close(self) -> None:
+        self._closed.set()
         self.flush()
+        self._send_outbox(0)
         self.connection.reset()
+
+
+class _Held(threading.local):
+    """A thread's statsd lines held back: ``None`` or at least one, their
+    size once joined, and when the first was held."""
+
+    lines: list[str] | None = None
+    size = 0
+    since = 0.0
 
 
 def _segment(value: str) -> str:
@@ -384,6 +469,8 @@ class PrometheusRecorder(Recorder):
         #: The child of each metric and label values seen (``labels()`` checks
         #: and locks on every call: a request would pay that several times).
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        #: What adds to each counter and histogram child: see :func:`_adder`.
+        self._adders: dict[tuple[str, tuple[str, ...]], Callable[[float], None]] = {}
         self._lock = threading.Lock()
         for metric in metrics:
             if metric.kind != "set":  # sets have no Prometheus counterpart
@@ -417,11 +504,18 @@ class PrometheusRecorder(Recorder):
             child = self._children[key] = collector.labels(*values) if values else collector
         return child
 
+    def _add(self, metric: Metric, values: tuple[str, ...], amount: float) -> None:
+        key = (metric.name, values)
+        add = self._adders.get(key)
+        if add is None:
+            add = self._adders[key] = _adder(self._child(metric, values))
+        add(amount)
+
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
-        self._child(metric, values).inc(n)
+        self._add(metric, values, n)
 
     def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
-        self._child(metric, values).observe(seconds)
+        self._add(metric, values, seconds)
 
     def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
         self._child(metric, values).set(value)
@@ -439,6 +533,37 @@ class PrometheusRecorder(Recorder):
             registry = client.CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return client.generate_latest(registry), client.CONTENT_TYPE_LATEST
+
+
+def _adder(child: Any) -> Callable[[float], None]:
+    """What adds an amount to a counter or histogram ``child``: its values'
+    own ``inc``, straight.
+
+    ``Counter.inc`` and ``Histogram.observe`` check on every call what
+    :class:`PrometheusRecorder` settles once (a child with labels, a
+    positive amount), and a histogram looks its bucket up one bound at a
+    time; each of their multiprocess values then locks, checks the pid and
+    writes its ``mmap`` file (a histogram's sum and bucket: two). Without
+    the values ``prometheus_client`` keeps today (``_value``; ``_sum``,
+    ``_buckets``, ``_upper_bounds``), the public methods are used.
+    """
+    value = getattr(child, "_value", None)
+    if value is not None:
+        return value.inc  # type: ignore[no-any-return]
+    total = getattr(child, "_sum", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    if total is None or bounds is None or buckets is None:
+        return child.inc if hasattr(child, "inc") else child.observe  # type: ignore[no-any-return]
+    add_to_sum = total.inc
+    bounds = tuple(bounds)  # sorted, +Inf last: every amount has a bucket
+    bucket_incs = tuple(bucket.inc for bucket in buckets)
+
+    def observe(amount: float) -> None:
+        add_to_sum(amount)
+        bucket_incs[bisect_left(bounds, amount)](1)
+
+    return observe
 
 
 class _Fanout(Recorder):
@@ -492,7 +617,9 @@ class Metrics:
         self.prometheus = prometheus
         #: ``route template -> (resource name, route kind)`` of resource routes.
         self.resources: dict[str, tuple[str, str]] = {}
-        self._salt = salt.encode()
+        self._salt = salt.encode()[:64]
+        #: Hashed user ids by id (a user sends many requests); emptied when full.
+        self._digests: dict[str, str] = {}
 
     def request(
         self, environ: Mapping[str, Any], method: str, route: str | None, status: int
@@ -509,7 +636,6 @@ class Metrics:
         if environ.get("kiln.subrequest"):
             recorder.count(SUBREQUESTS, values)
         else:
-            recorder.count(REQUESTS, values)
             started = environ["kiln.start"]
             recorder.time(REQUEST_DURATION, values, time.perf_counter() - started)
             self._authentication(environ, status)
@@ -525,10 +651,15 @@ class Metrics:
         identity = environ.get("kiln.identity")
         if identity is not None:
             self.recorder.count(AUTHENTICATIONS, (str(identity.policy), "success"))
-            digest = hashlib.blake2b(
-                str(identity.prefixed_id).encode(), key=self._salt[:64], digest_size=12
-            )
-            self.recorder.unique(UNIQUE_USERS, digest.hexdigest())
+            user = str(identity.prefixed_id)
+            digest = self._digests.get(user)
+            if digest is None:
+                if len(self._digests) >= DIGESTS_KEPT:
+                    self._digests.clear()
+                digest = self._digests[user] = hashlib.blake2b(
+                    user.encode(), key=self._salt, digest_size=12
+                ).hexdigest()
+            self.recorder.unique(UNIQUE_USERS, digest)
         elif status == 401:
             self.recorder.count(AUTHENTICATIONS, ("none", "failure"))
         else:
@@ -539,8 +670,10 @@ class Metrics:
         self.recorder.count(REPLICA_READS, (target,))
 
     def pool_wait(self, pool: str, seconds: float) -> None:
-        """A connection of ``pool`` was handed out after ``seconds``."""
-        self.recorder.time(POOL_WAIT, (pool,), seconds)
+        """A connection of ``pool`` was handed out after ``seconds`` (recorded
+        from :data:`POOL_WAIT_FLOOR` up: the request waited for it)."""
+        if seconds >= POOL_WAIT_FLOOR:
+            self.recorder.time(POOL_WAIT, (pool,), seconds)
 
     def retried(self, reason: str) -> None:
         """A unit of work runs again (``transient`` or ``conflict``)."""
