@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,6 +170,42 @@ def test_gunicorn_with_several_workers_reports_a_broken_config_once(tmp_path, wo
     assert process.stderr.count(f"kiln: cannot start: Config file '{path}' is not valid") == 1
     assert "Traceback" not in process.stderr
     assert "Reason: Worker failed to boot." in process.stderr
+
+
+# A process that imports kiln.wsgi as a gunicorn worker does: gunicorn's worker has
+# installed its SIGTERM handler first. Then a broken config makes it leave.
+_AS_A_WORKER = """
+import signal
+from gunicorn.workers.base import Worker
+
+worker = Worker.__new__(Worker)  # nothing of a running worker is needed to hold the handler
+signal.signal(signal.SIGTERM, worker.handle_exit)
+import kiln.wsgi
+"""
+
+
+def test_a_worker_whose_sibling_reports_waits_for_it_then_leaves_quietly(tmp_path):
+    # The sibling that claimed the report: alive for a moment, as while the
+    # arbiter takes its exit status.
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    reaper = threading.Thread(target=sibling.wait)  # as the arbiter reaps it
+    reaper.start()
+    env = clean_env(KILN_CONFIG=write(tmp_path / "c.json", "{oops"), TMPDIR=str(tmp_path))
+    started = Path(f"/proc/{os.getpid()}/stat").read_text().rpartition(")")[2].split()[19]
+    arbiter = f"{os.getpid()}@{started}"  # the worker's parent: this process
+    (tmp_path / f"kiln-gunicorn-boot-{os.getuid()}").write_text(f"{arbiter} {sibling.pid}")
+    try:
+        worker = subprocess.run(
+            [sys.executable, "-c", _AS_A_WORKER],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert sibling.poll() is not None  # it waited for the sibling to be gone
+    finally:
+        reaper.join(10)
+    assert (worker.returncode, worker.stderr) == (0, "")  # no second report
 
 
 def test_the_first_worker_of_an_arbiter_to_fail_claims_the_report(tmp_path):
