@@ -296,7 +296,7 @@ class SQLiteDatabase:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if not self.in_memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             conn.close()
@@ -318,6 +318,24 @@ class SQLiteDatabase:
             kept.append((owner, conn))
             self._connections[:] = kept
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the database in WAL mode, one connection at a time.
+
+        Connections switching a new file to WAL at once (workers starting
+        together, threads opening their connections) can get "database is
+        locked" at once, without SQLite's busy handler waiting: so the switch
+        is made under an exclusive ``flock`` of the database file, which
+        SQLite's own (``fcntl``) locks do not see.
+        """
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            conn.execute("PRAGMA journal_mode = WAL")
+        finally:
+            os.close(fd)  # releases the flock
 
     def close(self) -> None:
         """Close every connection; the object is unusable afterwards."""
