@@ -330,7 +330,9 @@ class SQLiteDatabase:
         """
         import fcntl
 
-        fd = os.open(self.path, os.O_RDONLY)
+        # The file's name as SQLite opened it (``path`` may be a ``file:`` URI).
+        filename = conn.execute("PRAGMA database_list").fetchone()[2]
+        fd = os.open(filename, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             conn.execute("PRAGMA journal_mode = WAL")
