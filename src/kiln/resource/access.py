@@ -260,11 +260,10 @@ class Access:
 
     def _check(self, pairs: list[tuple[str, str]]) -> bool:
         """Whether the caller holds one of ``pairs`` (object URI, permission),
-        from their ACLs (read with the caller's groups, when unknown)."""
+        from their ACLs, read already (:meth:`_read_held`)."""
         if not pairs or self.backend is None:
             return False
         assert self.unit is not None  # set with the backend
-        self._read_held([uri for uri, _ in pairs])
         unit = self.unit
         return any(
             not unit.remembered(("held", uri), {}).get(perm, set()).isdisjoint(self.principals)

@@ -56,10 +56,10 @@ from kiln.resource.dispatch import (
     check_accept,
     error_reply,
     run_unit,
-    url_root,
 )
 from kiln.resource.endpoints import Reply, Request
 from kiln.resource.unit_of_work import UnitOfWork, using
+from kiln.views import url_root
 
 if TYPE_CHECKING:
     from kiln.auth.web import Memo
@@ -250,7 +250,7 @@ class _Batch:
     def url_root(self) -> str:
         if self._url_root is None:
             self._url_root = url_root(
-                self.environ, self.state, self.app.config.get("TRUSTED_HOSTS")
+                self.environ, self.state.config, self.app.config.get("TRUSTED_HOSTS")
             )
         return self._url_root
 

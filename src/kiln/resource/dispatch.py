@@ -52,7 +52,7 @@ from kiln.resource.endpoints import Endpoint, Reply, Request, seen_timestamp
 from kiln.resource.events import ResourceChanged, before_commit_of, deliver
 from kiln.resource.unit_of_work import UnitOfWork, current_unit, run
 from kiln.tracing import span
-from kiln.views import url_root as public_root
+from kiln.views import url_root
 
 if TYPE_CHECKING:
     from kiln._state import KilnState
@@ -70,7 +70,6 @@ __all__ = [
     "request_of",
     "run_unit",
     "serve",
-    "url_root",
     "write",
 ]
 
@@ -362,7 +361,7 @@ def request_of(
         media_type=parse_options_header(content_type)[0] if content_type else None,
         identity=identity,
         principals=principals_of(identity, state.permission, memo),
-        url_root=url_root(environ, state, trusted_hosts),
+        url_root=url_root(environ, state.config, trusted_hosts),
     )
 
 
@@ -408,11 +407,6 @@ def read_body(environ: dict[str, Any], limit: int | None) -> bytes:
             return bytes(data)
         data += chunk
     raise HTTPError(413)
-
-
-def url_root(environ: dict[str, Any], state: KilnState, trusted_hosts: Any = None) -> str:
-    """Where the service's URLs start (:func:`kiln.views.url_root`)."""
-    return public_root(environ, state.config, trusted_hosts)
 
 
 def serve(endpoint: Endpoint, kind: str, request: Request) -> Reply:
