@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 import types
 import uuid
+import weakref
 
 import psycopg
 import pytest
@@ -17,15 +20,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import kiln
 from kiln._postgresql import describe
+from kiln.auth import AuthenticationPolicy
 from kiln.config import Configuration
+from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import ConfigError, TransientBackendError
 from kiln.metrics import (
     CATALOGUE,
     POOL_WAIT_FLOOR,
+    REQUEST_DURATION,
+    Exporter,
     Metrics,
-    PrometheusRecorder,
-    StatsDRecorder,
-    _adder,
+    PrometheusExporter,
+    StatsDExporter,
+    Tally,
+    _call,
+    _counter_adder,
+    _histogram_adder,
     _segment,
     build_metrics,
     instrument_backend,
@@ -50,7 +60,7 @@ class Sink:
         self.url = f"udp://127.0.0.1:{self.socket.getsockname()[1]}"
 
     def datagrams(self) -> list[bytes]:
-        # A request's metrics are sent before its response (lines_leave_at_once):
+        # A request's metrics are exported before its response (exported_at_once):
         # they are here already.
         received = []
         while True:
@@ -71,9 +81,9 @@ def sink():
 
 
 @pytest.fixture(autouse=True)
-def lines_leave_at_once(monkeypatch):
-    """Flushed statsd lines are sent at once, not when a datagram is full."""
-    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
+def exported_at_once(monkeypatch):
+    """Tallies built by a test export at the end of each request, not each second."""
+    monkeypatch.setattr(kiln.metrics, "EXPORT_SECONDS", 0)
 
 
 @pytest.fixture(autouse=True)
@@ -256,6 +266,50 @@ def test_authentication_outcomes_and_hashed_unique_users(build, sink):
     assert "alice" not in users[0]
 
 
+class TokenPolicy(AuthenticationPolicy):
+    """``Bearer good`` is user ``u``; any other bearer token is refused."""
+
+    name = "token"
+
+    def __init__(self, config):
+        pass
+
+    def authenticated_userid(self, headers):
+        token = headers.get("Authorization", "")
+        if not token.startswith("Bearer "):
+            return None
+        if token == "Bearer good":
+            return "u"
+        raise HTTPError(401, ERRORS.INVALID_AUTH_TOKEN, "Unknown token.")
+
+
+@pytest.mark.parametrize("flask_path", [False, True], ids=["fast path", "flask path"])
+def test_a_failure_names_the_policy_that_refused_the_credentials(build, sink, flask_path):
+    client = build(
+        {"statsd_url": sink.url},
+        flask_path=flask_path,
+        auth={"policies": ["tests.test_metrics.TokenPolicy"]},
+    ).test_client()
+    bad = {"Authorization": "Bearer bad"}
+    assert client.get("/v1/mushrooms", headers=bad).status_code == 401
+    assert client.get("/v1/", headers=bad).status_code == 401  # a Flask route
+    assert client.get("/v1/mushrooms", headers={"Authorization": "Bearer good"}).status_code == 200
+    batch = client.post(
+        "/v1/batch",
+        json={"requests": [{"path": "/mushrooms", "headers": bad}]},
+    )
+    assert batch.json["responses"][0]["status"] == 401
+    assert counters(sink.lines()) == {
+        "kiln.authentications.token.failure": 2,
+        "kiln.authentications.token.success": 1,
+        "kiln.authentications.none.anonymous": 1,  # the batch itself
+        "kiln.resource_actions.mushroom.list.401": 2,
+        "kiln.resource_actions.mushroom.list.200": 1,
+        "kiln.resource_actions.batch.batch.200": 1,
+        "kiln.batch_subrequests.GET.v1_mushrooms.401": 1,
+    }
+
+
 def test_retries_events_and_reloads_are_counted(build, built, sink, monkeypatch):
     app = build({"statsd_url": sink.url})
     seen = []
@@ -282,13 +336,31 @@ def test_retries_events_and_reloads_are_counted(build, built, sink, monkeypatch)
     assert totals["kiln.unit_of_work_retries.transient"] == 1
     assert totals["kiln.events.delivered"] == 1
     assert totals["kiln.events.failed"] == 1
-    assert totals["kiln.config_reloads"] == 1
+    assert totals["kiln.config_reloads.success"] == 1
     # Closing the app stops counting its configuration's reloads.
     config = kiln.application.state_of(app).config
     kiln.application.close_app(app)
     built.remove(app)
     config.reload()
     assert counters(sink.lines()) == {}
+
+
+def test_failed_reloads_are_counted(tmp_path, built, sink, caplog):
+    path = write(
+        tmp_path / "c.yaml",
+        f"views: {VIEWS}\nstorage: {{backend: memory}}\nmetrics: {{statsd_url: '{sink.url}'}}\n",
+    )
+    config = Configuration(paths=[str(path)], environ={})
+    app = kiln.create_app(config, configure_logging=False)
+    built.append(app)
+    write(path, "views: [")  # broken YAML: the reload is refused
+    with caplog.at_level(logging.ERROR, "kiln.config"):
+        assert config.reload() is False
+    assert counters(sink.lines()) == {"kiln.config_reloads.failure": 1}
+    kiln.application.close_app(app)
+    built.remove(app)
+    config.reload()
+    assert sink.lines() == []  # no longer counted
 
 
 def test_a_statsd_server_that_is_down_neither_fails_nor_slows_requests(build, caplog):
@@ -325,14 +397,16 @@ def test_metrics_are_off_by_default():
     assert app.test_client().get("/__metrics__").status_code == 404
 
 
-def test_a_negative_gauge_goes_through_zero(sink):
-    recorder = StatsDRecorder(sink.url)
+def test_a_negative_gauge_goes_through_zero_and_a_gauge_sends_its_last_value(sink):
+    tally = Tally([StatsDExporter(sink.url)])
     gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
-    recorder.gauge(gauge, (), -3)
-    recorder.gauge(gauge, (), 2.5)
-    recorder.close()  # sends what it held back
+    tally.gauge(gauge, (), -3)
+    tally.export()
+    tally.gauge(gauge, (), 1234567)
+    tally.gauge(gauge, (), 2.5)
+    tally.close()  # exports what is left
     assert sink.lines() == ["kiln.queue:0|g", "kiln.queue:-3|g", "kiln.queue:2.5|g"]
-    recorder.close()
+    tally.close()
 
 
 # --------------------------------------------------------------------------
@@ -385,13 +459,16 @@ def test_metrics_are_served_to_loopback_clients_only_without_a_token(build):
 
 
 def test_a_prometheus_gauge(build):
-    recorder = PrometheusRecorder([CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())])
     depth = CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())
-    recorder.gauge(depth, (), 3)
-    recorder.gauge(depth, (), 4)
-    recorder.unique(CATALOGUE[0], "ignored")
-    assert recorder._declare(CATALOGUE[1]) is recorder._declare(CATALOGUE[1])
-    body, content_type = recorder.exposition()
+    prometheus = PrometheusExporter([])  # declared when first exported
+    tally = Tally([prometheus])
+    tally.gauge(depth, (), 3)
+    tally.export()
+    tally.gauge(depth, (), 4)
+    tally.unique(CATALOGUE[0]._replace(kind="set"), "ignored")
+    tally.export()
+    assert prometheus._declare(CATALOGUE[1]) is prometheus._declare(CATALOGUE[1])
+    body, content_type = prometheus.exposition()
     assert b"kiln_depth 4.0" in body
     assert content_type.startswith("text/plain")
 
@@ -430,15 +507,23 @@ def test_gunicorn_workers_metrics_are_added_up_on_metrics(tmp_path):
                 assert http_get(f"{base}/v1/mushrooms")[0] == 200
             held.sendall(b"Connection: close\r\n\r\n")
             assert held.recv(100).startswith(b"HTTP/1.1 200")
-        status, text = http_get(f"{base}/__metrics__")
-    assert status == 200
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-    labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
-    assert samples[("kiln_request_duration_seconds_count", labels)] == 6
+        # The worker answering exports its values first; the other one
+        # exports within a second.
+        labels = (("method", "GET"), ("route", "/v1/mushrooms"), ("status", "200"))
+        deadline = time.monotonic() + 10
+        while True:
+            status, text = http_get(f"{base}/__metrics__")
+            assert status == 200
+            samples = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+            }
+            count = samples.get(("kiln_request_duration_seconds_count", labels))
+            if count == 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert count == 6
     everything = tuple(sorted((*labels, ("le", "+Inf"))))
     assert samples[("kiln_request_duration_seconds_bucket", everything)] == 6
     assert 0 < samples[("kiln_request_duration_seconds_sum", labels)] < 60
@@ -460,8 +545,9 @@ def test_both_recorders_get_every_kind_of_value(build, sink):
     gauge = CATALOGUE[0]._replace(name="queue", kind="gauge", labels=())
     metrics.recorder.gauge(gauge, (), 1)
     metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
+    metrics.recorder.unique(CATALOGUE[0]._replace(name="users"), "u1")
     metrics.recorder.flush()
-    assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]
+    assert sink.lines() == ["kiln.queue:1|g", "kiln.users:u1|s"]  # a value of a set once
 
 
 def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink, monkeypatch):
@@ -513,7 +599,7 @@ def test_postgresql_pool_waits_and_where_safe_requests_read(postgresql_url, sink
 
 
 def test_only_checkouts_that_waited_are_pool_waits(sink):
-    metrics = Metrics(StatsDRecorder(sink.url))
+    metrics = Metrics(Tally([StatsDExporter(sink.url)]))
     metrics.pool_wait("db", POOL_WAIT_FLOOR / 2)  # a connection was idle
     metrics.pool_wait("db", POOL_WAIT_FLOOR)
     metrics.recorder.close()
@@ -528,28 +614,28 @@ def test_a_request_sends_its_metrics_in_one_datagram(build, sink):
     assert len(datagram.splitlines()) >= 5  # duration, action, auth, backends
 
 
-def test_held_back_lines_leave_when_they_fill_a_datagram_or_grow_old(sink, monkeypatch):
-    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 1.0)
-    recorder = StatsDRecorder(sink.url)
+def test_an_export_sends_counters_added_up_and_every_duration_in_full_datagrams(sink):
+    tally = Tally([StatsDExporter(sink.url)], interval=60)
     requests = CATALOGUE[0]._replace(name="requests", kind="counter")
-    for _ in range(100):  # about 40 bytes each
-        recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
-    datagrams = sink.datagrams()  # the full ones
-    assert datagrams
+    labels = ("GET", "/v1/mushrooms", "200")
+    for _ in range(100):
+        tally.count(requests, labels)
+    tally.count(requests, labels, 0.25)
+    for ms in range(100):
+        tally.time(REQUEST_DURATION, labels, ms / 1000)
+    tally.flush()  # the end of a request starts the thread; the export waits for it
+    assert sink.datagrams() == []
+    tally.export()
+    datagrams = sink.datagrams()
+    assert len(datagrams) > 1
     assert all(len(data) <= MAX_DATAGRAM for data in datagrams)
-    recorder.flush()
-    recorder._send_outbox(0)
-    datagrams += sink.datagrams()
-    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0)
-    for _ in range(16):  # the clock is read at every 16th line: the first is old now
-        recorder.count(requests, ("GET", "/v1/mushrooms", "200"))
-    [old] = sink.datagrams()
-    assert len(old.splitlines()) == 16
-    recorder.count(requests, ("GET", "/v1/mushrooms", "200"), 2)
-    recorder.flush()
-    total = sum(len(data.splitlines()) for data in [*datagrams, old, *sink.datagrams()])
-    assert total == 117
-    recorder.close()
+    lines = [line for data in datagrams for line in data.decode().splitlines()]
+    assert lines[0] == "kiln.requests.GET.v1_mushrooms.200:100.25|c"
+    name = "kiln.request_duration.GET.v1_mushrooms.200"
+    assert lines[1:] == [f"{name}:{ms}.000|ms" for ms in range(100)]
+    tally.export()  # nothing new, nothing sent
+    assert sink.datagrams() == []
+    tally.close()
 
 
 class Outer:
@@ -561,7 +647,7 @@ class Outer:
 
 
 def test_a_backend_call_a_backend_makes_on_itself_is_part_of_the_outer_one(sink):
-    metrics = Metrics(StatsDRecorder(sink.url))
+    metrics = Metrics(Tally([StatsDExporter(sink.url)]))
     backend = Outer()
     instrument_backend(backend, "cache", Outer, metrics)
     assert backend.outer() == 1
@@ -578,7 +664,7 @@ def test_prometheus_in_a_gunicorn_worker_needs_a_shared_directory(monkeypatch, c
     worker = types.ModuleType("gunicorn.workers.base")
     monkeypatch.setitem(sys.modules, "gunicorn.workers.base", worker)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    PrometheusRecorder()
+    PrometheusExporter()
     assert "without PROMETHEUS_MULTIPROC_DIR" in caplog.text
 
 
@@ -597,23 +683,21 @@ class Adds:
 
 def test_prometheus_children_without_the_values_they_have_today_use_their_methods():
     counter = Adds()
-    _adder(counter)(2)
+    _counter_adder(counter)(2)
     histogram = Adds()
-    del Adds.inc
-    try:
-        _adder(histogram)(0.5)
-    finally:
-        Adds.inc = Adds.observe
+    _histogram_adder(histogram)([0.5, 0.25])
     assert counter.amounts == [("inc", 2)]
-    assert histogram.amounts == [("observe", 0.5)]
+    assert histogram.amounts == [("observe", 0.5), ("observe", 0.25)]
 
 
 def test_a_histogram_bucket_is_the_first_bound_at_or_above_the_amount(tmp_path, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    recorder = PrometheusRecorder([kiln.metrics.POOL_WAIT])
+    prometheus = PrometheusExporter([kiln.metrics.POOL_WAIT])
+    tally = Tally([prometheus])
     for seconds in (0.005, 0.0051, 100):  # a bound, above it, above every bound
-        recorder.time(kiln.metrics.POOL_WAIT, ("db",), seconds)
-    body = recorder.exposition()[0].decode()
+        tally.time(kiln.metrics.POOL_WAIT, ("db",), seconds)
+    tally.export()
+    body = prometheus.exposition()[0].decode()
     assert 'kiln_pool_wait_seconds_bucket{le="0.005",pool="db"} 1.0' in body
     assert 'kiln_pool_wait_seconds_bucket{le="0.01",pool="db"} 2.0' in body
     assert 'kiln_pool_wait_seconds_bucket{le="10.0",pool="db"} 2.0' in body
@@ -621,17 +705,23 @@ def test_a_histogram_bucket_is_the_first_bound_at_or_above_the_amount(tmp_path, 
     assert 'kiln_pool_wait_seconds_sum{pool="db"} 100.0101' in body
 
 
-def test_hashed_user_ids_are_kept_up_to_a_bound(sink, monkeypatch):
-    monkeypatch.setattr(kiln.metrics, "DIGESTS_KEPT", 2)
-    metrics = Metrics(StatsDRecorder(sink.url))
-    for user in ("u1", "u2", "u1", "u3", "u1"):
+def test_user_ids_are_hashed_once_per_export_and_alike_in_each(sink):
+    metrics = Metrics(Tally([StatsDExporter(sink.url)], interval=60))
+
+    def request(user):
         identity = types.SimpleNamespace(policy="basicauth", prefixed_id=user)
         metrics.request({"kiln.start": 0.0, "kiln.identity": identity}, "GET", None, 200)
+
+    for user in ("u1", "u2", "u1"):
+        request(user)
+    metrics.recorder.export()
+    first = sorted(line for line in sink.lines() if line.endswith("|s"))
+    request("u1")
     metrics.recorder.close()
-    sets = [line for line in sink.lines() if line.endswith("|s")]
-    assert len(sets) == 5
-    assert sets[0] == sets[2] == sets[4] != sets[1] != sets[3]
-    assert len(metrics._digests) <= 2
+    [again] = [line for line in sink.lines() if line.endswith("|s")]
+    assert len(first) == 2
+    assert again in first
+    assert not any("u1" in line or "u2" in line for line in [*first, again])
 
 
 def wait_for_datagrams(sink, seconds=5):
@@ -644,36 +734,145 @@ def wait_for_datagrams(sink, seconds=5):
     return []
 
 
-def test_flushed_lines_wait_for_a_full_datagram_or_a_while(sink, monkeypatch):
-    monkeypatch.setattr(kiln.metrics, "HOLD_SECONDS", 0.2)
-    recorder = StatsDRecorder(sink.url)
+def test_a_thread_of_the_process_exports_every_interval(sink):
+    tally = Tally([StatsDExporter(sink.url)], interval=0.2)
     hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
     threads = threading.active_count()
-    for _ in range(2):  # two requests' lines
-        recorder.count(hits, ())
-        recorder.flush()
+    for _ in range(2):  # two requests
+        tally.count(hits, ())
+        tally.flush()
     assert sink.datagrams() == []
-    assert threading.active_count() == threads + 1  # one thread sends what waits
-    # The thread sends them, together, once the first is old.
-    assert wait_for_datagrams(sink) == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
-    # Lines that fill a datagram leave with the request that filled it.
-    for _ in range(MAX_DATAGRAM // len("kiln.hits:1|c\n") + 1):
-        recorder.count(hits, ())
-        recorder.flush()
-    [full] = sink.datagrams()  # the last request's line waits
-    assert MAX_DATAGRAM - len("kiln.hits:1|c\n") < len(full) <= MAX_DATAGRAM
-    # A forked worker starts a thread of its own.
-    recorder._sender_pid = 0
-    recorder.count(hits, ())
-    recorder.flush()
-    assert threading.active_count() == threads + 2
-    recorder.close()  # sends what waits; the threads stop
-    assert sink.datagrams() == [b"kiln.hits:1|c\nkiln.hits:1|c\n"]
-    deadline = time.monotonic() + 5
-    while threading.active_count() > threads and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == threads
-    recorder.count(hits, ())
-    recorder.flush()  # after close: at once
+    assert threading.active_count() == threads + 1  # one thread exports
+    tally._start()  # started once only
+    assert threading.active_count() == threads + 1
+    # The thread sends them, added up, within the interval.
+    assert wait_for_datagrams(sink) == [b"kiln.hits:2|c\n"]
+    tally.count(hits, ())
+    tally.close()  # exports what is left; the thread stops
     assert sink.datagrams() == [b"kiln.hits:1|c\n"]
+    assert threading.active_count() == threads
+    tally.count(hits, ())
+    tally.flush()  # after close: at once
+    assert sink.datagrams() == [b"kiln.hits:1|c\n"]
+    tally.close()
+
+
+FORKED = """\
+import os, sys, time
+from kiln.metrics import CATALOGUE, StatsDExporter, Tally
+
+hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
+tally = Tally([StatsDExporter(sys.argv[1])], interval=0.1)
+tally.count(hits._replace(name="parent"), ())
+tally.unique(hits._replace(name="users", kind="set"), "parent")
+tally.flush()  # the parent's thread, which its child does not have
+pid = os.fork()
+if pid == 0:
+    tally.count(hits._replace(name="child"), ())
+    tally.flush()  # the child starts a thread of its own, which exports
+    time.sleep(1)
+    tally.count(hits._replace(name="at_exit"), ())
+    sys.exit(0)  # exported when the process exits
+os.waitpid(pid, 0)
+time.sleep(1)
+"""
+
+
+def test_a_forked_process_exports_its_own_values_and_what_is_left_at_exit(tmp_path, sink):
+    script = write(tmp_path / "forked.py", FORKED)
+    subprocess.run([sys.executable, str(script), sink.url], check=True, timeout=60)
+    # Each line once: the parent's value was not copied into its child.
+    assert sorted(sink.lines()) == [
+        "kiln.at_exit:1|c",
+        "kiln.child:1|c",
+        "kiln.parent:1|c",
+        "kiln.users:parent|s",
+    ]
+
+
+class Broken(Exporter):
+    def export(self, window):
+        raise RuntimeError("exporter bug")
+
+
+def test_an_exporter_that_fails_loses_its_window_only(sink, caplog):
+    tally = Tally([Broken(), StatsDExporter(sink.url)])
+    hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
+    tally.count(hits, ())
+    with caplog.at_level(logging.ERROR, "kiln.metrics"):
+        tally.flush()
+    assert sink.lines() == ["kiln.hits:1|c"]
+    assert "The Broken lost a second of metrics" in caplog.text
+    tally.close()
+
+
+def test_an_expander_that_fails_loses_the_window(sink, caplog):
+    tally = Tally([StatsDExporter(sink.url)])
+
+    def broken(window):
+        raise RuntimeError("expander bug")
+
+    tally.expanders.append(broken)
+    tally.count(CATALOGUE[0]._replace(name="hits", kind="counter", labels=()), ())
+    with caplog.at_level(logging.ERROR, "kiln.metrics"):
+        tally.flush()
+    assert sink.lines() == []  # exporters never see a window half expanded
+    assert "an expander failed" in caplog.text
+    tally.expanders.remove(broken)
+    tally.close()
+
+
+class Listed(kiln.metrics.Recorder):
+    """A recorder of its own: what each method was called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def count(self, metric, values, n=1):
+        self.calls.append(("count", metric.name, values, n))
+
+    def time(self, metric, values, seconds):
+        self.calls.append(("time", metric.name, values, seconds))
+
+    def gauge(self, metric, values, value):
+        self.calls.append(("gauge", metric.name, values, value))
+
+    def unique(self, metric, value):
+        self.calls.append(("unique", metric.name, (), value))
+
+
+def test_a_handle_of_any_recorder_records_through_its_methods():
+    recorder = Listed()
+    for kind in ("counter", "timer", "gauge", "set"):
+        metric = CATALOGUE[0]._replace(name=kind, kind=kind, labels=("l",))
+        recorder.handle(metric, ("v",) if kind != "set" else ())(7)
+    recorder.flush()
+    recorder.export()
     recorder.close()
+    assert recorder.calls == [
+        ("count", "counter", ("v",), 7),
+        ("time", "timer", ("v",), 7),
+        ("gauge", "gauge", ("v",), 7),
+        ("unique", "set", (), 7),
+    ]
+
+
+def test_a_tally_handle_appends_to_the_values_an_export_takes(sink):
+    tally = Tally([StatsDExporter(sink.url)])
+    gauge = CATALOGUE[0]._replace(name="depth", kind="gauge", labels=())
+    users = CATALOGUE[0]._replace(name="users", kind="set", labels=())
+    tally.handle(gauge)(3)
+    tally.handle(users)("a")
+    tally.handle(kiln.metrics.POOL_WAIT, ("db",))(0.5)
+    tally.flush()
+    assert sink.lines() == ["kiln.pool_wait.db:500.000|ms", "kiln.depth:3|g", "kiln.users:a|s"]
+    tally.close()
+
+
+def test_a_tally_that_is_gone_is_not_exported_at_exit():
+    tally = Tally([])
+    ref = weakref.ref(tally)
+    del tally
+    gc.collect()
+    assert ref() is None
+    _call(ref, "close")  # what the exit and fork hooks do: nothing

@@ -6,6 +6,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import kiln.config
 from kiln import stats
@@ -462,6 +464,25 @@ def test_large_udp_batches_are_split_under_the_datagram_limit(udp):
         assert len(packet.encode()) <= stats.MAX_DATAGRAM
         received += packet
     assert received.splitlines() == [f"b.key{i:03}:1|c" for i in range(200)]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2 * stats.MAX_DATAGRAM), max_size=40))
+def test_datagrams_are_whole_lines_filled_up_to_the_limit(lengths):
+    data = b"".join(b"x" * length + b"\n" for length in lengths)
+    chunks = stats._datagrams(data)
+    assert b"".join(chunks) == data
+    for chunk, after in zip(chunks, [*chunks[1:], None], strict=True):
+        assert chunk.endswith(b"\n") or not data
+        # Within the limit, unless it is one long line alone.
+        assert len(chunk) <= stats.MAX_DATAGRAM or chunk.count(b"\n") == 1
+        if after is not None:  # full: the next line would not have fitted
+            assert len(chunk) + after.index(b"\n") + 1 > stats.MAX_DATAGRAM
+
+
+def test_a_last_line_without_a_newline_is_sent_too():
+    data = b"a" * stats.MAX_DATAGRAM + b"\n" + b"b" * 10
+    assert stats._datagrams(data) == [b"a" * stats.MAX_DATAGRAM + b"\n", b"b" * 10]
+    assert stats._datagrams(b"c" * (stats.MAX_DATAGRAM + 1)) == [b"c" * (stats.MAX_DATAGRAM + 1)]
 
 
 def test_large_tcp_batches_are_sent_whole(tcp):

@@ -94,6 +94,15 @@ _MISSING = object()
 Listener = Callable[["Configuration"], None]
 
 
+def _notify(listeners: list[Listener], configuration: Configuration) -> None:
+    """Call each of ``listeners``; one that raises is logged and the others run."""
+    for listener in listeners:
+        try:
+            listener(configuration)
+        except Exception:
+            logger.exception("Config reload listener %r failed", listener)
+
+
 # --------------------------------------------------------------------------
 # Parsing and merging
 # --------------------------------------------------------------------------
@@ -637,6 +646,7 @@ class Configuration:
         self._overrides = copy.deepcopy(dict(overrides or {}))
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._failure_listeners: list[Listener] = []
         self._flag_warnings: set[tuple[str, str]] = set()
         self._loggers: set[str] = set()
         self.origins: dict[str, str] = {}
@@ -713,6 +723,7 @@ class Configuration:
 
         :raises ConfigError: on a first or strict load whose sources are wrong.
         """
+        failed: list[Listener] | None = None
         with self._lock:
             first = "config" not in self.__dict__
             try:
@@ -734,16 +745,20 @@ class Configuration:
                     os.getpid(),
                     exc,
                 )
-                return False
-            self.config = tree
-            self.origins = origins
-            self.sources = self.paths()
-            self.last_updated = time.time()
-            self.last_error = None
-            self.last_failed = None
-            self.generation += 1
-            self._flag_warnings.clear()
-            listeners = list(self._listeners)
+                failed = list(self._failure_listeners)
+            else:
+                self.config = tree
+                self.origins = origins
+                self.sources = self.paths()
+                self.last_updated = time.time()
+                self.last_error = None
+                self.last_failed = None
+                self.generation += 1
+                self._flag_warnings.clear()
+                listeners = list(self._listeners)
+        if failed is not None:
+            _notify(failed, self)
+            return False
         if warn:
             for warning in unknown_keys(tree, origins):
                 logger.warning("%s", warning)
@@ -754,30 +769,30 @@ class Configuration:
                 os.getpid(),
                 ", ".join(self.sources) or "no file",
             )
-        for listener in listeners:
-            try:
-                listener(self)
-            except Exception:
-                logger.exception("Config reload listener %r failed", listener)
+        _notify(listeners, self)
         return True
 
     reload = load
 
-    def add_listener(self, listener: Listener) -> Listener:
-        """Call ``listener(configuration)`` after every successful load.
+    def add_listener(self, listener: Listener, *, failures: bool = False) -> Listener:
+        """Call ``listener(configuration)`` after every successful load; with
+        ``failures``, after every failed reload instead (:attr:`last_error`
+        says why; a failed first load raises and calls no one).
 
         Returns ``listener``, so it can be used as a decorator. Listeners run
         in registration order; one that raises is logged and the others run.
         """
         with self._lock:
-            self._listeners.append(listener)
+            (self._failure_listeners if failures else self._listeners).append(listener)
         return listener
 
     def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``; a listener that was never added is ignored."""
+        """Stop calling ``listener`` (after loads and failures); a listener
+        that was never added is ignored."""
         with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            for listeners in (self._listeners, self._failure_listeners):
+                if listener in listeners:
+                    listeners.remove(listener)
 
     # -- reading ---------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """What the framework measures, and where it sends it: StatsD, Prometheus.
 
 One interface, :class:`Recorder` (counters, timers, gauges and sets of
-:class:`Metric` values with labels), has two implementations:
-:class:`StatsDRecorder` (kiln's own statsd client, :mod:`kiln.stats`, with
-DogStatsD or Telegraf tags as an option) and :class:`PrometheusRecorder`
-(``prometheus_client``, multiprocess-safe under gunicorn, served on
-``/__metrics__``). Both are off by default; ``metrics.statsd_url:
-udp://host:port`` and ``metrics.prometheus: true`` switch them on.
+:class:`Metric` values with labels), is what kiln and applications record
+into. Its implementation, :class:`Tally`, adds the values up in the process
+and hands them every second to :class:`Exporter` s: :class:`StatsDExporter`
+(kiln's own statsd client, :mod:`kiln.stats`, with DogStatsD or Telegraf
+tags as an option) and :class:`PrometheusExporter` (``prometheus_client``,
+multiprocess-safe under gunicorn, served on ``/__metrics__``). Both are off
+by default; ``metrics.statsd_url: udp://host:port`` and ``metrics.prometheus:
+true`` switch them on.
 
 :class:`Metrics` is what an app keeps (``KilnState.metrics``, ``None`` when
 both are off, so a request pays one attribute check): it turns what kiln
@@ -16,24 +18,28 @@ work, a configuration reload, delivered events -- into the metrics of
 (``/v1/mushrooms/<id>``), methods outside HTTP's are ``other``, and user
 ids are only counted, hashed, in a statsd set.
 
-A metrics backend that is down never fails or slows a request: statsd
-datagrams are sent on a non-blocking socket and dropped when they cannot
-go, Prometheus values live in the process (or in ``mmap`` files).
+A metrics backend that is down never fails or slows a request: values are
+recorded in the process, statsd datagrams are sent by a thread on a
+non-blocking socket and dropped when they cannot go, Prometheus values live
+in the process (or in ``mmap`` files).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import hmac
 import logging
+import operator
 import os
 import sys
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -41,7 +47,7 @@ from kiln._state import kiln_hook
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import BackendError, ConfigError
-from kiln.stats import MAX_DATAGRAM, StatsConnection
+from kiln.stats import StatsConnection
 from kiln.tracing import span
 
 if TYPE_CHECKING:
@@ -52,11 +58,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATALOGUE",
+    "EXPORT_SECONDS",
+    "Exporter",
     "Metric",
     "Metrics",
-    "PrometheusRecorder",
+    "PrometheusExporter",
     "Recorder",
-    "StatsDRecorder",
+    "StatsDExporter",
+    "Tally",
+    "Window",
     "build_metrics",
     "install_metrics",
     "instrument_backend",
@@ -167,7 +177,13 @@ AUTHENTICATIONS = Metric(
 UNIQUE_USERS = Metric(
     "unique_users", "set", (), "Distinct authenticated users (hashed ids; statsd only)."
 )
-CONFIG_RELOADS = Metric("config_reloads", "counter", (), "Successful configuration reloads.")
+CONFIG_RELOADS = Metric(
+    "config_reloads",
+    "counter",
+    ("outcome",),
+    "Configuration reloads: `success`, `failure` (the new configuration was refused; "
+    "the previous one stays).",
+)
 EVENTS = Metric(
     "events",
     "counter",
@@ -226,21 +242,20 @@ UNMATCHED = "unmatched"
 #: Shortest checkout recorded as a pool wait: taking an idle connection costs
 #: microseconds, so every request would otherwise pay for a wait that was none.
 POOL_WAIT_FLOOR = 0.001
-#: Hashed user ids :class:`Metrics` keeps.
-DIGESTS_KEPT = 4096
-#: Longest a statsd line is held back before it is sent (see :class:`StatsDRecorder`).
-HOLD_SECONDS = 1.0
+#: How often a process hands what it recorded to its exporters, in seconds
+#: (see :class:`Tally`); 0 hands it on at the end of every request (tests).
+EXPORT_SECONDS = 1.0
 
 
 # --------------------------------------------------------------------------
-# Recorders
+# Recording, adding up, exporting
 # --------------------------------------------------------------------------
 
 
 class Recorder(ABC):
-    """Where metric values go. ``values`` are the label values, in the
-    metric's label order. Implementations never raise for their backend's
-    trouble and never block."""
+    """Where metric values are recorded. ``values`` are the label values, in
+    the metric's label order. Implementations never raise for their
+    exporters' trouble and never block."""
 
     @abstractmethod
     def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
@@ -258,14 +273,215 @@ class Recorder(ABC):
     def unique(self, metric: Metric, value: str) -> None:
         """Note one value of a set (distinct values are counted)."""
 
+    def handle(self, metric: Metric, values: tuple[Any, ...] = ()) -> Callable[[Any], None]:
+        """What records a value of ``metric`` with label ``values`` (a counter's
+        amount, a timer's duration, a gauge's value, a set's value): for code
+        that records the same series often, like a backend method's timer, a
+        call cheaper than :meth:`count` and the others."""
+        if metric.kind == "set":
+            return functools.partial(self.unique, metric)
+        if metric.kind == "gauge":
+            return functools.partial(self.gauge, metric, values)
+        if metric.kind == "timer":
+            return functools.partial(self.time, metric, values)
+        return functools.partial(self.count, metric, values)
+
     def flush(self) -> None:  # noqa: B027 - nothing held back by default
-        """Send what this thread recorded and holds back (the end of a request)."""
+        """A request ended: hand on what it recorded when that is due (cheap)."""
+
+    def export(self) -> None:  # noqa: B027 - nothing held back by default
+        """Hand on everything recorded so far, now."""
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
-        """Release what the recorder holds."""
+        """Hand on what is left and release what the recorder holds."""
 
 
-class StatsDRecorder(Recorder):
+Key = tuple[Metric, tuple[Any, ...]]
+
+
+class Window(NamedTuple):
+    """What a process recorded between two exports, by metric and label values:
+    counters' totals, every duration of the timers (seconds, in the order
+    recorded), gauges' last values, and the distinct values of the sets."""
+
+    counts: dict[Key, float]
+    times: dict[Key, list[float]]
+    gauges: dict[Key, float]
+    sets: dict[Metric, set[str]]
+
+
+class Exporter(ABC):
+    """Where a :class:`Tally` hands what it added up: StatsD, Prometheus."""
+
+    @abstractmethod
+    def export(self, window: Window) -> None:
+        """Hand on ``window``'s values (never raising for the receiver's trouble)."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release what the exporter holds."""
+
+
+class Tally(Recorder):
+    """Metric values kept in the process and handed to ``exporters`` every
+    ``interval`` seconds (:data:`EXPORT_SECONDS`) by a thread of the
+    process.
+
+    Recording a value costs a request a list append (or a set add), after a
+    dictionary lookup or none (:meth:`handle`), whatever the exporters, and
+    takes no lock: each is one step for the interpreter, and an export takes
+    values out of the lists and sets the same way (a copy, then a deletion
+    of what was copied), so a value recorded meanwhile waits for the next
+    export. An export adds counters up, keeps a gauge's last value, a set's
+    distinct values and a timer's every duration (StatsD gets each one,
+    Prometheus adds them to its histogram's buckets): what it costs is paid
+    once a second for all the requests of that second, off their path -- a
+    StatsD line per counter rather than one per request, a write into
+    Prometheus's multiprocess files per series rather than several per
+    request. ``expanders`` are called with each window before the exporters
+    (:class:`Metrics` spreads its requests onto their metrics there).
+
+    With ``interval`` 0, :meth:`flush` exports at the end of every request.
+    A forked process (a gunicorn worker) starts with nothing recorded and
+    starts its own thread; what is left when the process exits is exported
+    then.
+    """
+
+    def __init__(self, exporters: Iterable[Exporter], interval: float | None = None) -> None:
+        self.exporters = list(exporters)
+        self.expanders: list[Callable[[Window], None]] = []
+        self.interval = EXPORT_SECONDS if interval is None else interval
+        #: The amounts or durations of each counter and timer, the values of
+        #: each set, the value of each gauge, since the last export. The lists
+        #: and sets live as long as the tally (handles hold them).
+        self._series: dict[Key, list[float]] = {}
+        self._sets: dict[Metric, set[str]] = {}
+        self._gauges: dict[Key, float] = {}
+        self._exporting = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        me = weakref.ref(self)
+        if hasattr(os, "register_at_fork"):  # pragma: no branch - Windows has no fork
+            os.register_at_fork(after_in_child=lambda: _call(me, "_forked"))
+        atexit.register(_call, me, "close")
+
+    def _forked(self) -> None:
+        """In a forked process: nothing recorded (the parent exports what it
+        had), no thread, no lock held."""
+        for series in self._series.values():
+            series.clear()
+        for distinct in self._sets.values():
+            distinct.clear()
+        self._gauges.clear()
+        self._exporting = threading.Lock()
+        self._thread = None
+        self._closed = threading.Event()
+
+    def _series_of(self, metric: Metric, values: tuple[Any, ...]) -> list[float]:
+        key = (metric, values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series.setdefault(key, [])
+        return series
+
+    def _set_of(self, metric: Metric) -> set[str]:
+        distinct = self._sets.get(metric)
+        if distinct is None:
+            distinct = self._sets.setdefault(metric, set())
+        return distinct
+
+    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
+        self._series_of(metric, values).append(n)
+
+    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
+        self._series_of(metric, values).append(seconds)
+
+    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        self._gauges[(metric, values)] = value
+
+    def unique(self, metric: Metric, value: str) -> None:
+        self._set_of(metric).add(value)
+
+    def handle(self, metric: Metric, values: tuple[Any, ...] = ()) -> Callable[[Any], None]:
+        if metric.kind == "set":
+            return self._set_of(metric).add
+        if metric.kind == "gauge":
+            return super().handle(metric, values)
+        return self._series_of(metric, values).append
+
+    def flush(self) -> None:
+        if self._thread is None:
+            if self.interval <= 0 or self._closed.is_set():
+                self.export()
+            else:
+                self._start()
+
+    def _start(self) -> None:
+        with self._exporting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kiln-metrics", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        closed = self._closed
+        while not closed.wait(self.interval):
+            self.export()
+
+    def export(self) -> None:
+        with self._exporting:  # one export at a time: windows leave in order
+            gauges = self._gauges
+            window = Window({}, {}, {key: gauges.pop(key) for key in list(gauges)}, {})
+            for key, taken in _taken(self._series):
+                if key[0].kind == "counter":
+                    window.counts[key] = sum(taken)
+                else:
+                    window.times[key] = taken
+            window.sets.update(_taken(self._sets))
+            try:
+                for expand in self.expanders:
+                    expand(window)
+            except Exception:  # a bug must stop neither the next exports nor the thread
+                logger.exception("Metrics lost a second of values: an expander failed")
+                return
+            if not any(window):
+                return
+            for exporter in self.exporters:
+                try:
+                    exporter.export(window)
+                except Exception:
+                    logger.exception("The %s lost a second of metrics", type(exporter).__name__)
+
+    def close(self) -> None:
+        self._closed.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self.export()
+        for exporter in self.exporters:
+            exporter.close()
+
+
+def _taken(collections: dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    """Each key's list or set of values that is not empty, and takes them out
+    of it: a copy, then a deletion of what was copied, each one step for the
+    interpreter -- a value another thread adds meanwhile stays for next time."""
+    for key, values in list(collections.items()):
+        if values:
+            taken = values.copy()
+            if isinstance(taken, list):
+                del values[: len(taken)]
+            else:
+                values.difference_update(taken)
+            yield key, taken
+
+
+def _call(ref: weakref.ref[Tally], name: str) -> None:
+    """Call method ``name`` of the tally ``ref`` refers to, if it still exists."""
+    tally = ref()
+    if tally is not None:
+        getattr(tally, name)()
+
+
+class StatsDExporter(Exporter):
     """Metrics as statsd lines, sent over UDP to ``url`` (``udp://host:port``).
 
     Without ``tags``, label values are appended to the name
@@ -273,14 +489,11 @@ class StatsDRecorder(Recorder):
     ``kiln.resource_actions:1|c|#resource:mushroom,...`` and ``tags="telegraf"``
     sends ``kiln.resource_actions,resource=mushroom,...:1|c``.
 
-    A thread's lines are held back until :meth:`flush` (the end of each
-    request; a long batch's also when they fill a datagram or the oldest is
-    :data:`HOLD_SECONDS` old). Flushed lines then wait, all threads' together,
-    until they fill a datagram (:data:`~kiln.stats.MAX_DATAGRAM` bytes: a few
-    requests) or the oldest is :data:`HOLD_SECONDS` old (a thread sends them
-    when no request does): a send costs a request more than all its lines.
-    Datagrams go out on a non-blocking socket: when statsd is down they are
-    dropped.
+    An export sends a line per counter (its total: ``...:12|c``), gauge
+    (its last value) and distinct value of a set, and one per duration of a
+    timer (``...:1.204|ms``), in datagrams of up to
+    :data:`~kiln.stats.MAX_DATAGRAM` bytes on a non-blocking socket: when
+    statsd is down they are dropped.
     """
 
     def __init__(self, url: str, prefix: str = "kiln", tags: str | None = None) -> None:
@@ -294,24 +507,17 @@ class StatsDRecorder(Recorder):
         self.connection = StatsConnection(
             target=("udp", parts.hostname, parts.port, f"{prefix}." if prefix else "", 1.0)
         )
-        #: ``(name + ":", tags after the value)`` of each metric and label values seen.
-        self._names: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
-        #: The whole line of a counter's ``+1`` (most of a request's lines).
-        self._ones: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._held = _Held()
-        #: Flushed lines (one text per flush) waiting for a datagram to fill,
-        #: their size, when the first came; all guarded by ``_lock``.
-        self._outbox: list[str] = []
-        self._outbox_size = 0
-        self._outbox_since = 0.0
-        self._lock = threading.Lock()
-        #: The process whose thread sends old lines (none yet; a fork has none).
-        self._sender_pid = 0
-        self._closed = threading.Event()
+        #: ``(name + ":", tags after the value, timer line template)`` of each
+        #: metric and label values seen.
+        self._names: dict[tuple[str, tuple[str, ...]], tuple[str, str, str]] = {}
 
-    def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str]:
+    def _name(self, metric: Metric, values: tuple[str, ...]) -> tuple[str, str, str]:
         """The dotted name (with the ``:`` before the value) and tag suffix of
-        ``metric`` with label ``values``, made once (callers look them up first)."""
+        ``metric`` with label ``values``, and the ``%`` template of its timer lines."""
+        key = (metric.name, values)
+        known = self._names.get(key)
+        if known is not None:
+            return known
         name = self.connection._key_prefix() + metric.name
         suffix = ""
         if values:
@@ -322,113 +528,42 @@ class StatsDRecorder(Recorder):
                 suffix = "|#" + ",".join(f"{label}:{_tag(value)}" for label, value in pairs)
             else:
                 name = ".".join([name, *(_segment(value) for value in values)])
-        rv = self._names[(metric.name, values)] = (name + ":", suffix)
+        name += ":"
+        line = name.replace("%", "%%") + "%.3f|ms" + suffix.replace("%", "%%") + "\n"
+        rv = self._names[key] = (name, suffix, line)
         return rv
 
-    def _send(self, metric: Metric, values: tuple[str, ...], text: str) -> None:
-        name, suffix = self._names.get((metric.name, values)) or self._name(metric, values)
-        self._hold(name + text + suffix)
-
-    def _hold(self, line: str) -> None:
-        held = self._held
-        lines = held.lines
-        if lines is None:
-            held.lines = [line]
-            held.size = len(line)
-            held.since = time.monotonic()
-            return
-        lines.append(line)
-        held.size += len(line) + 1
-        # A request's lines go out together (flush()); a long batch's, when full
-        # or old (the clock is read every 16 lines: a request has fewer).
-        if held.size >= MAX_DATAGRAM or (
-            not len(lines) % 16 and time.monotonic() - held.since >= HOLD_SECONDS
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        held = self._held
-        lines = held.lines
-        if lines is None:
-            return
-        held.lines = None
-        text = "\n".join(lines)
-        size = len(text) + 1  # with its newline
-        now = time.monotonic()
-        with self._lock:
-            outbox = self._outbox
-            if outbox and self._outbox_size + size > MAX_DATAGRAM:
-                # It does not fit in the datagram that waits: that one leaves.
-                self._outbox, self._outbox_size, self._outbox_since = [text], size, now
-            else:
-                if not outbox:
-                    self._outbox_since = now
-                outbox.append(text)
-                self._outbox_size += size
-                if now - self._outbox_since < HOLD_SECONDS and not self._closed.is_set():
-                    if self._sender_pid != os.getpid():
-                        self._start_sender()
-                    return
-                self._outbox, self._outbox_size = [], 0
-        self.connection.send("\n".join(outbox))
-
-    def _start_sender(self) -> None:
-        """Start this process's thread sending old lines (``_lock`` held)."""
-        self._sender_pid = os.getpid()
-        threading.Thread(target=self._send_old, name="kiln-statsd", daemon=True).start()
-
-    def _send_old(self) -> None:
-        """Send the flushed lines once the oldest is :data:`HOLD_SECONDS` old,
-        until the recorder is closed (a thread's loop)."""
-        while not self._closed.wait(max(HOLD_SECONDS, 0.01) / 2):
-            self._send_outbox(HOLD_SECONDS)
-
-    def _send_outbox(self, age: float) -> None:
-        """Send the flushed lines if the oldest is ``age`` seconds old."""
-        with self._lock:
-            outbox = self._outbox
-            if not outbox or time.monotonic() - self._outbox_since < age:
-                return
-            self._outbox, self._outbox_size = [], 0
-        self.connection.send("\n".join(outbox))
-
-    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
-        if n == 1:
-            key = (metric.name, values)
-            line = self._ones.get(key)
-            if line is None:
-                name, suffix = self._names.get(key) or self._name(metric, values)
-                line = self._ones[key] = f"{name}1|c{suffix}"
-            self._hold(line)
-        else:
-            self._send(metric, values, f"{n:g}|c")
-
-    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
-        self._send(metric, values, f"{seconds * 1000:.3f}|ms")
-
-    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
-        # statsd reads a leading sign as a delta: a negative gauge goes through zero.
-        if value < 0:
-            self._send(metric, values, "0|g")
-        self._send(metric, values, f"{value:g}|g")
-
-    def unique(self, metric: Metric, value: str) -> None:
-        self._send(metric, (), f"{value}|s")
+    def export(self, window: Window) -> None:
+        parts: list[str] = []
+        for (metric, values), total in window.counts.items():
+            name, suffix, _ = self._name(metric, values)
+            parts.append(f"{name}{_number(total)}|c{suffix}\n")
+        for (metric, values), durations in window.times.items():
+            # One ``%`` over all the durations in milliseconds: no Python step per line.
+            line = self._name(metric, values)[2]
+            parts.append(line * len(durations) % tuple(map(_MILLISECONDS, durations)))
+        for (metric, values), value in window.gauges.items():
+            name, suffix, _ = self._name(metric, values)
+            # statsd reads a leading sign as a delta: a negative gauge goes through zero.
+            if value < 0:
+                parts.append(f"{name}0|g{suffix}\n")
+            parts.append(f"{name}{_number(value)}|g{suffix}\n")
+        for metric, distinct in window.sets.items():
+            name, suffix, _ = self._name(metric, ())
+            parts.extend([f"{name}{value}|s{suffix}\n" for value in distinct])
+        self.connection.send("".join(parts))  # split into datagrams
 
     def close(self) -> None:
-        self._closed.set()
-        self.flush()
-        self._send_outbox(0)
         self.connection.reset()
 
 
-class _Held(threading.local):
-    """A thread's statsd lines held back: ``None`` or at least one, their
-    size once joined, and when the first was held."""
+#: Seconds to milliseconds.
+_MILLISECONDS = functools.partial(operator.mul, 1000.0)
 
-    lines: list[str] | None = None
-    size = 0
-    since = 0.0
+
+def _number(value: float) -> str:
+    """``value`` as statsd reads it: ``12``, ``-0.25``; never an exponent."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def _segment(value: str) -> str:
@@ -442,7 +577,7 @@ def _tag(value: str) -> str:
     return "".join("_" if ch in ",:|=#@ \n\r" else ch for ch in value)
 
 
-class PrometheusRecorder(Recorder):
+class PrometheusExporter(Exporter):
     """Metrics as ``prometheus_client`` collectors, named ``kiln_<name>``.
 
     Counters end with ``_total``, timers are histograms in seconds
@@ -467,10 +602,11 @@ class PrometheusRecorder(Recorder):
         self.namespace = namespace
         self._collectors: dict[str, Any] = {}
         #: The child of each metric and label values seen (``labels()`` checks
-        #: and locks on every call: a request would pay that several times).
+        #: and locks on every call).
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
-        #: What adds to each counter and histogram child: see :func:`_adder`.
-        self._adders: dict[tuple[str, tuple[str, ...]], Callable[[float], None]] = {}
+        #: What adds a total to each counter child, durations to each histogram
+        #: child: see :func:`_counter_adder` and :func:`_histogram_adder`.
+        self._adders: dict[tuple[str, tuple[str, ...]], Callable[[Any], None]] = {}
         self._lock = threading.Lock()
         for metric in metrics:
             if metric.kind != "set":  # sets have no Prometheus counterpart
@@ -504,24 +640,23 @@ class PrometheusRecorder(Recorder):
             child = self._children[key] = collector.labels(*values) if values else collector
         return child
 
-    def _add(self, metric: Metric, values: tuple[str, ...], amount: float) -> None:
+    def _adder(self, metric: Metric, values: tuple[str, ...]) -> Callable[[Any], None]:
         key = (metric.name, values)
         add = self._adders.get(key)
         if add is None:
-            add = self._adders[key] = _adder(self._child(metric, values))
-        add(amount)
+            child = self._child(metric, values)
+            make = _histogram_adder if metric.kind == "timer" else _counter_adder
+            add = self._adders[key] = make(child)
+        return add
 
-    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
-        self._add(metric, values, n)
-
-    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
-        self._add(metric, values, seconds)
-
-    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
-        self._child(metric, values).set(value)
-
-    def unique(self, metric: Metric, value: str) -> None:
-        pass  # a set of ids would grow without bound; statsd counts them
+    def export(self, window: Window) -> None:
+        for (metric, values), total in window.counts.items():
+            self._adder(metric, values)(total)
+        for (metric, values), durations in window.times.items():
+            self._adder(metric, values)(durations)
+        for (metric, values), value in window.gauges.items():
+            self._child(metric, values).set(value)
+        # Sets have no Prometheus counterpart: a set of ids would grow without bound.
 
     def exposition(self) -> tuple[bytes, str]:
         """The text of every metric (all workers' in multiprocess mode), and its type."""
@@ -535,66 +670,45 @@ class PrometheusRecorder(Recorder):
         return client.generate_latest(registry), client.CONTENT_TYPE_LATEST
 
 
-def _adder(child: Any) -> Callable[[float], None]:
-    """What adds an amount to a counter or histogram ``child``: its values'
-    own ``inc``, straight.
-
-    ``Counter.inc`` and ``Histogram.observe`` check on every call what
-    :class:`PrometheusRecorder` settles once (a child with labels, a
-    positive amount), and a histogram looks its bucket up one bound at a
-    time; each of their multiprocess values then locks, checks the pid and
-    writes its ``mmap`` file (a histogram's sum and bucket: two). Without
-    the values ``prometheus_client`` keeps today (``_value``; ``_sum``,
-    ``_buckets``, ``_upper_bounds``), the public methods are used.
-    """
+def _counter_adder(child: Any) -> Callable[[float], None]:
+    """What adds a total to a counter ``child``: its value's own ``inc``
+    (``Counter.inc`` checks the amount on every call), else ``inc``."""
     value = getattr(child, "_value", None)
-    if value is not None:
-        return value.inc  # type: ignore[no-any-return]
+    return value.inc if value is not None else child.inc  # type: ignore[no-any-return]
+
+
+def _histogram_adder(child: Any) -> Callable[[list[float]], None]:
+    """What adds durations to a histogram ``child``: each bucket's count and
+    the sum, once each (``Histogram.observe`` writes the sum and a bucket
+    per duration, and each write of a multiprocess value locks, checks the
+    pid and writes its ``mmap`` file). Without the values
+    ``prometheus_client`` keeps today (``_sum``, ``_buckets``,
+    ``_upper_bounds``), ``observe`` is called for each duration."""
     total = getattr(child, "_sum", None)
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)
     if total is None or bounds is None or buckets is None:
-        return child.inc if hasattr(child, "inc") else child.observe  # type: ignore[no-any-return]
+        observe = child.observe
+
+        def observe_each(durations: list[float]) -> None:
+            for seconds in durations:
+                observe(seconds)
+
+        return observe_each
     add_to_sum = total.inc
-    bounds = tuple(bounds)  # sorted, +Inf last: every amount has a bucket
+    bounds = tuple(bounds)  # sorted, +Inf last: every duration has a bucket
     bucket_incs = tuple(bucket.inc for bucket in buckets)
 
-    def observe(amount: float) -> None:
-        add_to_sum(amount)
-        bucket_incs[bisect_left(bounds, amount)](1)
+    def add(durations: list[float]) -> None:
+        counts = [0] * len(bounds)
+        for seconds in durations:
+            counts[bisect_left(bounds, seconds)] += 1
+        add_to_sum(sum(durations))
+        for inc, count in zip(bucket_incs, counts, strict=True):
+            if count:
+                inc(count)
 
-    return observe
-
-
-class _Fanout(Recorder):
-    """Several recorders as one."""
-
-    def __init__(self, recorders: list[Recorder]) -> None:
-        self.recorders = recorders
-
-    def count(self, metric: Metric, values: tuple[str, ...], n: float = 1) -> None:
-        for recorder in self.recorders:
-            recorder.count(metric, values, n)
-
-    def time(self, metric: Metric, values: tuple[str, ...], seconds: float) -> None:
-        for recorder in self.recorders:
-            recorder.time(metric, values, seconds)
-
-    def gauge(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
-        for recorder in self.recorders:
-            recorder.gauge(metric, values, value)
-
-    def unique(self, metric: Metric, value: str) -> None:
-        for recorder in self.recorders:
-            recorder.unique(metric, value)
-
-    def flush(self) -> None:
-        for recorder in self.recorders:
-            recorder.flush()
-
-    def close(self) -> None:
-        for recorder in self.recorders:
-            recorder.close()
+    return add
 
 
 # --------------------------------------------------------------------------
@@ -602,24 +716,49 @@ class _Fanout(Recorder):
 # --------------------------------------------------------------------------
 
 
+#: A request or batch sub-request answered, as :meth:`Metrics.request` records
+#: it: one value under every label it is counted by. Each export spreads it
+#: onto :data:`REQUEST_DURATION` (or :data:`SUBREQUESTS`),
+#: :data:`AUTHENTICATIONS` and :data:`RESOURCE_ACTIONS`; never exported itself.
+ANSWERED = Metric(
+    "answered",
+    "timer",
+    ("subrequest", "method", "route", "status", "user_policy", "refused_by"),
+    "Requests answered (kiln's own record; spread onto the request metrics).",
+)
+#: The ids of the users who sent requests, as :meth:`Metrics.request` records
+#: them: each export hashes them into :data:`UNIQUE_USERS`; never exported itself.
+USER_IDS = Metric("user_ids", "set", (), "Authenticated users (kiln's own record; hashed).")
+#: What ``environ`` holds for a request whose credentials a policy refused: its name.
+REFUSED_BY = "kiln.refused_by"
+
+
 class Metrics:
-    """An app's metrics: what kiln observes, turned into :data:`CATALOGUE`'s values."""
+    """An app's metrics: what kiln observes, turned into :data:`CATALOGUE`'s values.
+
+    A request costs one append to a list, and one add to a set when a user
+    sent it: its method, route, status and authentication are the key of
+    the list (:data:`ANSWERED`), and each export of the ``recorder`` spreads
+    the durations onto the request metrics (:meth:`_spread`).
+    """
 
     def __init__(
         self,
-        recorder: Recorder,
-        prometheus: PrometheusRecorder | None = None,
+        recorder: Tally,
+        prometheus: PrometheusExporter | None = None,
         *,
         salt: str = "kiln",
     ) -> None:
         self.recorder = recorder
-        #: The recorder ``/__metrics__`` serves, when Prometheus is on.
+        recorder.expanders.append(self._spread)
+        #: The exporter ``/__metrics__`` serves, when Prometheus is on.
         self.prometheus = prometheus
         #: ``route template -> (resource name, route kind)`` of resource routes.
         self.resources: dict[str, tuple[str, str]] = {}
         self._salt = salt.encode()[:64]
-        #: Hashed user ids by id (a user sends many requests); emptied when full.
-        self._digests: dict[str, str] = {}
+        #: What records a request, by its :data:`ANSWERED` label values.
+        self._answered: dict[tuple[Any, ...], Callable[[float], None]] = {}
+        self._user = recorder.handle(USER_IDS)
 
     def request(
         self, environ: Mapping[str, Any], method: str, route: str | None, status: int
@@ -628,42 +767,60 @@ class Metrics:
 
         ``route`` is the template the request matched (``None``: none).
         """
-        recorder = self.recorder
-        method = method if method in _METHODS else "other"
-        template = route or UNMATCHED
-        code = str(status)
-        values = (method, template, code)
-        if environ.get("kiln.subrequest"):
-            recorder.count(SUBREQUESTS, values)
-        else:
-            started = environ["kiln.start"]
-            recorder.time(REQUEST_DURATION, values, time.perf_counter() - started)
-            self._authentication(environ, status)
-        resource = self.resources.get(template)
-        if resource is not None:
-            name, kind = resource
-            action = "batch" if kind == "batch" else _ACTIONS.get((kind, method), "other")
-            recorder.count(RESOURCE_ACTIONS, (name, action, code))
-        if not environ.get("kiln.subrequest"):
-            recorder.flush()  # the request's lines, its backends' and sub-requests' included
-
-    def _authentication(self, environ: Mapping[str, Any], status: int) -> None:
         identity = environ.get("kiln.identity")
+        subrequest = "kiln.subrequest" in environ
+        key = (
+            subrequest,
+            method if method in _METHODS else "other",  # a client cannot make series up
+            route,
+            status,
+            identity.policy if identity is not None else None,
+            environ.get(REFUSED_BY),
+        )
+        record = self._answered.get(key)
+        if record is None:
+            record = self._answered[key] = self.recorder.handle(ANSWERED, key)
+        if subrequest:
+            record(0.0)  # counted, not timed
+            return
+        record(time.perf_counter() - environ["kiln.start"])
         if identity is not None:
-            self.recorder.count(AUTHENTICATIONS, (str(identity.policy), "success"))
-            user = str(identity.prefixed_id)
-            digest = self._digests.get(user)
-            if digest is None:
-                if len(self._digests) >= DIGESTS_KEPT:
-                    self._digests.clear()
-                digest = self._digests[user] = hashlib.blake2b(
-                    user.encode(), key=self._salt, digest_size=12
-                ).hexdigest()
-            self.recorder.unique(UNIQUE_USERS, digest)
-        elif status == 401:
-            self.recorder.count(AUTHENTICATIONS, ("none", "failure"))
-        else:
-            self.recorder.count(AUTHENTICATIONS, ("none", "anonymous"))
+            self._user(identity.prefixed_id)
+        self.recorder.flush()
+
+    def _spread(self, window: Window) -> None:
+        """Turn ``window``'s requests (:data:`ANSWERED`) into the metrics they
+        count in, and its user ids into their hashes (an expander of the tally)."""
+        times, counts = window.times, window.counts
+        for key in [key for key in times if key[0] is ANSWERED]:
+            durations = times.pop(key)
+            subrequest, method, route, status, user_policy, refused_by = key[1]
+            template = route or UNMATCHED
+            code = str(status)
+            values = (method, template, code)
+            if subrequest:
+                _add(counts, (SUBREQUESTS, values), len(durations))
+            else:
+                times.setdefault((REQUEST_DURATION, values), []).extend(durations)
+                if user_policy is not None:
+                    outcome = (str(user_policy), "success")
+                elif status == 401:
+                    outcome = (str(refused_by or "none"), "failure")
+                else:
+                    outcome = ("none", "anonymous")
+                _add(counts, (AUTHENTICATIONS, outcome), len(durations))
+            resource = self.resources.get(template)
+            if resource is not None:
+                name, kind = resource
+                action = "batch" if kind == "batch" else _ACTIONS.get((kind, method), "other")
+                _add(counts, (RESOURCE_ACTIONS, (name, action, code)), len(durations))
+        users = window.sets.pop(USER_IDS, None)
+        if users:
+            salt = self._salt
+            window.sets.setdefault(UNIQUE_USERS, set()).update(
+                hashlib.blake2b(str(user).encode(), key=salt, digest_size=12).hexdigest()
+                for user in users
+            )
 
     def routed(self, target: str) -> None:
         """A safe request's reads went to ``target`` (``replica``, ``primary``, ``fallback``)."""
@@ -688,13 +845,23 @@ class Metrics:
 
     def reloaded(self, config: Configuration) -> None:
         """The configuration was reloaded (a :meth:`Configuration.add_listener` listener)."""
-        self.recorder.count(CONFIG_RELOADS, ())
+        self.recorder.count(CONFIG_RELOADS, ("success",))
+        self.recorder.flush()
+
+    def reload_failed(self, config: Configuration) -> None:
+        """A reload of the configuration failed (a failure listener)."""
+        self.recorder.count(CONFIG_RELOADS, ("failure",))
         self.recorder.flush()
 
     def close(self, config: Configuration) -> None:
-        """Stop counting ``config``'s reloads; release the recorders."""
+        """Stop counting ``config``'s reloads; export what is left, release the exporters."""
         config.remove_listener(self.reloaded)
+        config.remove_listener(self.reload_failed)
         self.recorder.close()
+
+
+def _add(counts: dict[Key, float], key: Key, amount: float) -> None:
+    counts[key] = counts.get(key, 0) + amount
 
 
 def build_metrics(config: Configuration) -> Metrics | None:
@@ -702,22 +869,21 @@ def build_metrics(config: Configuration) -> Metrics | None:
 
     :raises ConfigError: ``metrics.statsd_url`` is not a ``udp://host:port`` address.
     """
-    recorders: list[Recorder] = []
+    exporters: list[Exporter] = []
     url = config.setting("metrics.statsd_url")
     if url:
-        recorders.append(
-            StatsDRecorder(
+        exporters.append(
+            StatsDExporter(
                 url, config.setting("metrics.statsd_prefix"), config.setting("metrics.statsd_tags")
             )
         )
     prometheus = None
     if config.setting("metrics.prometheus"):
-        prometheus = PrometheusRecorder()
-        recorders.append(prometheus)
-    if not recorders:
+        prometheus = PrometheusExporter()
+        exporters.append(prometheus)
+    if not exporters:
         return None
-    recorder = recorders[0] if len(recorders) == 1 else _Fanout(recorders)
-    return Metrics(recorder, prometheus, salt=str(config.setting("project.name")))
+    return Metrics(Tally(exporters), prometheus, salt=str(config.setting("project.name")))
 
 
 # --------------------------------------------------------------------------
@@ -765,6 +931,7 @@ def instrument_backend(
 
 def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder) -> Any:
     values = (kind, name)
+    record = recorder.handle(BACKEND_DURATION, values)
     inside = f"timed_{kind}"  # this thread is in a timed call of this backend
 
     @functools.wraps(method)
@@ -780,7 +947,7 @@ def _timed(method: Callable[..., Any], kind: str, name: str, recorder: Recorder)
             raise
         finally:
             setattr(_depth, inside, False)
-            recorder.time(BACKEND_DURATION, values, time.perf_counter() - started)
+            record(time.perf_counter() - started)
 
     return timed
 
@@ -837,14 +1004,17 @@ def install_metrics(app: Flask, state: KilnState) -> None:
     app.after_request_funcs.setdefault(None, []).insert(0, _record_request)
 
     state.config.add_listener(metrics.reloaded)
+    state.config.add_listener(metrics.reload_failed, failures=True)
     if metrics.prometheus is not None:
-        _install_exposition(app, state, metrics.prometheus)
+        _install_exposition(app, state, metrics.recorder, metrics.prometheus)
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
-def _install_exposition(app: Flask, state: KilnState, prometheus: PrometheusRecorder) -> None:
+def _install_exposition(
+    app: Flask, state: KilnState, recorder: Recorder, prometheus: PrometheusExporter
+) -> None:
     from flask import request
 
     def metrics_view() -> Any:
@@ -860,6 +1030,7 @@ def _install_exposition(app: Flask, state: KilnState, prometheus: PrometheusReco
                 raise HTTPError(401, ERRORS.MISSING_AUTH_TOKEN, "A valid metrics token is needed.")
         elif request.remote_addr not in _LOOPBACK:
             raise HTTPError(403, ERRORS.FORBIDDEN, "Metrics are served to loopback clients only.")
+        recorder.export()  # this process's values of the last second too
         body, content_type = prometheus.exposition()
         return app.response_class(body, 200, content_type=content_type)
 

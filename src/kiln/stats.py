@@ -345,17 +345,22 @@ class StatsConnection(_Metrics):
 
 
 def _datagrams(data: bytes) -> list[bytes]:
-    """Split newline-separated lines into payloads of at most :data:`MAX_DATAGRAM` bytes."""
-    if len(data) <= MAX_DATAGRAM:
+    """Split newline-separated lines into payloads of at most :data:`MAX_DATAGRAM`
+    bytes (a longer line goes alone). Each cut is found by one search."""
+    end = len(data)
+    if end <= MAX_DATAGRAM:
         return [data]
     chunks: list[bytes] = []
-    current = b""
-    for line in data.splitlines(keepends=True):
-        if current and len(current) + len(line) > MAX_DATAGRAM:
-            chunks.append(current)
-            current = b""
-        current += line
-    chunks.append(current)
+    start = 0
+    while end - start > MAX_DATAGRAM:
+        # After the last newline that fits; else after the long line's own.
+        cut = data.rfind(b"\n", start, start + MAX_DATAGRAM) + 1
+        if cut <= start:
+            cut = data.find(b"\n", start) + 1 or end
+        chunks.append(data[start:cut])
+        start = cut
+    if start < end:
+        chunks.append(data[start:])
     return chunks
 
 

@@ -47,7 +47,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, cast, overload
 
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
@@ -63,9 +63,11 @@ __all__ = [
     "AuthenticationPolicy",
     "Identity",
     "Principals",
+    "Refusal",
     "authenticate",
     "denied",
     "get_header",
+    "identify",
     "load_policies",
     "policies_need_storage",
     "principals_for",
@@ -169,6 +171,29 @@ def get_header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
+class Refusal(NamedTuple):
+    """Credentials a policy refused: the 401 it raised, and the policy's name."""
+
+    error: HTTPError
+    policy: str
+
+
+def identify(
+    policies: Iterable[AuthenticationPolicy], headers: Mapping[str, str]
+) -> Identity | Refusal | None:
+    """Try ``policies`` in order: the identity of the first that identifies
+    the request, the :class:`Refusal` of the first that finds wrong
+    credentials (the chain stops there), or ``None`` for an anonymous request."""
+    for policy in policies:
+        try:
+            user_id = policy.authenticated_userid(headers)
+        except HTTPError as exc:
+            return Refusal(exc, policy.name)
+        if user_id is not None:
+            return Identity(user_id, f"{policy.name}:{user_id}", policy.name)
+    return None
+
+
 def authenticate(
     policies: Iterable[AuthenticationPolicy], headers: Mapping[str, str]
 ) -> Identity | None:
@@ -178,11 +203,10 @@ def authenticate(
 
     :raises kiln.errors.HTTPError: a policy found wrong credentials (401).
     """
-    for policy in policies:
-        user_id = policy.authenticated_userid(headers)
-        if user_id is not None:
-            return Identity(user_id, f"{policy.name}:{user_id}", policy.name)
-    return None
+    found = identify(policies, headers)
+    if isinstance(found, Refusal):
+        raise found.error
+    return found
 
 
 def denied(principals: Iterable[str], message: str | None = None) -> HTTPError:

@@ -27,8 +27,14 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from kiln._state import KilnState, current_state, kiln_hook
-from kiln.auth import AuthenticationPolicy, Identity, Principals, authenticate, load_policies
-from kiln.errors import HTTPError
+from kiln.auth import (
+    AuthenticationPolicy,
+    Identity,
+    Principals,
+    Refusal,
+    identify,
+    load_policies,
+)
 from kiln.permission import PermissionBase
 
 __all__ = [
@@ -42,6 +48,8 @@ __all__ = [
 ]
 
 _IDENTITY = "kiln.identity"
+#: The policy that refused a request's credentials (its metrics name it).
+_REFUSED_BY = "kiln.refused_by"
 _PRINCIPALS = "kiln.principals"
 
 #: What a unit of requests (a request, or a batch and its sub-requests) remembers:
@@ -63,20 +71,23 @@ class Authenticator:
         #: The first policy's ``WWW-Authenticate`` challenge.
         self.challenge = next((c for c in (p.challenge() for p in policies) if c), None)
 
-    def identify(self, headers: Mapping[str, str], memo: Memo) -> Identity | None:
-        """Who sent ``headers`` (``None``: anonymous), once per set of credentials.
+    def identify(
+        self, environ: dict[str, Any], headers: Mapping[str, str], memo: Memo
+    ) -> Identity | None:
+        """Who sent ``headers`` (``None``: anonymous), once per set of
+        credentials, noted in ``environ`` (:func:`note_identity`).
 
-        :raises HTTPError: 401, wrong credentials (memoized too).
+        :raises HTTPError: 401, wrong credentials (memoized too);
+            ``environ["kiln.refused_by"]`` names the policy that refused them.
         """
         key = ("identity", *(headers.get(name, "") for name in self.headers))
         if key not in memo:
-            try:
-                memo[key] = authenticate(self.policies, headers)
-            except HTTPError as exc:
-                memo[key] = exc
-        found: Identity | HTTPError | None = memo[key]
-        if isinstance(found, HTTPError):
-            raise found
+            memo[key] = identify(self.policies, headers)
+        found: Identity | Refusal | None = memo[key]
+        if isinstance(found, Refusal):
+            environ[_REFUSED_BY] = found.policy
+            raise found.error
+        note_identity(environ, found)
         return found
 
     def response_headers(
@@ -123,8 +134,7 @@ def install_auth(app: Flask, state: KilnState) -> None:
     @kiln_hook
     def _authenticate() -> None:
         memo: Memo = g.setdefault("kiln_auth_memo", {})
-        found = authenticator.identify(request.headers, memo)  # type: ignore[arg-type]
-        note_identity(request.environ, found)
+        authenticator.identify(request.environ, request.headers, memo)  # type: ignore[arg-type]
 
     @app.after_request
     @kiln_hook

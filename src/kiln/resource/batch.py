@@ -44,7 +44,7 @@ from werkzeug.http import parse_options_header
 from kiln._headers import common_headers
 from kiln._json import MAX_JSON_DEPTH, check_media_type, json_too_deep
 from kiln._state import KilnState, state_of
-from kiln.auth.web import note_identity, principals_of
+from kiln.auth.web import principals_of
 from kiln.config import Setting, register_setting
 from kiln.cors import cors_headers
 from kiln.eos import soft_eol_header
@@ -323,8 +323,7 @@ class _Batch:
         try:
             authenticator = state.authenticator
             if authenticator is not None:
-                identity = authenticator.identify(lookup, self.memo)
-                note_identity(environ, identity)
+                identity = authenticator.identify(environ, lookup, self.memo)
             check_accept(lookup.get("Accept"))
             has_body = body is not None and method in ("POST", "PUT", "PATCH")
             content_type = lookup.get("Content-Type") or _JSON if has_body else None

@@ -42,7 +42,7 @@ from werkzeug.routing import Rule
 
 from kiln._headers import common_headers
 from kiln._limits import request_limit_error
-from kiln.auth.web import note_identity, principals_of
+from kiln.auth.web import principals_of
 from kiln.cors import cors_headers
 from kiln.eos import hard_eol_error, soft_eol_header
 from kiln.errors import ERRORS, HTTPError, backend_error, unexpected_error
@@ -289,8 +289,7 @@ class ResourceDispatcher:
                 memo: Memo = {}
                 authenticator = state.authenticator
                 if authenticator is not None:
-                    identity = authenticator.identify(headers, memo)  # type: ignore[arg-type]
-                    note_identity(environ, identity)
+                    identity = authenticator.identify(environ, headers, memo)  # type: ignore[arg-type]
                 request = request_of(
                     environ,
                     headers,
