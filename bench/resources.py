@@ -22,6 +22,11 @@ ARCHITECTURE's setting, the same for every target), each serving records at
   :mod:`bench.kiln_shareable`, ``ShareableResource`` buckets, collections
   and records (per-record permissions, parents checked and inherited, as in
   Kinto);
+- ``kiln-metrics`` (only when asked for): the ``kiln`` target with metrics
+  on (``docs/observability.md``): StatsD to a loopback socket the benchmark
+  holds and never reads, and Prometheus (``PROMETHEUS_MULTIPROC_DIR``
+  shared by the workers); ``--targets kiln,kiln-metrics`` measures what
+  metrics cost, side by side;
 - ``kinto`` (``--database postgresql`` only): Kinto from
   ``bench/.kinto-venv`` (:mod:`bench.kinto_env`), ``gunicorn --paste
   kinto.ini``, storage, permissions and cache on PostgreSQL.
@@ -111,9 +116,16 @@ from bench import floor_app, kinto_env  # noqa: E402
 OPERATIONS = ("get", "list", "mixed", "create", "patch", "batch", "delete")
 #: The order of the report's rows (issue #11's table).
 REPORT_ORDER = ("get", "list", "create", "patch", "delete", "batch", "mixed")
-TARGETS = ("floor", "kiln", "kiln-shareable", "kinto")
+#: Every target, in the order they run.
+TARGETS = ("floor", "kiln", "kiln-metrics", "kiln-shareable", "kinto")
+#: The targets run when ``--targets`` names none.
+DEFAULT_TARGETS = ("floor", "kiln", "kiln-shareable", "kinto")
 #: The kiln targets and the views module each serves.
-KILN_VIEWS = {"kiln": "bench.kiln_resources", "kiln-shareable": "bench.kiln_shareable"}
+KILN_VIEWS = {
+    "kiln": "bench.kiln_resources",
+    "kiln-metrics": "bench.kiln_resources",
+    "kiln-shareable": "bench.kiln_shareable",
+}
 #: ``mixed``: what share of its requests (in %) each operation gets.
 MIX = (("get", 50), ("list", 20), ("create", 15), ("patch", 10), ("delete", 5))
 LIST_QUERY = "?edible=true&_sort=-size&_limit=20"
@@ -872,8 +884,14 @@ def bench_op(server: Server, op: str, args: argparse.Namespace) -> tuple[Result,
 # -- report -------------------------------------------------------------------
 
 #: The ratio columns, shown when both of their targets ran.
-RATIOS = (("kiln", "floor"), ("kiln-shareable", "kinto"))
-LABELS = {"floor": "floor", "kiln": "kiln", "kiln-shareable": "kiln-shareable", "kinto": "Kinto"}
+RATIOS = (("kiln", "floor"), ("kiln-metrics", "kiln"), ("kiln-shareable", "kinto"))
+LABELS = {
+    "floor": "floor",
+    "kiln": "kiln",
+    "kiln-metrics": "kiln-metrics",
+    "kiln-shareable": "kiln-shareable",
+    "kinto": "Kinto",
+}
 
 #: One operation's figures: ``{target: (load run, latency run)}``.
 Row = dict[str, tuple[Result, Result]]
@@ -938,10 +956,20 @@ def report(rows: list[tuple[str, Row]], targets: list[str], postgresql: bool) ->
     return "\n".join(lines)
 
 
+def median_run(outcomes: list[tuple[Result, Result]]) -> tuple[Result, Result]:
+    """Of a target's runs of an operation (``--rounds``), the one of median
+    throughput (the lower one of an even count)."""
+    ordered = sorted(outcomes, key=lambda outcome: outcome[0].rate)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def figures(
-    rows: list[tuple[str, Row]], targets: list[str], meta: dict[str, Any]
+    rows: list[tuple[str, Row]],
+    targets: list[str],
+    meta: dict[str, Any],
+    runs: dict[str, dict[str, list[tuple[Result, Result]]]] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the run, for ``--json``."""
+    """Every figure of the run, for ``--json`` (each round's throughput too)."""
     operations = {}
     for op, results in rows:
         entry: dict[str, Any] = {
@@ -951,6 +979,11 @@ def figures(
             }
             for target in targets
         }
+        if runs is not None:
+            for target in targets:
+                entry[target]["rounds_req_per_s"] = [
+                    round(load.rate, 2) for load, _ in runs[op][target]
+                ]
         ratios = {f"{a}/{b}": _ratio(results, a, b) for a, b in RATIOS}
         entry["ratios"] = {
             name: round(ratio, 3) for name, ratio in ratios.items() if ratio is not None
@@ -1037,7 +1070,7 @@ def kiln_config(
     }
     if statsd_url:
         settings["metrics"] = {"statsd_url": statsd_url, "prometheus": True}
-    if target == "kiln":
+    if target in ("kiln", "kiln-metrics"):
         settings["record"] = {
             f"{permission}_principals": ["system.Authenticated"]
             for permission in ("read", "write", "create")
@@ -1084,7 +1117,7 @@ def build_servers(args: argparse.Namespace, tmp: Path) -> list[Server]:
         else:
             statsd_url = None
             env = {}
-            if args.kiln_metrics:
+            if args.kiln_metrics or target == "kiln-metrics":
                 # A statsd that receives and never reads (the kernel drops what
                 # overflows), and Prometheus's directory shared by the workers.
                 sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1178,8 +1211,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="",
-        help=f"comma-separated among {','.join(TARGETS)} (default: all; Kinto is skipped "
-        "on SQLite)",
+        help=f"comma-separated among {','.join(TARGETS)} (default: "
+        f"{','.join(DEFAULT_TARGETS)}; Kinto is skipped on SQLite)",
     )
     parser.add_argument(
         "--kiln-config",
@@ -1207,6 +1240,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="kiln's and Kinto's log level; INFO writes their request-summary lines "
         "(default WARNING)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the operations this many times, targets in turn within each, and "
+        "report each target's median run (on a noisy machine; not with delete, which "
+        "uses the records up)",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary directory and the databases"
@@ -1217,7 +1258,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown operations {sorted(unknown)}; choose among {OPERATIONS}")
     args.ops = [op for op in OPERATIONS if op in ops]  # the order matters: delete is last
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(TARGETS)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.rounds > 1 and "delete" in args.ops:
+        parser.error("delete uses the records up: run it with --rounds 1")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] or list(DEFAULT_TARGETS)
     if set(targets) - set(TARGETS):
         parser.error(f"unknown targets {sorted(set(targets) - set(TARGETS))}; among {TARGETS}")
     args.skipped = []
@@ -1259,6 +1304,7 @@ def describe(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "threads": args.threads,
         "kiln_metrics": args.kiln_metrics,
+        "rounds": args.rounds,
         "log_level": args.log_level,
         "mix": dict(MIX),
         "skipped": args.skipped,
@@ -1290,33 +1336,37 @@ def main(argv: list[str] | None = None) -> int:
             f"kiln {meta['kiln_version']} at {meta['revision']}, {meta['database']}{skipped}",
             flush=True,
         )
-        rows = []
-        for op in args.ops:
-            results = {}
-            for server in servers:
-                results[server.name] = bench_op(server, op, args)
-                load, single = results[server.name]
-                kinds = load.error_kinds + single.error_kinds
-                db = f" db {load.db_cores:.2f}" if server.url else ""
-                print(
-                    f"  {op:6} {server.name:14} {load.rate:9,.1f} req/s  {load.requests:7} req  "
-                    f"{load.errors + single.errors} errors  p50 {single.percentile(50):.2f} ms  "
-                    f"p99 {single.percentile(99):.2f} ms  "
-                    f"cores srv {load.server_cores:.2f} cli {load.client_cores:.2f}{db}  "
-                    f"rss {max(load.worker_hwm_kib, single.worker_hwm_kib) / 1024:.0f} MiB",
-                    flush=True,
-                )
-                if kinds:
-                    print(f"    errors: {dict(kinds.most_common())}")
-                if load.first_error or single.first_error:
-                    print(f"    first error: {load.first_error or single.first_error}")
-            rows.append((op, results))
+        runs: dict[str, dict[str, list[tuple[Result, Result]]]] = {op: {} for op in args.ops}
+        for round_ in range(1, args.rounds + 1):
+            for op in args.ops:
+                for server in servers:
+                    load, single = bench_op(server, op, args)
+                    runs[op].setdefault(server.name, []).append((load, single))
+                    kinds = load.error_kinds + single.error_kinds
+                    db = f" db {load.db_cores:.2f}" if server.url else ""
+                    prefix = f"  [{round_}/{args.rounds}]" if args.rounds > 1 else ""
+                    print(
+                        f"{prefix}  {op:6} {server.name:14} {load.rate:9,.1f} req/s  "
+                        f"{load.requests:7} req  {load.errors + single.errors} errors  "
+                        f"p50 {single.percentile(50):.2f} ms  p99 {single.percentile(99):.2f} ms  "
+                        f"cores srv {load.server_cores:.2f} cli {load.client_cores:.2f}{db}  "
+                        f"rss {max(load.worker_hwm_kib, single.worker_hwm_kib) / 1024:.0f} MiB",
+                        flush=True,
+                    )
+                    if kinds:
+                        print(f"    errors: {dict(kinds.most_common())}")
+                    if load.first_error or single.first_error:
+                        print(f"    first error: {load.first_error or single.first_error}")
+        rows = [
+            (op, {name: median_run(outcomes) for name, outcomes in by_target.items()})
+            for op, by_target in runs.items()
+        ]
         rows.sort(key=lambda row: REPORT_ORDER.index(row[0]))
         print()
         print(report(rows, args.targets, args.database == "postgresql"))
         if args.json:
             args.json.write_bytes(
-                orjson.dumps(figures(rows, args.targets, meta), option=orjson.OPT_INDENT_2)
+                orjson.dumps(figures(rows, args.targets, meta, runs), option=orjson.OPT_INDENT_2)
             )
             print(f"\nwrote {args.json}")
     finally:
