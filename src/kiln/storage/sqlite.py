@@ -260,16 +260,37 @@ class SQLiteStorage(SQLBackend[SQLiteDatabase], AppliedWrites):
             return int(conn.execute(sql, params).fetchone()[0])
 
     def list_descendants(self, parent_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """One statement, served by an index whatever the table's size:
+        the resource names are found by skipping through the key (one probe
+        each), then, for each name and ancestor, the key's range of parent ids
+        from the ancestor up to the ancestor followed by ``0`` (``/`` and
+        ``0`` are neighbours in byte order), checked again for the ancestor
+        itself or the ancestor and ``/``. ``CROSS JOIN`` keeps SQLite's loops
+        in that order, and ``INDEXED BY`` its index on ``(resource_name,
+        parent_id, ...)``: once ``ANALYZE`` has run, SQLite would rather build
+        a temporary index on ``deleted`` at each call (a second on 300,000
+        records, against 2 ms)."""
         ancestors = [ancestor for ancestor in parent_ids if ancestor]
         if not ancestors:
             return []
-        below = " OR ".join(["parent_id = ? OR substr(parent_id, 1, ?) = ?"] * len(ancestors))
+        rows = ", ".join(["(?, ?, ?)"] * len(ancestors))
         params: Params = []
         for ancestor in ancestors:
-            params += [ancestor, len(ancestor) + 1, ancestor + "/"]
+            params += [ancestor, ancestor + "0", ancestor + "/"]
         sql = (
-            "SELECT resource_name, parent_id, id FROM records"  # noqa: S608
-            f" WHERE deleted = 0 AND ({below}) ORDER BY resource_name, parent_id, id"
+            "WITH RECURSIVE names(name) AS ("  # noqa: S608 - placeholders only
+            " SELECT min(resource_name) FROM records"
+            " UNION ALL SELECT (SELECT min(resource_name) FROM records"
+            " WHERE resource_name > names.name) FROM names WHERE names.name IS NOT NULL),"
+            f" ancestors(low, high, prefix) AS (VALUES {rows})"
+            " SELECT DISTINCT r.resource_name, r.parent_id, r.id"
+            " FROM names CROSS JOIN ancestors AS a"
+            " CROSS JOIN records AS r INDEXED BY records_last_modified"
+            " WHERE r.resource_name = names.name"
+            " AND r.parent_id >= a.low AND r.parent_id < a.high"
+            " AND (r.parent_id = a.low OR substr(r.parent_id, 1, length(a.prefix)) = a.prefix)"
+            " AND r.deleted = 0"
+            " ORDER BY 1, 2, 3"
         )
         with self.database.transaction() as conn:
             return [(row[0], row[1], row[2]) for row in conn.execute(sql, params)]

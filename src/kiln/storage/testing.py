@@ -555,6 +555,10 @@ class StorageContract(BackendContract):
             ("collection", "/buckets/b2", "other"),
             ("collection", "", "top"),
             ("record", "/buckets/b1x/collections/c1", "sibling-prefix"),
+            # Characters sorting before "/" and after "0", right after the ancestor.
+            ("record", "/buckets/b1-x/collections/c1", "dash-sibling"),
+            ("record", "/buckets/b1 /collections/c1", "space-sibling"),
+            ("record", "/buckets/b1\u00e9/collections/c1", "accented-sibling"),
         ]
         for resource_name, parent_id, object_id in tree:
             storage.create(resource_name, parent_id, {"id": object_id})
@@ -567,6 +571,13 @@ class StorageContract(BackendContract):
         ]
         assert storage.list_descendants(["/buckets/b1/collections/c1", "/buckets/b2"]) == [
             ("collection", "/buckets/b2", "other"),
+            ("record", "/buckets/b1/collections/c1", "r1"),
+            ("record", "/buckets/b1/collections/c1", "r2"),
+        ]
+        # Ancestors below one another: each record once.
+        assert storage.list_descendants(["/buckets/b1/collections/c1", "/buckets/b1"]) == [
+            ("collection", "/buckets/b1", "c1"),
+            ("group", "/buckets/b1", "g1"),
             ("record", "/buckets/b1/collections/c1", "r1"),
             ("record", "/buckets/b1/collections/c1", "r2"),
         ]
