@@ -131,6 +131,20 @@ def counters(lines):
     return dict(totals)
 
 
+def as_statsd(samples):
+    """Prometheus's counters and histogram counts, named as StatsD names them."""
+    by_name = {metric.name: metric for metric in CATALOGUE}
+    totals, counts = {}, {}
+    for (name, labels), value in samples.items():
+        for suffix, found in (("_total", totals), ("_seconds_count", counts)):
+            if name.endswith(suffix):
+                metric = by_name[name.removeprefix("kiln_").removesuffix(suffix)]
+                values = dict(labels)
+                segments = [_segment(values[label]) for label in metric.labels]
+                found[".".join(["kiln", metric.name, *segments])] = value
+    return totals, counts
+
+
 def timers(lines):
     """The names of the timer lines, with how many there were."""
     return collections.Counter(
@@ -142,7 +156,7 @@ def timers(lines):
 def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
     tmp_path, build, sink, flask_path, caplog
 ):
-    app = build({"statsd_url": sink.url}, flask_path=flask_path)
+    app = build({"statsd_url": sink.url, "prometheus": True}, flask_path=flask_path)
     client = app.test_client()
     assert sink.lines() == []  # building the app sends nothing
     created = client.post("/v1/mushrooms", json={"data": {"name": "a"}})
@@ -202,6 +216,10 @@ def test_a_scripted_set_of_requests_sends_exactly_these_statsd_metrics(
         "kiln.request_duration.GET.unmatched.404": 1,
         "kiln.request_duration.GET.v1_mushrooms.503": 1,
     }
+    # Prometheus counted the same (its label values in StatsD's form).
+    prometheus_counters, prometheus_timers = as_statsd(scrape(client))
+    assert prometheus_counters == counters(lines)
+    assert prometheus_timers == durations
     backend = {name for name in durations if ".backend_duration." in name}
     assert {
         "kiln.backend_duration.storage.apply",
