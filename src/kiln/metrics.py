@@ -729,7 +729,8 @@ ANSWERED = Metric(
 #: The ids of the users who sent requests, as :meth:`Metrics.request` records
 #: them: each export hashes them into :data:`UNIQUE_USERS`; never exported itself.
 USER_IDS = Metric("user_ids", "set", (), "Authenticated users (kiln's own record; hashed).")
-#: What ``environ`` holds for a request whose credentials a policy refused: its name.
+#: What ``environ`` holds for a request whose credentials a policy refused: its
+#: name (set by :meth:`kiln.auth.web.Authenticator.identify`).
 REFUSED_BY = "kiln.refused_by"
 
 
