@@ -776,23 +776,36 @@ def test_a_thread_of_the_process_exports_every_interval(sink):
 
 
 FORKED = """\
-import os, sys, time
-from kiln.metrics import CATALOGUE, StatsDExporter, Tally
+import os, sys, threading, time
+from kiln.metrics import CATALOGUE, Exporter, StatsDExporter, Tally
+
+
+class Slow(Exporter):
+    # Holds a lock of its own through each export, a while.
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def export(self, window):
+        with self.lock:
+            time.sleep(0.3)
+
 
 hits = CATALOGUE[0]._replace(name="hits", kind="counter", labels=())
-tally = Tally([StatsDExporter(sys.argv[1])], interval=0.1)
+tally = Tally([StatsDExporter(sys.argv[1]), Slow()], interval=0.1)
 tally.count(hits._replace(name="parent"), ())
 tally.unique(hits._replace(name="users", kind="set"), "parent")
-tally.flush()  # the parent's thread, which its child does not have
+exporting = threading.Thread(target=tally.export)
+exporting.start()
+time.sleep(0.1)  # the export is under way: the fork waits for its end
 pid = os.fork()
 if pid == 0:
     tally.count(hits._replace(name="child"), ())
-    tally.flush()  # the child starts a thread of its own, which exports
+    tally.flush()  # the child starts a thread of its own, which exports (Slow's lock is free)
     time.sleep(1)
     tally.count(hits._replace(name="at_exit"), ())
     sys.exit(0)  # exported when the process exits
+exporting.join()
 os.waitpid(pid, 0)
-time.sleep(1)
 """
 
 

@@ -356,23 +356,35 @@ class Tally(Recorder):
         self._series: dict[Key, list[float]] = {}
         self._sets: dict[Metric, set[str]] = {}
         self._gauges: dict[Key, float] = {}
-        self._exporting = threading.Lock()
+        self._exporting = threading.RLock()
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         me = weakref.ref(self)
         if hasattr(os, "register_at_fork"):  # pragma: no branch - Windows has no fork
-            os.register_at_fork(after_in_child=lambda: _call(me, "_forked"))
+            os.register_at_fork(
+                before=lambda: _call(me, "_before_fork"),
+                after_in_parent=lambda: _call(me, "_after_fork_in_parent"),
+                after_in_child=lambda: _call(me, "_forked"),
+            )
         atexit.register(_call, me, "close")
+
+    def _before_fork(self) -> None:
+        """No fork in the middle of an export: the locks an exporter takes
+        (a socket's, ``prometheus_client``'s) would stay taken in the child."""
+        self._exporting.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._exporting.release()
 
     def _forked(self) -> None:
         """In a forked process: nothing recorded (the parent exports what it
-        had), no thread, no lock held."""
+        had), no thread, no export under way."""
         for series in self._series.values():
             series.clear()
         for distinct in self._sets.values():
             distinct.clear()
         self._gauges.clear()
-        self._exporting = threading.Lock()
+        self._exporting = threading.RLock()
         self._thread = None
         self._closed = threading.Event()
 
