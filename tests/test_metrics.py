@@ -900,6 +900,24 @@ def test_a_tally_handle_appends_to_the_values_an_export_takes(sink):
     tally.close()
 
 
+def test_an_exporter_of_ones_own_gets_each_window(build, sink):
+    # docs/observability.md, "Your own exporter".
+    windows = []
+
+    class Kept(Exporter):
+        def export(self, window):
+            windows.append(window)
+
+    app = build({"statsd_url": sink.url})
+    kiln.application.state_of(app).metrics.recorder.exporters.append(Kept())
+    app.test_client().get("/v1/mushrooms")
+    [window] = windows
+    labels = ("GET", "/v1/mushrooms", "200")
+    assert window.counts[(kiln.metrics.AUTHENTICATIONS, ("none", "anonymous"))] == 1
+    assert len(window.times[(kiln.metrics.REQUEST_DURATION, labels)]) == 1
+    assert sink.lines()  # the others still get it
+
+
 def test_a_tally_that_is_gone_is_not_exported_at_exit():
     tally = Tally([])
     ref = weakref.ref(tally)
