@@ -31,7 +31,6 @@ import threading
 import time
 import traceback
 import urllib.parse
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -615,7 +614,7 @@ def start_timer(environ: dict[str, Any]) -> None:
     rid = environ.get("kiln.request_id")
     if rid is None:
         given = environ.get("HTTP_X_REQUEST_ID")
-        rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         environ["kiln.request_id"] = rid
     _current_request_id.set(rid)
 
