@@ -10,12 +10,14 @@ import signal
 import subprocess
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import gunicorn.config
 import pytest
 
 import kiln.gunicorn
@@ -261,3 +263,21 @@ def test_kiln_answers_over_long_urls_and_headers_before_gunicorn_does(tmp_path):
         # Within kiln's limits, served; past gunicorn's own, gunicorn answers.
         assert raw_get(port, "/v1/?q=" + "a" * 6000, {"X-Big": "b" * 8000})[0] == 200
         assert raw_get(port, "/v1/?q=" + "a" * 9000, {})[0] == 414
+
+
+def test_a_worker_that_exits_is_forgotten_by_the_live_gauges_only(tmp_path, monkeypatch):
+    # gunicorn calls the config module's child_exit in the master.
+    assert "child_exit" in gunicorn.config.Config().settings
+    names = ["counter_4242.db", "gauge_livesum_4242.db", "gauge_livesum_7.db", "histogram_4242.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    kiln.gunicorn.child_exit(None, types.SimpleNamespace(pid=4242))  # Prometheus not shared
+    assert sorted(path.name for path in tmp_path.iterdir()) == names
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    kiln.gunicorn.child_exit(None, types.SimpleNamespace(pid=4242))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "counter_4242.db",
+        "gauge_livesum_7.db",
+        "histogram_4242.db",
+    ]

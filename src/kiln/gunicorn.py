@@ -19,6 +19,9 @@ it). It makes a configuration reload safe and cheap:
   reload), else the change is refused like a broken file.
 - Every process counts its successful loads: ``GET /__config__`` answers the
   generation a worker serves and whether its last reload failed.
+- With Prometheus's ``PROMETHEUS_MULTIPROC_DIR`` set, a worker that exits is
+  forgotten by the live gauges (:func:`child_exit`): ``prometheus_client``'s
+  ``mark_process_dead``.
 
 gunicorn's own limits are set above kiln's (:data:`limit_request_line`,
 :data:`limit_request_fields`, :data:`limit_request_field_size`), so kiln
@@ -43,6 +46,7 @@ from kiln.exceptions import KilnError
 __all__ = [
     "APP_CHECK_SECONDS",
     "build_problem",
+    "child_exit",
     "limit_request_field_size",
     "limit_request_fields",
     "limit_request_line",
@@ -92,6 +96,19 @@ class _MasterLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if os.getpid() == self.pid:
             self.error_log.handle(record)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook, in the master when a worker has exited: with
+    ``PROMETHEUS_MULTIPROC_DIR`` set, drop the worker's values of live gauges
+    (``multiprocess_mode="livesum"`` and the other ``live*`` modes), which
+    would otherwise count a dead process. Counters and histograms stay: a
+    total never goes down when a worker is replaced."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
 
 
 def post_worker_init(worker: Any) -> None:
