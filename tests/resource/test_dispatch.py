@@ -6,12 +6,13 @@ import re
 
 import orjson
 import pytest
+from werkzeug.datastructures import EnvironHeaders
 
 import kiln
 from kiln._state import state_of
 from kiln.errors import HTTPError
 from kiln.resource import views
-from kiln.resource.dispatch import foreign_hooks, read_body
+from kiln.resource.dispatch import RequestHeaders, foreign_hooks, read_body
 
 SECRET = "dispatch-secret-" + "x" * 32
 VIEWS = ["tests.resource.auth_resources"]
@@ -107,6 +108,7 @@ SCENARIO = [
 
 TIMESTAMP = re.compile(rb"\b1\d{12}\b")
 UUID = re.compile(rb"[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}")
+REQUEST_ID = re.compile(rb"\b[0-9a-f]{32}\b")
 TOKEN = re.compile(rb"_token=[^&\"]+")
 DATE = re.compile(rb"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
 
@@ -115,6 +117,7 @@ def normalized(data: bytes) -> bytes:
     for pattern, replacement in (
         (TIMESTAMP, b"T"),
         (UUID, b"ID"),
+        (REQUEST_ID, b"ID"),
         (TOKEN, b"_token=X"),
         (DATE, b"D"),
     ):
@@ -366,3 +369,26 @@ def test_a_wrong_content_length_is_400(length):
 def test_no_length_and_no_chunks_is_no_body():
     assert read_body({"wsgi.input": io.BytesIO(b"abc")}, 10) == b""
     assert read_body({}, 10) == b""
+
+
+def test_request_headers_answer_as_werkzeug_s_environ_headers():
+    environ = {
+        "HTTP_AUTHORIZATION": "Basic YTpi",
+        "HTTP_X_REQUEST_ID": "abc",
+        "HTTP_CONTENT_TYPE": "ignored/duplicate",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "",
+        "REQUEST_METHOD": "GET",
+        "wsgi.input": None,
+    }
+    ours, theirs = RequestHeaders(environ), EnvironHeaders(environ)
+    assert dict(ours.items()) == dict(theirs.items())
+    assert len(ours) == len(theirs) == 3
+    for name in ("authorization", "X-Request-ID", "Content-Type", "content-length", "Origin"):
+        assert ours.get(name) == theirs.get(name)
+        assert ours.get(name, "-") == theirs.get(name, "-")
+        assert (name in ours) == (name in theirs)
+    assert 3 not in ours
+    assert ours["AUTHORIZATION"] == "Basic YTpi"
+    with pytest.raises(KeyError):
+        ours["Origin"]

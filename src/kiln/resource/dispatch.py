@@ -29,14 +29,14 @@ registered on the app is ever skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
 from flask import Flask, signals
-from werkzeug.datastructures import EnvironHeaders, MIMEAccept
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import HTTP_STATUS_CODES, parse_accept_header, parse_options_header
 from werkzeug.routing import Rule
 
@@ -159,6 +159,45 @@ class Route:
         return len(other) == len(self.segments)
 
 
+#: WSGI keys of the header fields that have no ``HTTP_`` prefix.
+_UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
+class RequestHeaders(Mapping[str, str]):
+    """A WSGI environ's header fields, looked up by name whatever its case:
+    werkzeug's ``EnvironHeaders`` answers, in one step per lookup (a
+    request looks several up)."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self.environ = environ
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.upper().replace("-", "_")
+        value = self.environ.get(key if key in _UNPREFIXED else "HTTP_" + key)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self.environ.items():
+            if key.startswith("HTTP_") and key[5:] not in _UNPREFIXED:
+                yield key[5:].replace("_", "-").title()
+            elif key in _UNPREFIXED and value:
+                yield key.replace("_", "-").title()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class ResourceRouter:
     """The fast path's routes, by number of path segments."""
 
@@ -169,8 +208,10 @@ class ResourceRouter:
         self._by_length: dict[int, list[Route]] = {}
         #: ``(rules known, routes left to Flask)``, computed for a url_map size.
         self._shadowed: tuple[int, frozenset[Route]] = (-1, frozenset())
-        #: Whether the app has Flask hooks of its own, once that cannot change.
-        self._hooked: bool | None = None
+        #: The routes left to Flask and whether the app has Flask hooks of its
+        #: own, once neither can change (Flask served a request: no rule or
+        #: hook may be added any more).
+        self._settled: tuple[frozenset[Route], bool] | None = None
 
     def add(self, route: Route) -> None:
         self.routes.append(route)
@@ -188,15 +229,15 @@ class ResourceRouter:
     def serves(self, app: Flask, route: Route) -> bool:
         """Whether ``route`` is served here rather than by Flask: no other rule
         of ``app`` could take its paths, and ``app`` has no Flask hook of its own."""
-        if route in self.shadowed(app):
-            return False
-        hooked = self._hooked
-        if hooked is None:
-            hooked = foreign_hooks(app)
-            # Once Flask has served a request, no hook can be added any more.
+        settled = self._settled
+        if settled is None:
+            settled = (self.shadowed(app), foreign_hooks(app))
             if getattr(app, "_got_first_request", False):
-                self._hooked = hooked
-        return not hooked and not any(signal.receivers for signal in _REQUEST_SIGNALS)
+                self._settled = settled
+        shadowed, hooked = settled
+        if hooked or route in shadowed:
+            return False
+        return not any(signal.receivers for signal in _REQUEST_SIGNALS)
 
     def shadowed(self, app: Flask) -> frozenset[Route]:
         """The routes another of ``app``'s rules could take (left to Flask)."""
@@ -277,7 +318,7 @@ class ResourceDispatcher:
         start_timer(environ)
         if state.tracer is not None:
             environ["kiln.route"] = route.rule  # the request span's name
-        headers = EnvironHeaders(environ)
+        headers = RequestHeaders(environ)
         identity = None
         context = self.app.app_context()
         context.push()
@@ -289,7 +330,7 @@ class ResourceDispatcher:
                 memo: Memo = {}
                 authenticator = state.authenticator
                 if authenticator is not None:
-                    identity = authenticator.identify(environ, headers, memo)  # type: ignore[arg-type]
+                    identity = authenticator.identify(environ, headers, memo)
                 request = request_of(
                     environ,
                     headers,
@@ -319,7 +360,7 @@ class ResourceDispatcher:
             metrics = state.metrics
             if metrics is not None:
                 metrics.request(environ, method, route.rule, reply.status)
-            cors_headers(config, headers, method, out)  # type: ignore[arg-type]
+            cors_headers(config, headers, method, out)
             soft_eol_header(config, out)
             common_headers(config, out)
         finally:
@@ -329,7 +370,7 @@ class ResourceDispatcher:
 
 def request_of(
     environ: dict[str, Any],
-    headers: EnvironHeaders,
+    headers: Mapping[str, str],
     path: str,
     variables: dict[str, str],
     identity: Any,
@@ -355,7 +396,7 @@ def request_of(
         path=path,
         variables=variables,
         args=args,
-        headers=headers,  # type: ignore[arg-type]
+        headers=headers,
         read_body=(lambda: read_body(environ, limit)) if method in _BODY_METHODS else bytes,
         media_type=parse_options_header(content_type)[0] if content_type else None,
         identity=identity,
