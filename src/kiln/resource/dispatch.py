@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from kiln.storage import StorageBase
 
 __all__ = [
+    "RequestHeaders",
     "ResourceDispatcher",
     "ResourceRouter",
     "Route",
