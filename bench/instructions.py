@@ -172,15 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         config_path = tmp / "kiln.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        from kiln.auth import authenticate, load_policies
-        from kiln.config import Configuration
-
-        identity = authenticate(
-            load_policies(Configuration.from_mapping(config)), resources.AUTH_HEADERS
-        )
-        assert identity is not None  # basicauth: any pair is a user
         records = resources.dataset(args.records, random.Random(42))
-        resources.seed_kiln(config, records, identity.prefixed_id, False)
+        resources.seed_kiln(config, records, resources.bench_user_id(config), False)
         print(
             f"# instructions per request, {args.requests} requests after {WARM_UP}, "
             f"{args.database}, kiln at {resources._git_revision(args.kiln_src or ROOT)}",

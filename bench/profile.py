@@ -208,7 +208,6 @@ def profile_target(target: str, args: argparse.Namespace, tmp: Path) -> None:
     """Seed ``target``'s database, build its app, profile each operation."""
     from kiln import create_app
     from kiln.application import close_app
-    from kiln.auth import authenticate, load_policies
     from kiln.config import Configuration
 
     if args.database == "sqlite":
@@ -219,13 +218,10 @@ def profile_target(target: str, args: argparse.Namespace, tmp: Path) -> None:
         )
         args.databases.append(url)
     config = resources.kiln_config(resources.KILN_CONFIG, target, args.database, url)
-    identity = authenticate(
-        load_policies(Configuration.from_mapping(config)), resources.AUTH_HEADERS
-    )
-    assert identity is not None  # basicauth: any pair is a user
+    owner = resources.bench_user_id(config)
     records = resources.dataset(args.records, random.Random(42))
     began = time.perf_counter()
-    etags = resources.seed_kiln(config, records, identity.prefixed_id, target == "kiln-shareable")
+    etags = resources.seed_kiln(config, records, owner, target == "kiln-shareable")
     seeded = time.perf_counter() - began
     app = create_app(Configuration.from_mapping(config))
     ids = [object_id for object_id, _ in records]

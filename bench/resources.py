@@ -356,6 +356,16 @@ def seed(server: Server, records: Dataset) -> None:
     server.etags.update((object_id, start + i) for i, (object_id, _) in enumerate(records))
 
 
+def bench_user_id(config: Mapping[str, Any]) -> str:
+    """The bench user's prefixed id under kiln ``config``'s policies, in process."""
+    from kiln.auth import authenticate, load_policies
+    from kiln.config import Configuration
+
+    identity = authenticate(load_policies(Configuration.from_mapping(dict(config))), AUTH_HEADERS)
+    assert identity is not None  # basicauth: any pair is a user
+    return identity.prefixed_id
+
+
 def user_id(server: Server) -> str:
     """The bench user's id on ``server`` (kiln or Kinto), from its hello view."""
     return str(server.request("GET", f"{floor_app.PREFIX}/")["user"]["id"])

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from kiln._state import kiln_hook
+from kiln.auth.web import REFUSED_BY
 from kiln.config import Setting, register_setting
 from kiln.errors import ERRORS, HTTPError
 from kiln.exceptions import BackendError, ConfigError
@@ -741,9 +742,6 @@ ANSWERED = Metric(
 #: The ids of the users who sent requests, as :meth:`Metrics.request` records
 #: them: each export hashes them into :data:`UNIQUE_USERS`; never exported itself.
 USER_IDS = Metric("user_ids", "set", (), "Authenticated users (kiln's own record; hashed).")
-#: What ``environ`` holds for a request whose credentials a policy refused: its
-#: name (set by :meth:`kiln.auth.web.Authenticator.identify`).
-REFUSED_BY = "kiln.refused_by"
 
 
 class Metrics:

@@ -38,6 +38,7 @@ from kiln.auth import (
 from kiln.permission import PermissionBase
 
 __all__ = [
+    "REFUSED_BY",
     "Authenticator",
     "current_identity",
     "current_principals",
@@ -48,8 +49,9 @@ __all__ = [
 ]
 
 _IDENTITY = "kiln.identity"
-#: The policy that refused a request's credentials (its metrics name it).
-_REFUSED_BY = "kiln.refused_by"
+#: What ``environ`` holds for a request whose credentials a policy refused:
+#: the policy's name (:meth:`Authenticator.identify` sets it; metrics read it).
+REFUSED_BY = "kiln.refused_by"
 _PRINCIPALS = "kiln.principals"
 
 #: What a unit of requests (a request, or a batch and its sub-requests) remembers:
@@ -85,7 +87,7 @@ class Authenticator:
             memo[key] = identify(self.policies, headers)
         found: Identity | Refusal | None = memo[key]
         if isinstance(found, Refusal):
-            environ[_REFUSED_BY] = found.policy
+            environ[REFUSED_BY] = found.policy
             raise found.error
         note_identity(environ, found)
         return found
